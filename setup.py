@@ -1,0 +1,34 @@
+"""soco: detection-oriented self-supervised pretraining for Detectron2.
+
+PyTorch, torchvision and Detectron2 are installed by ``tools/install.sh`` (Detectron2 is not on
+PyPI under its own name; see README.md), so they are checked at import time, not listed here.
+"""
+
+from setuptools import find_packages, setup
+
+# Versions verified together on Python 3.11 with torch 2.14.1 / torchvision 0.29.1.
+INSTALL_REQUIRES = [
+    "numpy>=1.26,<3",
+    "fvcore==0.1.5.post20221221",
+    "iopath==0.1.9",
+    "pycocotools==2.0.11",
+    "opencv-contrib-python-headless==4.12.0.88",
+    "selectivesearch==0.4",
+    "scikit-image==0.26.0",
+    "scikit-learn==1.9.1",
+    "scipy==1.17.1",
+    "matplotlib==3.11.2",
+    "tensorboard==2.21.0",
+    "tqdm==4.70.1",
+]
+
+setup(
+    name="soco",
+    version="0.1.0",
+    description="SoCo, CoKe, CLSA and SMoG pretraining for Detectron2",
+    packages=find_packages(include=["soco", "soco.*"]),
+    python_requires=">=3.10",
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": ["pytest==9.2.0", "pytest-timeout==2.4.0"]},
+    include_package_data=True,
+)

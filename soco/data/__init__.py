@@ -1,0 +1,1 @@
+"""Data: proposals, views and box transforms, augmentations, datasets, loaders."""

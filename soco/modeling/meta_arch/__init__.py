@@ -1,0 +1,1 @@
+"""One module per pretraining method over a shared base; importing this registers them all."""
