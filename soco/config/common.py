@@ -1,4 +1,10 @@
-"""Keys shared by every pretraining method: data, schedule in epochs, optimiser, EMA, heads."""
+"""Keys shared by every pretraining method: data, schedule in epochs, optimiser, EMA, heads.
+
+Pixel format used by every method (and therefore by the fine-tune configs): mappers emit RGB
+uint8 images, the meta-architecture normalises them with ImageNet mean/std in RGB order
+(``MODEL.PIXEL_MEAN/STD`` below, set in ``configs/Base-Pretrain.yaml``), and the ResNet puts the
+stride in the 3x3 convolution (``MODEL.RESNETS.STRIDE_IN_1X1: False``, torchvision style).
+"""
 
 from detectron2.config import CfgNode as CN
 
@@ -9,33 +15,58 @@ def add_common_config(cfg: CN) -> None:
     # optional list of image paths relative to IMAGE_ROOT. Empty: use DATASETS.TRAIN.
     cfg.PRETRAIN.IMAGE_ROOT = ""
     cfg.PRETRAIN.IMAGE_LIST = ""
-    # Schedules are given in epochs and converted to iterations from the dataset size;
-    # SOLVER.MAX_ITER > 0 (e.g. on the command line) overrides the length, and every schedule
-    # (lr, EMA momentum, method-specific ramps) follows the overridden length.
+    # Schedules are given in epochs and converted to iterations (optimiser steps) from the
+    # dataset size: MAX_ITER = EPOCHS * (num_images // SOLVER.IMS_PER_BATCH). SOLVER.MAX_ITER > 0
+    # (e.g. on the command line) overrides the length, and every schedule (lr warm-up and
+    # cosine, EMA momentum, method-specific ramps) follows the overridden length. The trainer
+    # writes the resolved values into SOLVER.MAX_ITER, SOLVER.WARMUP_ITERS and
+    # PRETRAIN.NUM_IMAGES before it builds the model, so models may read them.
     cfg.PRETRAIN.EPOCHS = 100
     cfg.PRETRAIN.WARMUP_EPOCHS = 10
+    # Filled by the trainer (number of training images after prepare_dataset_dicts); lets a
+    # method size per-instance buffers without hard-coding the dataset. 0 = not resolved yet.
+    cfg.PRETRAIN.NUM_IMAGES = 0
     # lr = SOLVER.BASE_LR * SOLVER.IMS_PER_BATCH / LR_REFERENCE_BATCH (linear scaling rule).
     cfg.PRETRAIN.LR_REFERENCE_BATCH = 256
-    # Gradient accumulation: optimiser steps every ACCUM_STEPS iterations (small GPU counts).
+    # Gradient accumulation: SOLVER.IMS_PER_BATCH stays the effective batch of one optimiser
+    # step (what the lr scaling and schedules see); each process runs ACCUM_STEPS forward/
+    # backward passes of IMS_PER_BATCH / (world_size * ACCUM_STEPS) images per step.
     cfg.PRETRAIN.ACCUM_STEPS = 1
+    # Memory format and graph compilation of the model (GPU speed options; off by default).
     cfg.PRETRAIN.CHANNELS_LAST = False
     cfg.PRETRAIN.COMPILE = False
-    # Batch norm of the pretraining network: "SyncBN" on GPU with DDP, "BN" on CPU / one process.
-    cfg.PRETRAIN.NORM = "SyncBN"
+    # Convert every BatchNorm (backbone, FPN, heads, projector, target) to SyncBatchNorm when
+    # training on GPU with more than one process. Ignored on CPU and with one process, where
+    # plain BN is used, so world size 1 on CPU always works.
+    cfg.PRETRAIN.SYNC_BN = True
 
     cfg.SOLVER.OPTIMIZER = "LARS"  # "LARS" | "SGD"
     cfg.SOLVER.LARS = CN()
     cfg.SOLVER.LARS.TRUST_COEF = 0.001
-    cfg.SOLVER.LARS.EPS = 1e-8
     # Biases and normalisation parameters get neither weight decay nor the LARS adaptation.
     cfg.SOLVER.LARS.EXCLUDE_BIAS_AND_NORM = True
 
-    # EMA target network (BYOL): tau goes from MOMENTUM to MOMENTUM_END with a cosine schedule.
+    # EMA target network (BYOL): tau goes from MOMENTUM to MOMENTUM_END with BYOL's cosine
+    # schedule tau_k = END - (END - MOMENTUM) * (cos(pi k / K) + 1) / 2 over the K iterations.
     cfg.MODEL.EMA = CN()
     cfg.MODEL.EMA.MOMENTUM = 0.99
     cfg.MODEL.EMA.MOMENTUM_END = 1.0
 
-    # Projector g and predictor q: Linear(->HIDDEN_DIM) - BN - ReLU - Linear(->OUT_DIM).
+    # Projector g: NUM_LAYERS linear layers, each hidden one followed by NORM ("BN" or "" for
+    # none) and ReLU: Linear(->HIDDEN_DIM) - BN - ReLU - Linear(->OUT_DIM) for BYOL and SoCo.
     cfg.MODEL.PROJECTOR = CN()
     cfg.MODEL.PROJECTOR.HIDDEN_DIM = 4096
     cfg.MODEL.PROJECTOR.OUT_DIM = 256
+    cfg.MODEL.PROJECTOR.NUM_LAYERS = 2
+    cfg.MODEL.PROJECTOR.NORM = "BN"
+    # Predictor q (same shape rules; input and output size = PROJECTOR.OUT_DIM).
+    cfg.MODEL.PREDICTOR = CN()
+    cfg.MODEL.PREDICTOR.HIDDEN_DIM = 4096
+    cfg.MODEL.PREDICTOR.NUM_LAYERS = 2
+    cfg.MODEL.PREDICTOR.NORM = "BN"
+
+    # Plain image-level BYOL (the baseline meta-architecture `BYOL`): two views, each a
+    # RandomResizedCrop of CROP_SIZE px with area scale CROP_SCALE, then BYOL's augmentations.
+    cfg.MODEL.BYOL = CN()
+    cfg.MODEL.BYOL.CROP_SIZE = 224
+    cfg.MODEL.BYOL.CROP_SCALE = (0.08, 1.0)
