@@ -1,7 +1,50 @@
-"""Keys of the SOCO method, with the paper's defaults."""
+"""Keys of the SoCo method (Wei et al. 2021, sections 3 and 4.1), with the paper's defaults.
+
+Sizes are in pixels of the view they name; boxes are XYXY absolute pixels.
+The RoI pooling of the FPN variant reads ``MODEL.ROI_BOX_HEAD.POOLER_*`` (paper: 7x7 RoIAlign),
+the C4 variant reads ``MODEL.ROI_HEADS`` / ``MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION`` (14x14 then
+res5), as a stock Detectron2 detector does, so the pretrained head sees what it sees at fine-tuning.
+"""
 
 from detectron2.config import CfgNode as CN
 
 
 def add_soco_config(cfg: CN) -> None:
     cfg.MODEL.SOCO = CN()
+    # "FPN": ResNet + FPN (P2-P5) + 4conv1fc box head. "C4": RoIAlign on res4 + res5 head, no V3.
+    cfg.MODEL.SOCO.VARIANT = "FPN"
+    # Proposal file from tools/gen_proposals.py (Detectron2 precomputed-proposal pickle whose ids
+    # are image paths relative to the image root). Every training image must be in it.
+    cfg.MODEL.SOCO.PROPOSALS = ""
+    # K proposals per image and training step (sampled with replacement when fewer are valid).
+    cfg.MODEL.SOCO.NUM_PROPOSALS = 4
+
+    # Views. V1 = whole image resized to VIEW1_SIZE^2; V2 = random crop of V1 (scale CROP_SCALE
+    # of V1's area, aspect ratio in CROP_RATIO as torchvision's RandomResizedCrop) resized to
+    # VIEW2_SIZE^2; V3 = V2 downsampled to VIEW3_SIZE^2; SoCo*: V4 = another crop of V1 resized
+    # to VIEW4_SIZE^2.
+    cfg.MODEL.SOCO.VIEW1_SIZE = 224
+    cfg.MODEL.SOCO.VIEW2_SIZE = 224
+    cfg.MODEL.SOCO.USE_VIEW3 = True
+    cfg.MODEL.SOCO.VIEW3_SIZE = 112
+    cfg.MODEL.SOCO.USE_VIEW4 = False
+    cfg.MODEL.SOCO.VIEW4_SIZE = 192
+    cfg.MODEL.SOCO.CROP_SCALE = (0.5, 1.0)
+    cfg.MODEL.SOCO.CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+    # "Proposals outside of V2 are dropped" (paper, unspecified): a proposal stays when at least
+    # this fraction of its area lies inside the crop; it is then clipped to the crop in every view.
+    cfg.MODEL.SOCO.MIN_VISIBLE_FRACTION = 0.5
+    # Crops are redrawn up to this many times until one keeps a proposal; after that the visible
+    # part of the whole image (the crop itself) is the proposal.
+    cfg.MODEL.SOCO.MAX_CROP_ATTEMPTS = 10
+
+    # Box jitter (paper 3.2): with probability JITTER_PROB per proposal and view, the centre and
+    # size move by r * (w, h) with r ~ U[-JITTER_RATIO, JITTER_RATIO]; the paper draws one r per
+    # box, JITTER_PER_COORDINATE draws one per coordinate (closer to the official code).
+    cfg.MODEL.SOCO.JITTER_PROB = 0.5
+    cfg.MODEL.SOCO.JITTER_RATIO = 0.1
+    cfg.MODEL.SOCO.JITTER_PER_COORDINATE = False
+
+    # Scale-aware assignment: sqrt(box area) in the view's pixels <= T[0] -> P2, <= T[1] -> P3,
+    # <= T[2] -> P4, else P5 (official code's reading of the paper's 0-48^2 / 49^2-96^2 / ... ranges).
+    cfg.MODEL.SOCO.LEVEL_THRESHOLDS = (48, 96, 192)

@@ -1,0 +1,1 @@
+"""Image augmentations (torchvision transforms v2): BYOL, multi-view, CLSA strong, MoCo v2."""
