@@ -1,0 +1,102 @@
+"""Reading images as RGB uint8 arrays, the same way for training and for proposal generation.
+
+Orientation: the EXIF orientation tag is applied (as Detectron2's ``read_image`` does), so an
+image's pixels, its ``height``/``width`` and its proposal boxes all refer to the upright image.
+Colour: grayscale, palette, CMYK, YCbCr are converted to RGB by Pillow; alpha is dropped
+(the stored colour is kept, no compositing); 16-bit and 32-bit integer images are scaled to 8 bit
+by their bit depth (Pillow's own conversion would clip everything above 255 to white).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+__all__ = ["ImageReadError", "read_image_rgb", "decode_rgb"]
+
+# Orientation values 5..8 swap width and height (EXIF 2.3, tag 0x0112).
+_EXIF_ORIENTATION_TAG = 0x0112
+_TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
+
+
+class ImageReadError(RuntimeError):
+    """An image file could not be read; the message names the file and the reason."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"cannot read image {path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def _to_rgb_array(image: Image.Image) -> np.ndarray:
+    """PIL image of any mode -> HxWx3 uint8 RGB."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit grayscale (and 32-bit integer) PNG/TIFF: keep the top 8 bits of a 16-bit range.
+        values = np.asarray(image).astype(np.int64)
+        gray = (np.clip(values, 0, 65535) >> 8).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if image.mode == "F":
+        gray = np.clip(np.asarray(image), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    return np.asarray(image.convert("RGB"))
+
+
+def decode_rgb(path, max_size: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """Read ``path`` upright as RGB uint8.
+
+    Args:
+        path: image file.
+        max_size: if given, JPEG decoding may use DCT scaling (Pillow's ``draft``) to a size whose
+            longer side is still >= ``max_size``: a large speed-up for huge photos when the caller
+            downsizes anyway. Other formats are decoded at full size.
+
+    Returns:
+        (image HxWx3 uint8, (height, width) of the full-resolution upright image). ``image`` has
+        exactly that size unless ``max_size`` allowed a reduced decode.
+
+    Raises:
+        ImageReadError: missing, truncated, corrupt or non-image file, or an empty image.
+    """
+    try:
+        with warnings.catch_warnings():
+            # Large photos (e.g. 10000x8000) trigger Pillow's decompression-bomb *warning*; the
+            # hard limit (an error) still applies.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                try:
+                    orientation = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+                except Exception:  # malformed EXIF: treat as upright, like Detectron2
+                    orientation = 1
+                if max_size is not None and image.format == "JPEG" and max(width, height) > max_size:
+                    scale = max_size / max(width, height)
+                    image.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
+                image.load()
+                if orientation != 1:
+                    image = ImageOps.exif_transpose(image)
+                array = _to_rgb_array(image)
+    except ImageReadError:
+        raise
+    except FileNotFoundError as e:
+        raise ImageReadError(path, "file not found") from e
+    except Image.UnidentifiedImageError as e:
+        raise ImageReadError(path, "not a recognised image format") from e
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(path, f"too many pixels ({e})") from e
+    except (OSError, ValueError, SyntaxError, EOFError) as e:  # truncated / corrupt data
+        raise ImageReadError(path, f"{type(e).__name__}: {e}") from e
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        width, height = height, width
+    if array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageReadError(path, f"empty image of shape {array.shape}")
+    return np.ascontiguousarray(array), (height, width)
+
+
+def read_image_rgb(path) -> np.ndarray:
+    """Read ``path`` as an upright HxWx3 uint8 RGB array (EXIF orientation applied).
+
+    Raises:
+        ImageReadError: naming the file and the reason.
+    """
+    return decode_rgb(path)[0]
