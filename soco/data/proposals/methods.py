@@ -1,0 +1,83 @@
+"""Proposal methods and the working-resolution wrapper that maps boxes back to original pixels.
+
+Every method maps an HxWx3 uint8 RGB image to (N, 4) float32 XYXY boxes in its pixels (pixel-edge
+convention: a box covering pixel columns x0..x1 inclusive is [x0, ., x1 + 1, .]).
+
+- ``vectorized`` (default): the project's vectorised selective search, see ``grouping.py``
+  (Felzenszwalb k=300, sigma=0.9, min_size=100; one strategy: HSV colour + texture + size + fill).
+- ``selectivesearch``: the ``selectivesearch`` package (0.4) with SoCo's parameters scale=300,
+  sigma=0.9, min_size=100, exactly as the official SoCo code calls it; its ``rect`` (x, y, w, h)
+  with w = max_x - min_x becomes [x, y, x + w + 1, y + h + 1].
+- ``opencv_fast`` / ``opencv_quality``: OpenCV's ``SelectiveSearchSegmentation`` in its
+  ``switchToSelectiveSearchFast`` / ``switchToSelectiveSearchQuality`` modes (several colour
+  spaces, segmentation scales and similarity combinations; many more boxes, slower).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .grouping import selective_search_boxes
+
+__all__ = ["METHODS", "DEFAULT_METHOD", "DEFAULT_MAX_SIZE", "SOCO_SEGMENTATION", "resize_longer_side",
+           "scale_boxes"]
+
+# SoCo's selective-search parameters (official code: scale=300, sigma=0.9, min_size=100).
+SOCO_SEGMENTATION = {"scale": 300, "sigma": 0.9, "min_size": 100}
+
+
+def _selectivesearch_package(image: np.ndarray) -> np.ndarray:
+    import selectivesearch  # imported lazily: pulls in scikit-image, only this method needs it
+
+    _, regions = selectivesearch.selective_search(image, **SOCO_SEGMENTATION)
+    rects = np.array([r["rect"] for r in regions], np.float32).reshape(-1, 4)
+    return np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:] + 1], axis=1)
+
+
+def _vectorized(image: np.ndarray) -> np.ndarray:
+    s = SOCO_SEGMENTATION
+    return selective_search_boxes(image, k=s["scale"], sigma=s["sigma"], min_size=s["min_size"])
+
+
+def _opencv(mode: str):
+    def method(image: np.ndarray) -> np.ndarray:
+        search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
+        search.setBaseImage(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        getattr(search, f"switchToSelectiveSearch{mode}")()
+        rects = np.asarray(search.process(), np.float32).reshape(-1, 4)
+        return np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1)
+
+    return method
+
+
+METHODS = {
+    "vectorized": _vectorized,
+    "selectivesearch": _selectivesearch_package,
+    "opencv_fast": _opencv("Fast"),
+    "opencv_quality": _opencv("Quality"),
+}
+DEFAULT_METHOD = "vectorized"
+# Working resolution (longer side, px) per method when --max-size is not given. The paper ran the
+# package at full resolution; the others search at ImageNet's typical size (500 px).
+DEFAULT_MAX_SIZE = {"vectorized": 500, "selectivesearch": None, "opencv_fast": 500, "opencv_quality": 500}
+
+
+def resize_longer_side(image: np.ndarray, max_size: int | None) -> np.ndarray:
+    """Downscale (area interpolation) so the longer side is <= ``max_size``; never upscale."""
+    height, width = image.shape[:2]
+    if max_size is None or max(height, width) <= max_size:
+        return image
+    scale = max_size / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def scale_boxes(boxes: np.ndarray, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
+    """Map (N, 4) XYXY boxes from an image of size ``from_hw`` to the same image at ``to_hw``
+    (pixel edges scale exactly: 0 -> 0, W_from -> W_to), clipped to the target image."""
+    sy = to_hw[0] / from_hw[0]
+    sx = to_hw[1] / from_hw[1]
+    out = np.asarray(boxes, np.float32).reshape(-1, 4) * np.array([sx, sy, sx, sy], np.float32)
+    np.clip(out[:, 0::2], 0, to_hw[1], out=out[:, 0::2])
+    np.clip(out[:, 1::2], 0, to_hw[0], out=out[:, 1::2])
+    return out

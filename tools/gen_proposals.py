@@ -1,0 +1,58 @@
+#!/usr/bin/env python
+"""Offline selective-search proposals for SoCo pre-training.
+
+    python tools/gen_proposals.py --image-root DIR --output proposals/NAME.pkl \
+        [--image-list FILE] [--num-workers N] [--method M] [--max-size S] [--shard i/n]
+    python tools/gen_proposals.py --output proposals/NAME.pkl --merge
+
+Rerunning the same command after an interruption continues where it stopped. With --shard i/n on
+n machines (sharing the output folder, or copying NAME.pkl.shards/ together), the last shard to
+finish writes NAME.pkl; --merge does it explicitly. See proposals/README.md.
+"""
+import argparse
+import json
+import sys
+
+from soco.data.proposals import DEFAULT_MAX_SIZE, DEFAULT_METHOD, METHODS, generate, merge
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image-root", help="image folder (recursive; ImageNet class subfolders are fine)")
+    parser.add_argument("--output", required=True, help="proposal file to write, e.g. proposals/imagenet_train.pkl")
+    parser.add_argument("--image-list", help="text file of image paths relative to --image-root (optional label column)")
+    parser.add_argument("--method", default=DEFAULT_METHOD, choices=sorted(METHODS),
+                        help=f"proposal method (default: {DEFAULT_METHOD}; 'selectivesearch' is the paper's)")
+    parser.add_argument("--max-size", type=int, default=None,
+                        help="working resolution: longer side in px for the search, boxes are mapped back to "
+                             f"original pixels; 0 = full resolution (default per method: {DEFAULT_MAX_SIZE})")
+    parser.add_argument("--num-workers", type=int, default=None, help="processes (default: all cores; 0: in-process)")
+    parser.add_argument("--shard", default="0/1", help="i/n: compute only this machine's share (default 0/1)")
+    parser.add_argument("--chunk-size", type=int, default=1000, help="images per checkpoint file (default 1000)")
+    parser.add_argument("--merge", action="store_true", help="only merge finished shards into --output")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if not args.merge and not args.image_root:
+        parser.error("--image-root is required (unless --merge)")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.merge:
+        summary = merge(args.output)
+    else:
+        max_size = "default" if args.max_size is None else (args.max_size or None)
+        summary = generate(args.image_root, args.output, image_list=args.image_list, method=args.method,
+                           max_size=max_size, num_workers=args.num_workers, shard=args.shard,
+                           chunk_size=args.chunk_size, progress=not args.no_progress)
+    if summary is None:
+        print(f"shard {args.shard} done; {args.output} is written when every shard has finished "
+              "(or run with --merge once they have)")
+        return 0
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
