@@ -40,6 +40,18 @@ def add_common_config(cfg: CN) -> None:
     # plain BN is used, so world size 1 on CPU always works.
     cfg.PRETRAIN.SYNC_BN = True
 
+    # Pretraining defaults that differ from Detectron2's (configs/Base-Pretrain.yaml repeats
+    # them so the fine-tune configs can be checked against it): run length from epochs,
+    # RGB 0-255 input normalised by ImageNet mean/std in RGB order, stride in the 3x3 conv,
+    # every stage trained, plain BN (SyncBN by PRETRAIN.SYNC_BN where it applies).
+    cfg.SOLVER.MAX_ITER = -1
+    cfg.INPUT.FORMAT = "RGB"
+    cfg.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
+    cfg.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
+    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
+    cfg.MODEL.RESNETS.NORM = "BN"
+    cfg.MODEL.BACKBONE.FREEZE_AT = 0
+
     cfg.SOLVER.OPTIMIZER = "LARS"  # "LARS" | "SGD"
     cfg.SOLVER.LARS = CN()
     cfg.SOLVER.LARS.TRUST_COEF = 0.001
