@@ -39,10 +39,12 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip install -q)
+# Every pip call below (build_detectron2.py's too) installs within the verified versions.
+export PIP_CONSTRAINT="$ROOT/constraints.txt"
 
 # The stamp records what was installed; a matching stamp plus working imports means nothing to do.
 stamp_file="$VENV/.soco-install-stamp"
-stamp=$(cat "$ROOT/setup.py" "$ROOT/tools/install.sh" "$ROOT/tools/build_detectron2.py" | sha256sum | cut -c1-16)
+stamp=$(cat "$ROOT/setup.py" "$ROOT/constraints.txt" "$ROOT/tools/install.sh" "$ROOT/tools/build_detectron2.py" | sha256sum | cut -c1-16)
 stamp="$stamp d2src=$D2_SRC"
 if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ] \
    && "$PY" -c "import torch, torchvision, detectron2, soco" 2>/dev/null; then
