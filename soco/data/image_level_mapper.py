@@ -1,0 +1,61 @@
+"""Mapper for image-level methods (CoKe, CLSA, SMoG): one image -> lists of augmented views.
+
+Output dict (see ``soco.modeling.meta_arch.base``): ``"views"`` and any other view-list keys
+(e.g. CLSA's ``"strong_views"``), each a list of RGB uint8 tensors (3, S, S); ``"image_id"``;
+and ``"instance_index"`` (position in the dataset) when the dataset dicts carry it (CoKe keeps
+per-instance labels).
+"""
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .image_io import ImageReadError, read_image_rgb
+from .transforms.byol import build_byol_transform
+from .transforms.multiview import CropSpec, MultiViewTransform, build_multi_crop
+
+__all__ = ["ImageLevelMapper", "build_byol_multi_crop", "add_instance_indices"]
+
+
+class ImageLevelMapper:
+    """Reads ``file_name`` with ``read_image_rgb`` and applies each named :class:`MultiViewTransform`.
+
+    ``view_sets`` must contain ``"views"``. Returns ``None`` for an unreadable image (the loader
+    skips it).
+    """
+
+    def __init__(self, view_sets: Dict[str, MultiViewTransform]):
+        if "views" not in view_sets:
+            raise ValueError(f"ImageLevelMapper needs a 'views' transform, got keys {list(view_sets)}")
+        self.view_sets = dict(view_sets)
+
+    def __call__(self, dataset_dict: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        try:
+            image = read_image_rgb(dataset_dict["file_name"])
+        except ImageReadError:
+            return None
+        # Pillow-backed arrays are read-only; np.require copies only in that case.
+        image = torch.from_numpy(np.require(image, requirements="W")).permute(2, 0, 1)
+        out: Dict[str, Any] = {key: t(image) for key, t in self.view_sets.items()}
+        out["image_id"] = dataset_dict["image_id"]
+        if "instance_index" in dataset_dict:
+            out["instance_index"] = int(dataset_dict["instance_index"])
+        return out
+
+
+def build_byol_multi_crop(
+    size: int, scale: Sequence[float], num_small: int = 0, small_size: int = 96,
+    small_scale: Sequence[float] = (0.05, 0.14), num_large: int = 2,
+) -> MultiViewTransform:
+    """``num_large`` crops of ``size`` px then ``num_small`` of ``small_size`` px; view i gets BYOL's
+    augmentation T (even i) or T' (odd i), so the two large views form BYOL's asymmetric pair."""
+    specs = [CropSpec(size, tuple(scale), num_large)]
+    if num_small > 0:
+        specs.append(CropSpec(small_size, tuple(small_scale), num_small))
+    return build_multi_crop(specs, lambda i, s: build_byol_transform(i % 2, s))
+
+
+def add_instance_indices(dicts: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Shallow copies of ``dicts`` with ``"instance_index"`` = position (0..N-1)."""
+    return [dict(d, instance_index=i) for i, d in enumerate(dicts)]

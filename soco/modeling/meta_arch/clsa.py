@@ -1,0 +1,116 @@
+"""CLSA (Wang & Qi, TPAMI 2022): MoCo v2 plus the distributional divergence on strong views.
+
+Query = online backbone -> 2-layer MLP (2048 -> 128, no BN, MoCo v2) on weak view 1; key =
+momentum copy (``target.``, tau = MODEL.EMA.MOMENTUM, 0.999 constant) on weak view 2;
+negatives = a FIFO queue of past keys. L = L_C + BETA * L_D with L_D summed over the strong
+views (CLSA* has five), every distribution a softmax over [positive key, queue] at the same
+temperature (eq. 3-7; DESIGN.md on the garbled indexing). With BETA = 0 this is MoCo v2.
+
+Shuffle-BN (MoCo): under DDP the key batch is gathered, shuffled across processes, encoded
+and un-shuffled, so the key encoder's BN statistics never come from the query's own images.
+With one process there is nothing to shuffle across: the key encoder's BN sees the whole local
+batch, as in MoCo's single-GPU runs; no sub-batch emulation is done.
+"""
+
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from detectron2.config import CfgNode
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.utils import comm
+
+from ...data.image_level_mapper import ImageLevelMapper
+from ...data.transforms.clsa_strong import build_clsa_strong_views
+from ...data.transforms.mocov2 import build_mocov2_transform
+from ...data.transforms.multiview import CropSpec, MultiViewTransform
+from ..distributed import concat_all_gather
+from ..losses.clsa import contrast_logits, contrastive_loss, distributional_divergence_loss
+from .base import ImageLevelMetaArch, put_scalars
+
+__all__ = ["CLSA"]
+
+
+@META_ARCH_REGISTRY.register()
+class CLSA(ImageLevelMetaArch):
+    """Online: backbone, projector; target: momentum backbone, projector. Buffers: ``queue``
+    (QUEUE_SIZE, D) unit rows, ``queue_ptr`` (next row to overwrite)."""
+
+    def __init__(self, cfg: CfgNode):
+        super().__init__(cfg, with_predictor=False, with_target=True)
+        c = cfg.MODEL.CLSA
+        self.temperature, self.beta, self.shuffle_bn = float(c.TEMPERATURE), float(c.BETA), bool(c.SHUFFLE_BN)
+        if c.QUEUE_SIZE <= 0:
+            raise ValueError(f"MODEL.CLSA.QUEUE_SIZE must be > 0, got {c.QUEUE_SIZE}")
+        self.register_buffer("queue", F.normalize(torch.randn(c.QUEUE_SIZE, self.projector.out_dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    def target_momentum(self, iteration: int, max_iter: int) -> float:
+        """MoCo's key-encoder momentum is constant: MODEL.EMA.MOMENTUM (MOMENTUM_END unused)."""
+        return float(self.cfg.MODEL.EMA.MOMENTUM)
+
+    @torch.no_grad()
+    def encode_keys(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) -> (N, D) unit keys from the momentum encoder, with shuffle-BN under DDP."""
+        world = comm.get_world_size()
+        if not (self.shuffle_bn and world > 1):
+            return F.normalize(self.project(images, target=True), dim=1)
+        gathered = concat_all_gather(images)
+        perm = torch.randperm(gathered.shape[0], device=images.device)
+        dist.broadcast(perm, src=0)
+        local = perm.view(world, -1)[comm.get_rank()]
+        keys = F.normalize(self.project(gathered[local], target=True), dim=1)
+        all_keys = concat_all_gather(keys)
+        # all_keys[j] is the key of gathered[perm[j]]; undo the permutation, keep this rank's rows.
+        unshuffled = torch.empty_like(all_keys)
+        unshuffled[perm] = all_keys
+        return unshuffled.view(world, -1, keys.shape[1])[comm.get_rank()]
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Write the all-gathered ``keys`` (N, D) at ``queue_ptr`` (wrapping around)."""
+        keys = concat_all_gather(keys)
+        size = self.queue.shape[0]
+        rows = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % size
+        self.queue[rows] = keys[-size:] if keys.shape[0] > size else keys
+        self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
+
+    def forward(self, batched_inputs: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
+        weak = self.preprocess_images(batched_inputs, "views")
+        if len(weak) != 2:
+            raise ValueError(f"CLSA expects 2 weak views (query, key), got {len(weak)}")
+        query = self.project(weak[0])
+        keys = self.encode_keys(weak[1])
+        queue = self.queue.clone().detach()
+        weak_logits = contrast_logits(query, keys, queue, self.temperature)
+        losses = {"loss_contrast": contrastive_loss(weak_logits).mean()}
+        if self.beta > 0:
+            strong = self.preprocess_images(batched_inputs, "strong_views")
+            divergence = sum(
+                distributional_divergence_loss(weak_logits, contrast_logits(self.project(s), keys, queue, self.temperature)).mean()
+                for s in strong
+            )
+            losses["loss_divergence"] = self.beta * divergence
+        with torch.no_grad():
+            put_scalars(clsa_positive_prob=float(F.softmax(weak_logits, dim=1)[:, 0].mean()))
+        self.enqueue(keys)
+        return losses
+
+    @classmethod
+    def build_mapper(cls, cfg: CfgNode) -> Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]:
+        c = cfg.MODEL.CLSA
+        weak = build_mocov2_transform(c.CROP_SIZE, c.CROP_SCALE)
+        view_sets = {"views": MultiViewTransform([weak, weak])}
+        if c.BETA > 0:
+            lens = {len(c.STRONG_CROP_SIZES), len(c.STRONG_CROP_MIN_SCALES), len(c.STRONG_CROP_MAX_SCALES)}
+            if len(lens) != 1 or not c.STRONG_CROP_SIZES:
+                raise ValueError(
+                    "MODEL.CLSA.STRONG_CROP_SIZES / _MIN_SCALES / _MAX_SCALES must be non-empty lists of equal length"
+                )
+            specs = [
+                CropSpec(int(s), (float(lo), float(hi)))
+                for s, lo, hi in zip(c.STRONG_CROP_SIZES, c.STRONG_CROP_MIN_SCALES, c.STRONG_CROP_MAX_SCALES)
+            ]
+            view_sets["strong_views"] = build_clsa_strong_views(specs, c.NUM_STRONG_OPS, c.STRONG_OP_PROB)
+        return ImageLevelMapper(view_sets)

@@ -1,0 +1,169 @@
+"""CoKe (Qian et al., CVPR 2022): online constrained k-means as the pretext task.
+
+Each clustering head keeps K centres, K dual variables and one label per training instance.
+Per batch: the (all-gathered) mean projection of the large views is assigned by
+y_i = argmax_k (s_ik + rho_k) (supplementary eq. 1), the duals take one projected-gradient
+step so every cluster keeps at least LOWER_BOUND_RATIO * N / K instances, the centres take an
+online k-means step and the label buffer is overwritten. The network is trained to classify
+each view into last epoch's label (cross-entropy of x^T c / lambda against last epoch's
+centres), softened for two views by the other view's prediction (supplementary 2.2.3), on the
+projector and the predictor outputs (2.2.4). At each epoch end the running centres become the
+loss's centres and the running counts restart (official ``update_center``).
+
+Per-instance buffers are sized from the dataset (``PRETRAIN.NUM_IMAGES``, written by the
+trainer), unlike the official code's hard-coded ImageNet size.
+"""
+
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import CfgNode
+from detectron2.modeling import META_ARCH_REGISTRY
+from torch import nn
+
+from ...data.image_level_mapper import ImageLevelMapper, add_instance_indices, build_byol_multi_crop
+from ..distributed import concat_all_gather
+from ..losses.coke import (
+    constrained_assignment,
+    dual_update,
+    running_center_update,
+    soft_cross_entropy,
+    two_view_soft_targets,
+)
+from .base import ImageLevelMetaArch, put_scalars
+
+__all__ = ["CoKe"]
+
+
+@META_ARCH_REGISTRY.register()
+class CoKe(ImageLevelMetaArch):
+    """Online: backbone, projector (+ output BN), predictor (when BETA > 0). No target network.
+
+    Buffers per head h: ``centers_{h}`` (K, D) running centres used for assignment,
+    ``loss_centers_{h}`` (K, D) last epoch's centres used by the loss, ``duals_{h}`` (K,),
+    ``counts_{h}`` (K,) instances assigned this epoch; ``labels`` (H, N) last label of every
+    instance (-1: never seen); ``epoch`` (completed epochs).
+    """
+
+    def __init__(self, cfg: CfgNode):
+        c = cfg.MODEL.COKE
+        super().__init__(cfg, with_predictor=c.BETA > 0, with_target=False)
+        num_images = int(cfg.PRETRAIN.NUM_IMAGES)
+        if num_images <= 0:
+            raise ValueError(
+                "CoKe keeps one label per training image and needs PRETRAIN.NUM_IMAGES > 0 "
+                "(the trainer sets it from the dataset size)"
+            )
+        if c.NUM_VIEWS < 1 or not 0.0 <= c.BETA <= 1.0 or not 0.0 <= c.ALPHA <= 1.0:
+            raise ValueError(f"MODEL.COKE: need NUM_VIEWS >= 1, 0 <= BETA <= 1, 0 <= ALPHA <= 1; got {c}")
+        if c.PROJECTOR_OUTPUT_BN:
+            self.projector.append(nn.BatchNorm1d(self.projector.out_dim))
+        self.num_clusters = [int(k) for k in c.NUM_CLUSTERS]
+        self.num_views = int(c.NUM_VIEWS)
+        self.temperature, self.alpha, self.beta = float(c.TEMPERATURE), float(c.ALPHA), float(c.BETA)
+        self.dual_lr, self.ratio, self.init_epochs = float(c.DUAL_LR), float(c.LOWER_BOUND_RATIO), int(c.INIT_EPOCHS)
+        self.iters_per_epoch = max(1, num_images // cfg.SOLVER.IMS_PER_BATCH)
+        dim = self.projector.out_dim
+        for h, k in enumerate(self.num_clusters):
+            centers = F.normalize(torch.randn(k, dim), dim=1)
+            self.register_buffer(f"centers_{h}", centers)
+            self.register_buffer(f"loss_centers_{h}", centers.clone())
+            self.register_buffer(f"duals_{h}", torch.zeros(k))
+            self.register_buffer(f"counts_{h}", torch.zeros(k))
+        self.register_buffer("labels", torch.full((len(self.num_clusters), num_images), -1, dtype=torch.long))
+        self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
+
+    # ----------------------------------------------------------------------------- clustering
+    @torch.no_grad()
+    def update_clusters(self, feats: torch.Tensor, index: torch.Tensor) -> None:
+        """Assign ``feats`` (M, D) unit rows of instances ``index`` (M,), step duals and centres."""
+        for h, k in enumerate(self.num_clusters):
+            centers, duals = getattr(self, f"centers_{h}"), getattr(self, f"duals_{h}")
+            labels = constrained_assignment(feats @ centers.t(), duals)
+            bound = torch.full_like(duals, self.ratio / k)
+            duals.copy_(dual_update(duals, labels, bound, self.dual_lr, project=self.ratio < 1))
+            new_centers, new_counts = running_center_update(centers, getattr(self, f"counts_{h}"), feats, labels)
+            centers.copy_(new_centers)
+            getattr(self, f"counts_{h}").copy_(new_counts)
+            self.labels[h, index] = labels
+
+    # ----------------------------------------------------------------------------- forward
+    def forward(self, batched_inputs: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
+        views = self.preprocess_images(batched_inputs, "views")
+        if len(views) < self.num_views:
+            raise ValueError(f"CoKe expects at least MODEL.COKE.NUM_VIEWS={self.num_views} views, got {len(views)}")
+        index = torch.tensor([b["instance_index"] for b in batched_inputs], device=self.device)
+        projections = [self.project(v) for v in views]
+        proj = [F.normalize(p, dim=1) for p in projections]
+        pred = [F.normalize(self.predictor(p), dim=1) for p in projections] if self.predictor is not None else None
+
+        init_phase = int(self.epoch) < self.init_epochs
+        with torch.no_grad():
+            previous = self.labels[:, index].clone()
+            # Official code clusters the mean of the large views' projections; renormalised here
+            # so that s_ik is a cosine similarity, as the paper defines it.
+            feats = F.normalize(torch.stack(proj[: self.num_views]).mean(dim=0), dim=1)
+            self.update_clusters(concat_all_gather(feats), concat_all_gather(index))
+            current = self.labels[:, index]
+            # During the initialisation epochs (official: epoch 0) and for instances never seen,
+            # the target is the label just assigned.
+            targets = current if init_phase else torch.where(previous >= 0, previous, current)
+
+        loss_proj, loss_pred = self._head_losses(proj, targets), None
+        loss = loss_proj
+        if pred is not None:
+            loss_pred = self._head_losses(pred, targets, soft_from=proj)
+            loss = self.beta * loss_pred + (1.0 - self.beta) * loss_proj
+        if init_phase:
+            loss = loss * 0.0  # official: lr 0 while the clusters are initialised
+        counts = self.counts_0
+        put_scalars(
+            coke_epoch=float(self.epoch),
+            coke_min_cluster_frac=float(counts.min() * len(counts) / counts.sum().clamp_min(1)),
+        )
+        return {"loss_coke": loss}
+
+    def _head_losses(self, feats: List[torch.Tensor], targets: torch.Tensor, soft_from=None) -> torch.Tensor:
+        """Mean over heads and views of the (soft) cross-entropy of ``feats`` (list over views
+        of (N, D) unit rows) classified against last epoch's centres. Soft targets come from
+        the projections ``soft_from`` (default ``feats``) of the other large views."""
+        soft_from = feats if soft_from is None else soft_from
+        total, terms = 0.0, 0
+        for h, k in enumerate(self.num_clusters):
+            centers = getattr(self, f"loss_centers_{h}")
+            logits = [f @ centers.t() / self.temperature for f in feats]
+            with torch.no_grad():
+                probs = [F.softmax(s @ centers.t() / self.temperature, dim=1) for s in soft_from[: self.num_views]]
+            for v, lg in enumerate(logits):
+                if self.num_views == 1:
+                    target = F.one_hot(targets[h], k).to(lg.dtype)
+                else:
+                    others = [p for u, p in enumerate(probs) if u != v]
+                    target = two_view_soft_targets(targets[h], torch.stack(others).mean(dim=0), self.alpha)
+                total = total + soft_cross_entropy(lg, target).mean()
+                terms += 1
+        return total / terms
+
+    # ----------------------------------------------------------------------------- schedule
+    @torch.no_grad()
+    def on_step_end(self, iteration: int, max_iter: int) -> None:
+        """At each epoch end: the running centres become the loss's centres; counts restart."""
+        if (iteration + 1) % self.iters_per_epoch == 0:
+            for h in range(len(self.num_clusters)):
+                getattr(self, f"loss_centers_{h}").copy_(getattr(self, f"centers_{h}"))
+                getattr(self, f"counts_{h}").zero_()
+            self.epoch += 1
+
+    # ----------------------------------------------------------------------------- data
+    @classmethod
+    def build_mapper(cls, cfg: CfgNode) -> Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]:
+        c = cfg.MODEL.COKE
+        views = build_byol_multi_crop(
+            c.CROP_SIZE, c.CROP_SCALE, c.NUM_SMALL_CROPS, c.SMALL_CROP_SIZE, c.SMALL_CROP_SCALE, c.NUM_VIEWS
+        )
+        return ImageLevelMapper({"views": views})
+
+    @classmethod
+    def prepare_dataset_dicts(cls, cfg: CfgNode, dicts: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        return add_instance_indices(dicts)

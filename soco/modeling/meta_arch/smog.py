@@ -1,0 +1,175 @@
+"""SMoG (Pang et al., ECCV 2022): group-level contrast with synchronous momentum grouping.
+
+Per iteration, with the two large views given to the streams in alternation (sec. 3.4: the
+two BYOL augmentations "adopt one of them in an alternate manner"; here the view order swaps
+every iteration):
+* online features f(x^a) (backbone -> projector with output BN) of view a and of the small crops;
+* momentum features of view b (momentum backbone -> projector, alpha = 0.999);
+* each online feature of view a is assigned to its closest group and the groups move by
+  g_k <- beta g_k + (1 - beta) mean (eq. 4, normalised), differentiably, so the loss's
+  gradient also flows through the group features; beta goes linearly 1.0 -> 0.99;
+* c^b = the group closest to view b's momentum feature; loss eq. 3 for view a and every small
+  crop against c^b over all groups, temperature 0.1.
+Every RESET_PERIOD (300) iterations the groups are re-clustered by k-means over the online
+features cached during the period and the momentum network is reset to the online one.
+Groups are initialised by k-means over the first batch's features.
+
+Prediction head: the paper's text puts it on the momentum branch ("f_eta has an extra
+prediction head stacked on the projection head"), the opposite of BYOL; that is the default
+(PREDICTOR_BRANCH "momentum"). Eq. 3 uses the momentum branch only through the argmax that
+picks c^b, so in this reading the predictor receives no gradient and no EMA (it has no online
+counterpart): it is a frozen, randomly initialised MLP (its BN statistics still track the
+data) and lives under ``target.predictor``. PREDICTOR_BRANCH "online" gives the BYOL placement
+(lightly's implementation): f(x^a) is the online predictor's output and the groups are
+updated with the online projections.
+
+All state (groups, feature cache, counters) is in buffers and identical on every process:
+features are all-gathered before they touch the groups or the cache.
+"""
+
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import CfgNode
+from detectron2.modeling import META_ARCH_REGISTRY
+from torch import nn
+
+from ...data.image_level_mapper import ImageLevelMapper, build_byol_multi_crop
+from ..ema import ema_update_
+from ..distributed import concat_all_gather, concat_all_gather_keep_local_grad
+from ..heads import build_predictor
+from ..losses.smog import assign_to_groups, group_contrastive_loss, momentum_group_update, spherical_kmeans
+from .base import ImageLevelMetaArch, put_scalars
+
+__all__ = ["SMoG"]
+
+
+@META_ARCH_REGISTRY.register()
+class SMoG(ImageLevelMetaArch):
+    """Buffers: ``groups`` (L, D) unit rows, ``groups_ready`` (bool), ``cache`` (M, D) ring of
+    recent online features, ``cache_ptr``, ``cache_filled`` (valid rows)."""
+
+    def __init__(self, cfg: CfgNode):
+        c = cfg.MODEL.SMOG
+        if c.PREDICTOR_BRANCH not in ("momentum", "online"):
+            raise ValueError(f"MODEL.SMOG.PREDICTOR_BRANCH must be 'momentum' or 'online', got {c.PREDICTOR_BRANCH!r}")
+        online_predictor = c.PREDICTOR_BRANCH == "online"
+        super().__init__(cfg, with_predictor=online_predictor, with_target=False)
+        if c.PROJECTOR_OUTPUT_BN:
+            self.projector.append(nn.BatchNorm1d(self.projector.out_dim))
+        self.make_target("backbone", "projector")
+        if not online_predictor:
+            self.target["predictor"] = build_predictor(cfg).requires_grad_(False)
+        self.num_groups, self.temperature = int(c.NUM_GROUPS), float(c.TEMPERATURE)
+        self.beta_start, self.beta_end = float(c.BETA_START), float(c.BETA_END)
+        self.reset_period, self.kmeans_iters = int(c.RESET_PERIOD), int(c.KMEANS_ITERS)
+        if self.reset_period <= 0 or self.num_groups <= 0:
+            raise ValueError(f"MODEL.SMOG.RESET_PERIOD and NUM_GROUPS must be > 0, got {c}")
+        dim = self.projector.out_dim
+        self.register_buffer("groups", torch.zeros(self.num_groups, dim))
+        self.register_buffer("groups_ready", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("cache", torch.zeros(self.reset_period * cfg.SOLVER.IMS_PER_BATCH, dim))
+        self.register_buffer("cache_ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("cache_filled", torch.zeros((), dtype=torch.long))
+        self._iteration, self._max_iter = 0, 1
+
+    # ----------------------------------------------------------------------------- schedule
+    def group_momentum(self, iteration: int, max_iter: int) -> float:
+        """beta: linear from BETA_START (iteration 0) to BETA_END (iteration max_iter)."""
+        frac = min(max(iteration / max(max_iter, 1), 0.0), 1.0)
+        return self.beta_start + (self.beta_end - self.beta_start) * frac
+
+    def target_momentum(self, iteration: int, max_iter: int) -> float:
+        """The Siamese momentum alpha is constant: MODEL.EMA.MOMENTUM (MOMENTUM_END unused)."""
+        return float(self.cfg.MODEL.EMA.MOMENTUM)
+
+    def on_step_start(self, iteration: int, max_iter: int) -> None:
+        self._iteration, self._max_iter = iteration, max_iter
+
+    @torch.no_grad()
+    def on_step_end(self, iteration: int, max_iter: int) -> None:
+        """Every RESET_PERIOD steps: k-means re-grouping and momentum reset; otherwise EMA."""
+        if (iteration + 1) % self.reset_period == 0 and int(self.cache_filled) > 0:
+            self.regroup(seed=iteration)
+            self.reset_target()
+            put_scalars(smog_reset=1.0)
+        else:
+            self.update_target(self.target_momentum(iteration, max_iter))
+
+    @torch.no_grad()
+    def update_target(self, tau: float) -> None:
+        # Only the layers that exist in both networks move by EMA (sec. 3.2).
+        for name in ("backbone", "projector"):
+            ema_update_(self.target[name], getattr(self, name), tau)
+
+    @torch.no_grad()
+    def reset_target(self) -> None:
+        for name in ("backbone", "projector"):
+            self.target[name].load_state_dict(getattr(self, name).state_dict())
+
+    @torch.no_grad()
+    def regroup(self, seed: int) -> None:
+        """Groups <- spherical k-means over the cached features (same seed on every process)."""
+        cached = self.cache[: int(self.cache_filled)]
+        gen = torch.Generator().manual_seed(int(seed))
+        self.groups.copy_(spherical_kmeans(cached, self.num_groups, self.kmeans_iters, generator=gen))
+        self.groups_ready.fill_(True)
+
+    @torch.no_grad()
+    def push_cache(self, feats: torch.Tensor) -> None:
+        """Write ``feats`` (M, D) unit rows into the ring cache."""
+        size = self.cache.shape[0]
+        feats = feats[-size:]
+        rows = (self.cache_ptr + torch.arange(feats.shape[0], device=feats.device)) % size
+        self.cache[rows] = feats.to(self.cache.dtype)
+        self.cache_ptr.copy_((self.cache_ptr + feats.shape[0]) % size)
+        self.cache_filled.copy_(torch.clamp(self.cache_filled + feats.shape[0], max=size))
+
+    # ----------------------------------------------------------------------------- forward
+    def online_features(self, images: torch.Tensor):
+        """(N, 3, H, W) -> (f(x) for the loss, projection for the grouping), both (N, D) unit rows."""
+        z = self.project(images)
+        f = self.predictor(z) if self.predictor is not None else z
+        return F.normalize(f, dim=1), F.normalize(z, dim=1)
+
+    def forward(self, batched_inputs: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
+        views = self.preprocess_images(batched_inputs, "views")
+        if len(views) < 2:
+            raise ValueError(f"SMoG expects at least 2 views, got {len(views)}")
+        a, b = (1, 0) if self._iteration % 2 else (0, 1)
+        online, projected = self.online_features(views[a])
+        small = [self.online_features(v)[0] for v in views[2:]]
+        with torch.no_grad():
+            momentum = self.project(views[b], target=True)
+            if "predictor" in self.target:
+                momentum = self.target["predictor"](momentum)
+            momentum = F.normalize(momentum, dim=1)
+            if not bool(self.groups_ready):
+                first = concat_all_gather(projected.detach())
+                gen = torch.Generator().manual_seed(0)
+                self.groups.copy_(spherical_kmeans(first, self.num_groups, self.kmeans_iters, generator=gen))
+                self.groups_ready.fill_(True)
+            target_groups = assign_to_groups(momentum, self.groups)
+
+        everyone = concat_all_gather_keep_local_grad(projected)
+        assignment = assign_to_groups(everyone, self.groups)
+        beta = self.group_momentum(self._iteration, self._max_iter)
+        groups = momentum_group_update(self.groups, everyone, assignment, beta)
+        loss = group_contrastive_loss(online, groups, target_groups, self.temperature).mean()
+        for s in small:
+            loss = loss + group_contrastive_loss(s, groups, target_groups, self.temperature).mean()
+        loss = loss / (1 + len(small))
+
+        with torch.no_grad():
+            self.groups.copy_(groups.detach())
+            self.push_cache(everyone.detach())
+            used = torch.unique(assignment).numel()
+            put_scalars(smog_beta=beta, smog_groups_used=float(used))
+        return {"loss_smog": loss}
+
+    @classmethod
+    def build_mapper(cls, cfg: CfgNode) -> Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]:
+        c = cfg.MODEL.SMOG
+        views = build_byol_multi_crop(c.CROP_SIZE, c.CROP_SCALE, c.NUM_SMALL_CROPS, c.SMALL_CROP_SIZE, c.SMALL_CROP_SCALE)
+        return ImageLevelMapper({"views": views})
