@@ -1,0 +1,203 @@
+"""SoCo (Wei et al. 2021): object-level BYOL over a detector's backbone, neck and RoI head.
+
+FPN variant: Detectron2 ResNet + FPN (P2-P5; P6 is built, as in the detector, but unused),
+7x7 ROIAlignV2 with SoCo's scale-aware level assignment, the 4conv1fc ``FastRCNNConvFCHead``.
+C4 variant: ResNet up to res4, 14x14 ROIAlignV2 on C4, then res5 (as ``Res5ROIHeads`` builds it)
+and a spatial mean; no V3. Projector g and predictor q: Linear(4096)-BN-ReLU-Linear(256).
+Target network: EMA of backbone, RoI head and projector (``target.*``), tau 0.99 -> 1 (cosine).
+
+Loss (eq. 5-6, symmetrised): for each view pair (V1, Vj), j in {2, 3} (+ 4 for SoCo*),
+mean over proposals and images of -2 cos(q(g(h_1)), g'(h_j)) - 2 cos(q(g(h_j)), g'(h_1)); the
+terms are logged separately (``loss_v1_v2``, ``loss_v1_v3``, ``loss_v1_v4``) and summed by the
+trainer. Module names are those of a stock Detectron2 detector (``backbone.bottom_up.*``,
+``backbone.fpn_*``, ``roi_heads.box_head.*``; C4: ``backbone.*``, ``roi_heads.res5.*``).
+"""
+
+from typing import Any, Dict, List
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.modeling.backbone.fpn import build_resnet_fpn_backbone
+from detectron2.modeling.poolers import ROIPooler
+from detectron2.modeling.roi_heads import Res5ROIHeads, build_box_head
+from detectron2.structures import Boxes
+from torch import nn
+
+from ...data.soco_mapper import SoCoMapper, attach_proposals
+from ..heads import build_predictor, build_projector
+from ..level_assignment import scale_aware_roi_pool
+from ..losses.soco import soco_pair_loss
+from .base import ExportSpec, PretrainMetaArch, backbone_build_cfg, build_pretrain_resnet
+
+__all__ = ["SoCo", "check_soco_config"]
+
+FPN_LEVELS = ("p2", "p3", "p4", "p5")
+# (online view, its box set) paired with (other view, its box set), per loss term.
+VIEW_PAIRS = {
+    "loss_v1_v2": (("v1", "v1"), ("v2", "v2")),
+    "loss_v1_v3": (("v1", "v1"), ("v3", "v3")),
+    "loss_v1_v4": (("v1", "v1_v4"), ("v4", "v4")),
+}
+
+
+def check_soco_config(cfg: CfgNode) -> None:
+    """Raise ValueError naming the key when the SoCo settings contradict each other."""
+    c = cfg.MODEL.SOCO
+    if c.VARIANT not in ("FPN", "C4"):
+        raise ValueError(f"MODEL.SOCO.VARIANT must be 'FPN' or 'C4', got {c.VARIANT!r}")
+    if c.VARIANT == "C4" and c.USE_VIEW3:
+        raise ValueError("MODEL.SOCO.VARIANT C4 discards V3 (paper, section 3.3): set MODEL.SOCO.USE_VIEW3 False")
+    thresholds = list(c.LEVEL_THRESHOLDS)
+    if len(thresholds) != len(FPN_LEVELS) - 1 or thresholds != sorted(thresholds):
+        raise ValueError(f"MODEL.SOCO.LEVEL_THRESHOLDS must be 3 increasing sizes (P2|P3|P4|P5), got {thresholds}")
+    if c.VARIANT == "FPN":
+        if list(cfg.MODEL.FPN.IN_FEATURES) != ["res2", "res3", "res4", "res5"]:
+            raise ValueError(
+                f"MODEL.FPN.IN_FEATURES must be res2..res5 to give P2-P5, got {cfg.MODEL.FPN.IN_FEATURES}"
+            )
+        if cfg.MODEL.ROI_BOX_HEAD.NAME != "FastRCNNConvFCHead":
+            raise ValueError(f"MODEL.ROI_BOX_HEAD.NAME must be FastRCNNConvFCHead, got {cfg.MODEL.ROI_BOX_HEAD.NAME!r}")
+
+
+def _head_build_cfg(cfg: CfgNode) -> CfgNode:
+    """``backbone_build_cfg`` plus the box head's norm built as plain BN (SyncBN is the trainer's job)."""
+    out = backbone_build_cfg(cfg)
+    out.defrost()
+    if out.MODEL.ROI_BOX_HEAD.NORM == "SyncBN":
+        out.MODEL.ROI_BOX_HEAD.NORM = "BN"
+    out.freeze()
+    return out
+
+
+@META_ARCH_REGISTRY.register()
+class SoCo(PretrainMetaArch):
+    """Online: ``backbone``, ``roi_heads`` (``box_head`` or ``res5``), ``projector``, ``predictor``;
+    target: EMA copies of ``backbone``, ``roi_heads``, ``projector``."""
+
+    def __init__(self, cfg: CfgNode):
+        super().__init__(cfg)
+        check_soco_config(cfg)
+        c = cfg.MODEL.SOCO
+        self.variant = c.VARIANT
+        self.level_thresholds = tuple(float(t) for t in c.LEVEL_THRESHOLDS)
+        self.view_names = ["v1", "v2"] + (["v3"] if c.USE_VIEW3 else []) + (["v4"] if c.USE_VIEW4 else [])
+        self.loss_pairs = {k: v for k, v in VIEW_PAIRS.items() if v[1][0] in self.view_names}
+        bcfg = _head_build_cfg(cfg)
+        head_cfg = cfg.MODEL.ROI_BOX_HEAD
+        resolution = head_cfg.POOLER_RESOLUTION
+        if self.variant == "FPN":
+            self.backbone = build_resnet_fpn_backbone(bcfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
+            shapes = self.backbone.output_shape()
+            scales = [1.0 / shapes[f].stride for f in FPN_LEVELS]
+            head = build_box_head(bcfg, ShapeSpec(channels=shapes["p2"].channels, height=resolution, width=resolution))
+            self.roi_heads = nn.ModuleDict({"box_head": head})
+            feature_dim = head.output_shape.channels
+        else:
+            self.backbone = build_pretrain_resnet(cfg, ("res4",))
+            scales = [1.0 / self.backbone.output_shape()["res4"].stride]
+            res5, feature_dim = Res5ROIHeads._build_res5_block(bcfg)
+            self.roi_heads = nn.ModuleDict({"res5": res5})
+        # The pooler has no parameters; its per-level RoIAlign modules are reused by
+        # scale_aware_roi_pool with SoCo's level assignment.
+        self.pooler = ROIPooler(
+            output_size=resolution,
+            scales=scales,
+            sampling_ratio=head_cfg.POOLER_SAMPLING_RATIO,
+            pooler_type=head_cfg.POOLER_TYPE,
+        )
+        self.projector = build_projector(cfg, feature_dim)
+        self.predictor = build_predictor(cfg)
+        self.make_target("backbone", "roi_heads", "projector")
+
+    # ----------------------------------------------------------------------------- features
+    def object_features(self, images: torch.Tensor, box_sets: List[List[torch.Tensor]], target: bool) -> List[torch.Tensor]:
+        """Object-level representations h of several box sets drawn in the same views.
+
+        images: (N, 3, S, S) normalised; box_sets: each a list of N tensors (K, 4) in view pixels.
+        Returns one (N * K, D) tensor per box set, rows ordered image by image. The sets share
+        one RoI-head call so batch norm sees all of this view's boxes together.
+        """
+        backbone = self.target["backbone"] if target else self.backbone
+        roi_heads = self.target["roi_heads"] if target else self.roi_heads
+        features = backbone(self.pad_to_divisible(images, backbone.size_divisibility))
+        if self.variant == "FPN":
+            levels = [features[f] for f in FPN_LEVELS]
+            pooled = [scale_aware_roi_pool(self.pooler, levels, boxes, self.level_thresholds) for boxes in box_sets]
+            h = roi_heads["box_head"](torch.cat(pooled))
+        else:
+            pooled = [self.pooler([features["res4"]], [Boxes(b) for b in boxes]) for boxes in box_sets]
+            h = roi_heads["res5"](torch.cat(pooled)).mean(dim=(2, 3))
+        return list(h.split([p.shape[0] for p in pooled]))
+
+    @staticmethod
+    def pad_to_divisible(images: torch.Tensor, divisor: int) -> torch.Tensor:
+        """Zero-pad (N, C, H, W) normalised images at the bottom/right to multiples of ``divisor``.
+
+        Detectron2's FPN upsamples by exactly 2, so its input must be a multiple of 32 (V3 is 112 px);
+        padding with 0 after normalisation is padding with the mean pixel, as Detectron2's
+        ``ImageList`` does, and leaves box coordinates unchanged.
+        """
+        if divisor <= 1:
+            return images
+        h, w = images.shape[-2:]
+        pad_h, pad_w = -h % divisor, -w % divisor
+        return nn.functional.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
+
+    def embed(self, images: torch.Tensor, box_sets: List[List[torch.Tensor]], target: bool) -> List[torch.Tensor]:
+        """Online: predictions q(g(h)); target: projections g'(h'). One (N * K, OUT_DIM) per set."""
+        projector = self.target["projector"] if target else self.projector
+        h = self.object_features(images, box_sets, target)
+        z = projector(torch.cat(h))
+        out = z if target else self.predictor(z)
+        return list(out.split([x.shape[0] for x in h]))
+
+    # ----------------------------------------------------------------------------- training
+    def forward(self, batched_inputs: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
+        views = self.preprocess_images(batched_inputs, "views")
+        if len(views) != len(self.view_names):
+            raise ValueError(
+                f"SoCo is configured for views {self.view_names} but the batch has {len(views)} views per image"
+            )
+        images = dict(zip(self.view_names, views))
+        sets_of_view = {v: [] for v in self.view_names}
+        for (va, sa), (vb, sb) in self.loss_pairs.values():
+            for view, box_set in ((va, sa), (vb, sb)):
+                if box_set not in sets_of_view[view]:
+                    sets_of_view[view].append(box_set)
+        boxes = {
+            s: [x["boxes"][s].to(self.device, non_blocking=True) for x in batched_inputs]
+            for sets in sets_of_view.values()
+            for s in sets
+        }
+        online, target = {}, {}
+        for view, sets in sets_of_view.items():
+            box_sets = [boxes[s] for s in sets]
+            online.update(zip(sets, self.embed(images[view], box_sets, target=False)))
+            with torch.no_grad():
+                target.update(zip(sets, self.embed(images[view], box_sets, target=True)))
+        return {
+            name: soco_pair_loss(online[sa], target[sb], online[sb], target[sa])
+            for name, ((_, sa), (_, sb)) in self.loss_pairs.items()
+        }
+
+    # ----------------------------------------------------------------------------- classmethods
+    @classmethod
+    def build_mapper(cls, cfg: CfgNode) -> SoCoMapper:
+        check_soco_config(cfg)
+        return SoCoMapper.from_config(cfg)
+
+    @classmethod
+    def prepare_dataset_dicts(cls, cfg: CfgNode, dicts: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        return attach_proposals(dicts, cfg.MODEL.SOCO.PROPOSALS)
+
+    @classmethod
+    def export_spec(cls, cfg: CfgNode) -> ExportSpec:
+        if cfg.MODEL.SOCO.VARIANT == "C4":
+            return {"backbone": [("backbone.", "backbone.")], "res5": [("roi_heads.res5.", "roi_heads.res5.")]}
+        return {
+            "backbone": [("backbone.bottom_up.", "backbone.bottom_up.")],
+            "fpn": [("backbone.fpn_", "backbone.fpn_")],
+            "head": [("roi_heads.box_head.", "roi_heads.box_head.")],
+        }
