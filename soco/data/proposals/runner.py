@@ -64,7 +64,7 @@ def propose_file(path: str, method: str, max_size: int | None) -> tuple[np.ndarr
     if min(original_hw) < MIN_SEARCH_SIDE or min(work.shape[:2]) < 2:
         raw = np.zeros((0, 4), np.float32)
     else:
-        raw = METHODS[method](work)
+        raw = METHODS[method](work, work.shape[0] / original_hw[0])
     return soco_filter(scale_boxes(raw, work.shape[:2], original_hw), original_hw)
 
 
