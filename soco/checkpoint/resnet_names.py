@@ -1,0 +1,81 @@
+"""Names of ResNet tensors in a Detectron2 detector and in torchvision.
+
+Detectron2's ResNet (``build_resnet_backbone``) names tensors ``stem.conv1.*``, ``res2.0.conv1.*``,
+``res2.0.conv1.norm.*``, ``res2.0.shortcut.*`` ...; a detector places that ResNet either
+
+- whole under ``backbone.bottom_up.`` (FPN detectors: layout ``"fpn"``), or
+- stages stem..res4 under ``backbone.`` and res5 under ``roi_heads.res5.`` (C4 detectors with
+  ``Res5ROIHeads``: layout ``"c4"``).
+
+torchvision's ``resnet*`` names the same tensors ``conv1``, ``bn1``, ``layer1.0.conv1``,
+``layer1.0.bn1``, ``layer1.0.downsample.{0,1}``. The mapping is one regular expression per kind of
+tensor (written here because neither library ships it); the converter checks the result by
+loading it into torchvision with ``strict=True``.
+"""
+
+import re
+
+LAYOUTS = ("fpn", "c4")
+
+_FPN_RESNET = "backbone.bottom_up."
+_C4_RESNET = "backbone."
+_C4_RES5 = "roi_heads.res5."
+
+
+class NameMappingError(ValueError):
+    """A tensor name that has no counterpart in the requested format."""
+
+
+def resnet_name(detector_name: str) -> str:
+    """``backbone.bottom_up.res2.0.conv1.weight`` / ``roi_heads.res5.0.conv1.weight`` /
+    ``backbone.res2.0.conv1.weight`` -> the ResNet's own name (``res2.0.conv1.weight``)."""
+    for prefix, replacement in ((_FPN_RESNET, ""), (_C4_RES5, "res5."), (_C4_RESNET, "")):
+        if detector_name.startswith(prefix):
+            return replacement + detector_name[len(prefix):]
+    raise NameMappingError(f"'{detector_name}' is not a ResNet tensor of a Detectron2 detector")
+
+
+def detector_name(name: str, layout: str) -> str:
+    """A ResNet tensor name (``res5.0.conv1.weight``) -> its name in a detector of ``layout``."""
+    if layout == "fpn":
+        return _FPN_RESNET + name
+    if layout == "c4":
+        return (_C4_RES5 + name[len("res5."):]) if name.startswith("res5.") else _C4_RESNET + name
+    raise NameMappingError(f"unknown layout '{layout}' (choose from {', '.join(LAYOUTS)})")
+
+
+def layout_of(detector_names) -> str:
+    """The layout that a set of detector ResNet names follows ("fpn" or "c4")."""
+    names = list(detector_names)
+    if names and all(n.startswith(_FPN_RESNET) for n in names):
+        return "fpn"
+    if names and all(n.startswith((_C4_RESNET, _C4_RES5)) and not n.startswith(_FPN_RESNET)
+                     for n in names):
+        return "c4"
+    raise NameMappingError(
+        "cannot tell the detector layout of the ResNet names "
+        f"{names[:3]}...: expected all under '{_FPN_RESNET}' (fpn) or under "
+        f"'{_C4_RESNET}' and '{_C4_RES5}' (c4)"
+    )
+
+
+_TORCHVISION_RULES = [
+    (re.compile(r"^stem\.conv1\.weight$"), r"conv1.weight"),
+    (re.compile(r"^stem\.conv1\.norm\.(\w+)$"), r"bn1.\1"),
+    (re.compile(r"^res(\d)\.(\d+)\.conv(\d)\.weight$"), r"layer{stage}.\2.conv\3.weight"),
+    (re.compile(r"^res(\d)\.(\d+)\.conv(\d)\.norm\.(\w+)$"), r"layer{stage}.\2.bn\3.\4"),
+    (re.compile(r"^res(\d)\.(\d+)\.shortcut\.weight$"), r"layer{stage}.\2.downsample.0.weight"),
+    (re.compile(r"^res(\d)\.(\d+)\.shortcut\.norm\.(\w+)$"), r"layer{stage}.\2.downsample.1.\3"),
+]
+
+
+def torchvision_name(name: str) -> str:
+    """A Detectron2 ResNet tensor name -> torchvision's (``res2.0.conv1.norm.weight`` ->
+    ``layer1.0.bn1.weight``)."""
+    for pattern, template in _TORCHVISION_RULES:
+        match = pattern.match(name)
+        if match:
+            if name.startswith("res"):
+                template = template.replace("{stage}", str(int(match.group(1)) - 1))
+            return match.expand(template)
+    raise NameMappingError(f"Detectron2 ResNet tensor '{name}' has no torchvision counterpart")

@@ -1,0 +1,352 @@
+"""Conversion of pretraining checkpoints to Detectron2 and torchvision formats.
+
+Round trips: every stock Detectron2 config in configs/finetune/ is built on CPU and loads the
+converted file with DetectionCheckpointer with no unexpected keys, none of the transferred parts
+missing, and every loaded tensor equal to the chosen network's. Checkpoints come from the
+project's registered methods (BYOL, and SoCo when registered) and from two small stand-ins with
+SoCo's module names (FPN and C4 variants) built from stock Detectron2 modules, so the converter
+is tested on both layouts whatever methods exist.
+"""
+
+import glob
+import os
+import pickle
+
+import pytest
+import torch
+import torchvision
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import META_ARCH_REGISTRY, build_model
+from detectron2.modeling.backbone.fpn import build_resnet_fpn_backbone
+from detectron2.modeling.roi_heads import Res5ROIHeads
+from detectron2.modeling.roi_heads.box_head import build_box_head
+from torch import nn
+
+import soco.modeling.meta_arch  # noqa: F401  (registers the project's methods)
+import soco.modeling.roi_heads  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
+from soco.checkpoint import ConversionError, convert, load_pretrain_checkpoint
+from soco.config import get_pretrain_cfg
+from soco.modeling.meta_arch.base import PretrainMetaArch, backbone_build_cfg, build_pretrain_resnet
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FINETUNE_CONFIGS = sorted(
+    p for p in glob.glob(os.path.join(REPO, "configs", "finetune", "*.yaml"))
+    if not os.path.basename(p).startswith("Base-")
+)
+
+
+# ------------------------------------------------------------------------- stand-in methods
+class _StandInFPN(PretrainMetaArch):
+    """SoCo-FPN's module names: ResNet-FPN ``backbone``, 4conv1fc ``roi_heads.box_head``, a
+    projector, a queue buffer and an EMA copy under ``target.``."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        bcfg = backbone_build_cfg(cfg)
+        self.backbone = build_resnet_fpn_backbone(bcfg, ShapeSpec(channels=3))
+        res = bcfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
+        self.roi_heads = nn.Module()
+        self.roi_heads.box_head = build_box_head(
+            bcfg, ShapeSpec(channels=bcfg.MODEL.FPN.OUT_CHANNELS, height=res, width=res))
+        self.projector = nn.Linear(bcfg.MODEL.ROI_BOX_HEAD.FC_DIM, 8)
+        self.register_buffer("queue", torch.randn(4, 8))
+        self.make_target("backbone", "roi_heads", "projector")
+
+    @classmethod
+    def export_spec(cls, cfg):
+        return {
+            "backbone": [("backbone.bottom_up.", "backbone.bottom_up.")],
+            "fpn": [("backbone.fpn_", "backbone.fpn_")],
+            "head": [("roi_heads.box_head.", "roi_heads.box_head.")],
+        }
+
+
+class _StandInC4(PretrainMetaArch):
+    """SoCo-C4's module names: ResNet stem..res4 ``backbone``, ``roi_heads.res5``, projector."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.backbone = build_pretrain_resnet(cfg, ("res4",))
+        self.roi_heads = nn.Module()
+        self.roi_heads.res5, channels = Res5ROIHeads._build_res5_block(backbone_build_cfg(cfg))
+        self.projector = nn.Linear(channels, 8)
+        self.make_target("backbone", "roi_heads", "projector")
+
+    @classmethod
+    def export_spec(cls, cfg):
+        return {
+            "backbone": [("backbone.", "backbone.")],
+            "res5": [("roi_heads.res5.", "roi_heads.res5.")],
+        }
+
+
+for _cls in (_StandInFPN, _StandInC4):
+    if _cls.__name__ not in META_ARCH_REGISTRY:
+        META_ARCH_REGISTRY.register(_cls)
+
+
+# ------------------------------------------------------------------------- checkpoints
+def pretrain_cfg(method: str, depth: int, small_heads: bool = False, **resnets):
+    cfg = get_pretrain_cfg()
+    cfg.MODEL.META_ARCHITECTURE = method
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.BACKBONE.FREEZE_AT = 0
+    cfg.MODEL.RESNETS.DEPTH = depth
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64 if depth < 50 else 256
+    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    cfg.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+    cfg.MODEL.RESNETS.NORM = "BN"
+    cfg.MODEL.FPN.NORM = "BN"
+    cfg.MODEL.ROI_BOX_HEAD.NAME = "FastRCNNConvFCHead"
+    cfg.MODEL.ROI_BOX_HEAD.NUM_CONV = 4
+    cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 1
+    cfg.MODEL.ROI_BOX_HEAD.NORM = "BN"
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
+    cfg.MODEL.PROJECTOR.HIDDEN_DIM = 32
+    cfg.MODEL.PREDICTOR.HIDDEN_DIM = 32
+    if small_heads:  # for tests that need no stock detector to load the result
+        cfg.MODEL.FPN.OUT_CHANNELS = 16
+        cfg.MODEL.ROI_BOX_HEAD.CONV_DIM = 16
+        cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 32
+    for key, value in resnets.items():
+        setattr(cfg.MODEL.RESNETS, key, value)
+    return cfg
+
+
+def write_checkpoint(path, cfg, model=None):
+    """Save ``model`` (built from ``cfg``) as DetectionCheckpointer does, with distinct online,
+    target and BN statistics so that equality checks mean something."""
+    model = model if model is not None else META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if t.is_floating_point():
+                t.add_(0.01 * torch.randn(t.shape, generator=gen))
+                if name.endswith("running_var"):
+                    t.abs_()
+    torch.save({"model": model.state_dict(), "cfg": cfg.dump(), "iteration": 7}, path)
+    return model
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    """Lazily written checkpoints, one per (method, depth)."""
+    folder = tmp_path_factory.mktemp("ckpts")
+    cache = {}
+
+    def get(method, depth, small_heads=False):
+        key = (method, depth, small_heads)
+        if key not in cache:
+            path = str(folder / f"{method}_R{depth}{'_small' if small_heads else ''}.pth")
+            write_checkpoint(path, pretrain_cfg(method, depth, small_heads))
+            cache[key] = path
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def converted(ckpts, tmp_path_factory):
+    """Lazily converted checkpoints: (source path, output path, Export) per set of options.
+    The architecture check (building the method once more) is tested on its own below."""
+    folder = tmp_path_factory.mktemp("converted")
+    cache = {}
+
+    def get(method, depth, **options):
+        key = (method, depth, tuple(sorted(options.items())))
+        if key not in cache:
+            src = ckpts(method, depth)
+            out = str(folder / f"{len(cache)}.pkl")
+            cache[key] = src, out, convert(src, out, verify=False, **options)
+        return cache[key]
+
+    return get
+
+
+def finetune_model(config_file, depth=None):
+    """A stock Detectron2 detector from ``config_file`` on CPU (SyncBN -> BN for one process)."""
+    cfg = get_cfg()
+    cfg.merge_from_file(config_file)
+    cfg.MODEL.DEVICE = "cpu"
+    for node in (cfg.MODEL.RESNETS, cfg.MODEL.FPN, cfg.MODEL.ROI_BOX_HEAD, cfg.MODEL.ROI_MASK_HEAD):
+        if node.NORM == "SyncBN":
+            node.NORM = "BN"
+    if depth is not None:
+        cfg.MODEL.RESNETS.DEPTH = depth
+    return cfg, build_model(cfg)
+
+
+def load_converted(model, path):
+    """DetectionCheckpointer's own loading path; returns (missing, unexpected, wrong shapes)."""
+    checkpointer = DetectionCheckpointer(model)
+    incompatible = checkpointer._load_model(checkpointer._load_file(path))
+    return incompatible.missing_keys, incompatible.unexpected_keys, incompatible.incorrect_shapes
+
+
+def layout_of_config(cfg):
+    return "c4" if cfg.MODEL.ROI_HEADS.NAME.startswith("Res5") else "fpn"
+
+
+def soco_like(layout):
+    """The SoCo meta-architecture name for ``layout``: the real one once it is registered."""
+    return "_StandInC4" if layout == "c4" else "_StandInFPN"
+
+
+# ------------------------------------------------------------------------- round trips
+def assert_loaded(model, src, out, export, transferred, network="online"):
+    """DetectionCheckpointer loads ``out`` into ``model`` with no unexpected keys and no wrong
+    shapes, none of the ``transferred`` prefixes missing (the extra norm after res5 is new in
+    the detector), and every loaded tensor equal to the checkpoint's ``network``."""
+    missing, unexpected, wrong = load_converted(model, out)
+    assert not unexpected and not wrong
+    assert [k for k in missing if k.startswith(transferred)
+            and not k.startswith("roi_heads.res5.norm.")] == []
+    state, ckpt = model.state_dict(), torch.load(src, weights_only=True)["model"]
+    assert set(export.tensors) <= set(state)
+    for name, source in export.source.items():
+        assert source.startswith("target.") == (network == "target")
+        torch.testing.assert_close(state[name], ckpt[source], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("config_file", FINETUNE_CONFIGS, ids=os.path.basename)
+def test_converted_weights_load_into_finetune_config(config_file, converted):
+    cfg, model = finetune_model(config_file)
+    layout, depth = layout_of_config(cfg), cfg.MODEL.RESNETS.DEPTH
+    resnet = ("backbone.bottom_up.",) if layout == "fpn" else ("backbone.", "roi_heads.res5.")
+    parts = ("backbone.fpn_", "roi_heads.box_head.") if layout == "fpn" else ()
+
+    # SoCo: the ResNet and, for FPN detectors, the FPN and the 4conv1fc box head.
+    src, out, export = converted(soco_like(layout), depth)
+    assert_loaded(model, src, out, export, resnet + parts)
+
+    # An image-level method: its ResNet placed for this detector's layout, EMA network chosen.
+    src, out, export = converted("BYOL", depth, network="target", layout=layout)
+    assert {n.split(".")[0] for n in export.source.values()} == {"target"}
+    assert_loaded(model, src, out, export, resnet, network="target")
+
+
+def test_output_format_and_parts(ckpts, tmp_path):
+    src = ckpts("_StandInFPN", 18, small_heads=True)
+    out = str(tmp_path / "d2.pkl")
+    export = convert(src, out, include=["fpn"])
+    with open(out, "rb") as f:
+        data = pickle.load(f)
+    assert data["__author__"] == "soco" and data["matching_heuristics"] is False
+    names = set(data["model"])
+    assert all(type(v).__module__ == "numpy" for v in data["model"].values())
+    assert any(n.startswith("backbone.fpn_") for n in names)
+    assert not any(n.startswith(("roi_heads.", "target.", "projector", "queue")) for n in names)
+    summary = export.summary()
+    assert "part 'head' (not in --include)" in summary
+    assert "target (EMA) network" in summary and "projector.*" in summary and "queue" in summary
+    # Without the FPN and head, only the ResNet remains; a C4 layout refuses explicit FPN parts.
+    assert set(convert(src, out, include=[]).part.values()) == {"backbone"}
+    with pytest.raises(ConversionError, match="no place in a c4"):
+        convert(src, out, include=["fpn"], layout="c4")
+    with pytest.raises(ConversionError, match="--include mask"):
+        convert(src, out, include=["mask"])
+
+
+def test_online_and_target_differ(ckpts, tmp_path):
+    src = ckpts("_StandInFPN", 18, small_heads=True)
+    online = convert(src, str(tmp_path / "o.pkl"))
+    target = convert(src, str(tmp_path / "t.pkl"), network="target")
+    name = "backbone.bottom_up.stem.conv1.weight"
+    ckpt = torch.load(src, weights_only=True)["model"]
+    assert torch.equal(online.tensors[name], ckpt[name])
+    assert torch.equal(target.tensors[name], ckpt["target." + name])
+    assert not torch.equal(online.tensors[name], target.tensors[name])
+
+
+# ------------------------------------------------------------------------- torchvision
+@pytest.mark.parametrize("depth", [18, 50])
+def test_torchvision_round_trip(depth, ckpts, tmp_path):
+    src = ckpts("BYOL", depth)
+    out = str(tmp_path / "tv.pth")
+    convert(src, out, fmt="torchvision")
+    tv = getattr(torchvision.models, f"resnet{depth}")(weights=None)
+    tv.fc = nn.Identity()
+    tv.load_state_dict(torch.load(out, weights_only=True), strict=True)
+    ckpt = load_pretrain_checkpoint(src)
+    d2 = META_ARCH_REGISTRY.get("BYOL")(ckpt.cfg)
+    d2.load_state_dict(ckpt.state)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = d2.backbone.eval()(x)["res5"].mean(dim=(2, 3))
+        torch.testing.assert_close(tv.eval()(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_torchvision_refuses_msra_stride(ckpts, tmp_path):
+    def msra(data):
+        cfg = load_pretrain_checkpoint(ckpts("BYOL", 50)).cfg
+        cfg.MODEL.RESNETS.STRIDE_IN_1X1 = True  # same tensors, other computation
+        data["cfg"] = cfg.dump()
+    path = _rewrite(ckpts("BYOL", 50), str(tmp_path / "msra.pth"), msra)
+    with pytest.raises(ConversionError, match="STRIDE_IN_1X1"):
+        convert(path, str(tmp_path / "tv.pth"), fmt="torchvision", verify=False)
+
+
+# ------------------------------------------------------------------------- bad inputs
+def _rewrite(src, dst, edit):
+    data = torch.load(src, weights_only=True)
+    edit(data)
+    torch.save(data, dst)
+    return dst
+
+
+def test_bad_inputs_fail_clearly(ckpts, tmp_path):
+    src = ckpts("_StandInFPN", 18, small_heads=True)
+    out = str(tmp_path / "out.pkl")
+
+    truncated = str(tmp_path / "truncated.pth")
+    with open(src, "rb") as f, open(truncated, "wb") as g:
+        g.write(f.read()[: os.path.getsize(src) // 2])
+    with pytest.raises(ConversionError, match="truncated.pth: cannot be read, the file is truncated"):
+        convert(truncated, out)
+
+    with pytest.raises(ConversionError, match="no such file"):
+        convert(str(tmp_path / "absent.pth"), out)
+
+    def set_method(name):
+        def edit(data):
+            cfg = load_pretrain_checkpoint(src).cfg
+            cfg.MODEL.META_ARCHITECTURE = name
+            data["cfg"] = cfg.dump()
+        return edit
+
+    unknown = _rewrite(src, str(tmp_path / "unknown.pth"), set_method("NoSuchMethod"))
+    with pytest.raises(ConversionError, match="'NoSuchMethod' is not a registered method"):
+        convert(unknown, out)
+    detector = _rewrite(src, str(tmp_path / "rcnn.pth"), set_method("GeneralizedRCNN"))
+    with pytest.raises(ConversionError, match="not a pretraining method"):
+        convert(detector, out)
+
+    no_cfg = _rewrite(src, str(tmp_path / "nocfg.pth"), lambda d: d.pop("cfg"))
+    with pytest.raises(ConversionError, match="has no 'cfg' entry"):
+        convert(no_cfg, out)
+
+    def deeper(data):
+        cfg = load_pretrain_checkpoint(src).cfg
+        cfg.MODEL.RESNETS.DEPTH = 34
+        data["cfg"] = cfg.dump()
+    mismatched = _rewrite(src, str(tmp_path / "r34.pth"), deeper)
+    with pytest.raises(ConversionError, match="architecture mismatch.*DEPTH=34.*missing"):
+        convert(mismatched, out)
+
+    def drop_fpn(data):
+        data["model"] = {k: v for k, v in data["model"].items() if "fpn_" not in k}
+    no_fpn = _rewrite(src, str(tmp_path / "nofpn.pth"), drop_fpn)
+    with pytest.raises(ConversionError, match="architecture mismatch.*'backbone.fpn_"):
+        convert(no_fpn, out, verify=False)
+
+    def drop_target(data):
+        data["model"] = {k: v for k, v in data["model"].items() if not k.startswith("target.")}
+    no_target = _rewrite(src, str(tmp_path / "notarget.pth"), drop_target)
+    with pytest.raises(ConversionError, match="no 'target.\\*' tensors"):
+        convert(no_target, out, network="target", verify=False)
+
+    assert not os.path.exists(out)
+    assert not glob.glob(str(tmp_path / "*.tmp"))
