@@ -39,6 +39,9 @@ def add_common_config(cfg: CN) -> None:
     # training on GPU with more than one process. Ignored on CPU and with one process, where
     # plain BN is used, so world size 1 on CPU always works.
     cfg.PRETRAIN.SYNC_BN = True
+    # Metrics go to the console (with ETA), OUTPUT_DIR/metrics.json and TensorBoard every
+    # LOG_PERIOD iterations.
+    cfg.PRETRAIN.LOG_PERIOD = 20
 
     # Pretraining defaults that differ from Detectron2's (configs/Base-Pretrain.yaml repeats
     # them so the fine-tune configs can be checked against it): run length from epochs,

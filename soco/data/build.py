@@ -1,0 +1,186 @@
+"""Pretraining data: dataset dicts, and a loader that can restart at any iteration exactly.
+
+Exact resume: the sampler walks a fixed stream of global sample *positions* (epoch e is a
+permutation seeded by (seed, e)), so the images of iteration k are known without replaying
+iterations 0..k-1; each sample's augmentations are drawn from RNGs seeded by (seed, position),
+so they do not depend on which worker maps it, nor on how many iterations ran before a restart.
+Detectron2's TrainingSampler + worker seeding cannot do this (worker RNG streams restart), hence
+the small sampler and dataset wrapper here.
+"""
+
+import logging
+import random
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+from detectron2.config import CfgNode
+from detectron2.data import DatasetCatalog
+from detectron2.data.build import trivial_batch_collator
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+__all__ = [
+    "get_pretrain_dataset_dicts",
+    "PositionSampler",
+    "SeededMapDataset",
+    "ResumableLoader",
+    "build_pretrain_loader",
+]
+
+logger = logging.getLogger(__name__)
+
+Mapper = Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]
+
+
+def get_pretrain_dataset_dicts(cfg: CfgNode) -> List[Dict[str, Any]]:
+    """Images of ``PRETRAIN.IMAGE_ROOT`` (+ optional ``PRETRAIN.IMAGE_LIST``) if set, else the
+    concatenated ``DATASETS.TRAIN`` from Detectron2's DatasetCatalog (embedded sets included)."""
+    if cfg.PRETRAIN.IMAGE_ROOT:
+        from .image_folder import image_folder_dicts
+
+        dicts = image_folder_dicts(cfg.PRETRAIN.IMAGE_ROOT, cfg.PRETRAIN.IMAGE_LIST or None)
+        source = f"PRETRAIN.IMAGE_ROOT={cfg.PRETRAIN.IMAGE_ROOT}"
+    else:
+        if not cfg.DATASETS.TRAIN:
+            raise ValueError("no training data: set DATASETS.TRAIN or PRETRAIN.IMAGE_ROOT")
+        from . import embedded  # noqa: F401  (registers the embedded demo datasets)
+
+        dicts = []
+        for name in cfg.DATASETS.TRAIN:
+            if name not in DatasetCatalog.list():
+                raise KeyError(f"DATASETS.TRAIN: dataset {name!r} is not registered")
+            dicts.extend(DatasetCatalog.get(name))
+        source = f"DATASETS.TRAIN={list(cfg.DATASETS.TRAIN)}"
+    if not dicts:
+        raise ValueError(f"no training images found in {source}")
+    logger.info(f"{len(dicts)} training images from {source}")
+    return dicts
+
+
+class PositionSampler(Sampler):
+    """Infinite stream of ``(position, index)`` pairs for this process.
+
+    Global positions p = start, start+1, ... are dealt round-robin to the ``world_size``
+    processes (process r gets start+r, start+r+W, ...); position p maps to
+    ``perm_e[p % size]`` with ``perm_e`` the permutation of epoch e = p // size, seeded by
+    (seed, e) (identity when ``shuffle`` is False).
+    """
+
+    def __init__(self, size: int, seed: int, start: int = 0, rank: int = 0, world_size: int = 1, shuffle: bool = True):
+        if size <= 0:
+            raise ValueError("PositionSampler needs a non-empty dataset")
+        self.size, self.seed, self.start = size, seed, start
+        self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.size)
+        g = torch.Generator()
+        g.manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.size, generator=g)
+
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        position = self.start + self.rank
+        epoch, perm = -1, None
+        while True:
+            if position // self.size != epoch:
+                epoch = position // self.size
+                perm = self._permutation(epoch)
+            yield position, int(perm[position % self.size])
+            position += self.world_size
+
+
+class SeededMapDataset(Dataset):
+    """``dataset[(position, index)] = mapper(dicts[index])`` with Python/NumPy/torch RNGs seeded
+    from (seed, position) during the call (and restored after it, so a main-process loader
+    leaves the training RNGs alone). A mapper returning ``None`` (unreadable image) is retried
+    on the next images, deterministically."""
+
+    MAX_RETRIES = 20
+
+    def __init__(self, dicts: List[Dict[str, Any]], mapper: Mapper, seed: int):
+        self.dicts, self.mapper, self.seed = dicts, mapper, seed
+
+    def __len__(self) -> int:
+        return len(self.dicts)
+
+    def __getitem__(self, key: Tuple[int, int]) -> Dict[str, Any]:
+        position, index = key
+        states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        try:
+            for attempt in range(self.MAX_RETRIES):
+                sample_seed = np.random.SeedSequence([self.seed, position, attempt]).generate_state(1)[0]
+                random.seed(int(sample_seed))
+                np.random.seed(int(sample_seed))
+                torch.manual_seed(int(sample_seed))
+                dataset_dict = self.dicts[(index + attempt) % len(self.dicts)]
+                out = self.mapper(dataset_dict)
+                if out is not None:
+                    return out
+                logger.warning(f"skipping unreadable image {dataset_dict.get('file_name')}")
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+            torch.set_rng_state(states[2])
+        raise RuntimeError(
+            f"{self.MAX_RETRIES} consecutive images could not be mapped, starting at "
+            f"{self.dicts[index].get('file_name')}"
+        )
+
+
+class ResumableLoader:
+    """Iterable of per-process micro-batches (lists of mapped dicts) that starts at
+    ``start_iter``, read when iteration begins (the trainer sets it after resuming).
+
+    One iteration consumes ``samples_per_iter`` global positions (= SOLVER.IMS_PER_BATCH over
+    all processes and accumulation steps), so iteration k starts at position k * samples_per_iter.
+    """
+
+    def __init__(
+        self,
+        dataset: SeededMapDataset,
+        batch_size: int,
+        samples_per_iter: int,
+        num_workers: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        pin_memory: bool = False,
+    ):
+        self.dataset, self.batch_size, self.samples_per_iter = dataset, batch_size, samples_per_iter
+        self.num_workers, self.seed, self.pin_memory = num_workers, seed, pin_memory
+        self.rank, self.world_size = rank, world_size
+        self.start_iter = 0
+
+    def __iter__(self):
+        # A generator: nothing (no worker process) starts until the first batch is requested.
+        sampler = PositionSampler(
+            len(self.dataset), self.seed, self.start_iter * self.samples_per_iter, self.rank, self.world_size
+        )
+        loader = DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=trivial_batch_collator,
+            pin_memory=self.pin_memory,
+            persistent_workers=False,
+        )
+        yield from loader
+
+
+def build_pretrain_loader(
+    cfg: CfgNode, dicts: List[Dict[str, Any]], mapper: Mapper, seed: int, rank: int = 0, world_size: int = 1
+) -> ResumableLoader:
+    """Loader of micro-batches of IMS_PER_BATCH / (world_size * ACCUM_STEPS) images per process."""
+    per_process = cfg.SOLVER.IMS_PER_BATCH // (world_size * cfg.PRETRAIN.ACCUM_STEPS)
+    return ResumableLoader(
+        SeededMapDataset(dicts, mapper, seed),
+        batch_size=per_process,
+        samples_per_iter=cfg.SOLVER.IMS_PER_BATCH,
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        pin_memory=cfg.MODEL.DEVICE.startswith("cuda"),
+    )

@@ -1,0 +1,63 @@
+#!/usr/bin/env python
+"""Self-supervised pretraining (SoCo, BYOL, CoKe, CLSA, SMoG) with Detectron2's launcher.
+
+One CPU (the demo configs set MODEL.DEVICE cpu):
+    python tools/pretrain_net.py --config-file configs/BYOL/byol_R18_cpu_demo.yaml
+One machine, 8 GPUs:
+    python tools/pretrain_net.py --config-file configs/BYOL/byol_R50_300ep.yaml --num-gpus 8
+Two machines of 8 GPUs, one line per machine (same config, same --dist-url = machine 0's
+address and a free port):
+    python tools/pretrain_net.py --config-file CFG --num-gpus 8 --num-machines 2 --machine-rank 0 --dist-url tcp://10.0.0.1:29500
+    python tools/pretrain_net.py --config-file CFG --num-gpus 8 --num-machines 2 --machine-rank 1 --dist-url tcp://10.0.0.1:29500
+Slurm, one task per machine (an sbatch script; SLURM_NODEID is the machine rank). Machines of
+one DDP job must start together, so use one multi-node job, not a job array (job arrays suit
+independent work such as proposal shards):
+    #SBATCH --nodes=2 --ntasks-per-node=1 --gres=gpu:8 --cpus-per-task=64
+    MASTER=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+    srun bash -c 'python tools/pretrain_net.py --config-file CFG --num-gpus 8 --num-machines 2 \\
+        --machine-rank $SLURM_NODEID --dist-url tcp://'$MASTER':29500 --resume'
+  (--resume makes a requeued job continue from the last checkpoint.)
+Resume (continues from OUTPUT_DIR/last_checkpoint with the same data order, lr, EMA and
+method state; losses on CPU match an uninterrupted run exactly): add --resume.
+Short runs: SOLVER.MAX_ITER N on the command line overrides the epochs; every schedule follows.
+With few GPUs, keep the paper's batch with PRETRAIN.ACCUM_STEPS (gradient accumulation).
+The console prints, every PRETRAIN.LOG_PERIOD iterations, ETA, iteration, losses, time per
+iteration, data time, lr and memory; OUTPUT_DIR gets metrics.json, TensorBoard events,
+config.yaml and checkpoints model_XXXXXXX.pth / model_final.pth (with the config inside).
+"""
+
+from detectron2.engine import default_argument_parser, default_setup, launch
+
+import soco.modeling.meta_arch  # noqa: F401  (registers the methods in META_ARCH_REGISTRY)
+from soco.config.defaults import load_pretrain_config
+from soco.engine import run_pretraining
+
+
+def setup(args):
+    """Config from the file and KEY VALUE overrides (unknown keys name themselves), then
+    Detectron2's default set-up: output folder, logging, config.yaml, seed."""
+    cfg = load_pretrain_config(args.config_file, args.opts)
+    if not cfg.OUTPUT_DIR:
+        raise ValueError("OUTPUT_DIR is empty; set it in the config or on the command line")
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        raise ValueError("--eval-only does not apply to pretraining; use tools/eval_representation.py")
+    run_pretraining(cfg, resume=args.resume)
+
+
+if __name__ == "__main__":
+    args = default_argument_parser(epilog=__doc__).parse_args()
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
