@@ -175,7 +175,10 @@ def test_same_seed_same_files_other_seed_different(built, tmp_path):
         da, db, dc = (_file_digests(Path(cfg.root) / folder) for cfg in (a, b, c))
         assert da == db
         assert da != dc
-    ann = lambda cfg: json.loads((Path(cfg.root) / "demo_det/annotations/instances_train.json").read_text())
+
+    def ann(cfg):
+        return json.loads((Path(cfg.root) / "demo_det/annotations/instances_train.json").read_text())
+
     assert ann(a) == ann(b)
     assert ann(a)["annotations"] != ann(c)["annotations"]
 

@@ -22,7 +22,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--root", default=None, help="output folder (default: $SOCO_DATASETS or <repo>/datasets)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--num-photos", type=int, default=defaults.num_photos, help="images in soco_demo_photos")
-    parser.add_argument("--det-train", type=int, default=defaults.det_train_images, help="images in soco_demo_det_train")
+    parser.add_argument(
+        "--det-train", type=int, default=defaults.det_train_images, help="images in soco_demo_det_train"
+    )
     parser.add_argument("--det-val", type=int, default=defaults.det_val_images, help="images in soco_demo_det_val")
     parser.add_argument(
         "--fashion-limit", type=int, default=defaults.fashion_limit,

@@ -11,7 +11,6 @@ Datasets are built on first use (``DatasetCatalog.get``, :func:`image_root`) or 
 at once by :func:`build_all`, into ``<root>/demo_photos``, ``<root>/demo_det`` and
 ``<root>/fashion_mnist``.
 """
-import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -29,8 +28,6 @@ from .photos import build_demo_photos, load_source_photos
 __all__ = [
     "DATASET_NAMES", "EmbeddedDataConfig", "register_all", "image_root", "build_all", "current_config",
 ]
-
-logger = logging.getLogger(__name__)
 
 PHOTOS = "soco_demo_photos"
 DET_TRAIN, DET_VAL = "soco_demo_det_train", "soco_demo_det_val"

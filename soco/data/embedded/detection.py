@@ -6,7 +6,6 @@ minus what later items cover; boxes and polygons are computed from that visible 
 so they are tight. Written as COCO instances json (category ids 1..10 in
 Fashion-MNIST label order).
 """
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Tuple
@@ -20,8 +19,6 @@ from .fashion_mnist import CLASS_NAMES
 from .photos import random_crop, write_jpeg
 
 __all__ = ["PasteParams", "item_silhouette", "mask_to_box", "mask_to_polygons", "render_image", "build_coco_split"]
-
-logger = logging.getLogger(__name__)
 
 # Fashion-MNIST backgrounds are exactly 0; a pixel belongs to the item from this grey level
 # (out of 255) on. Dark parts inside an item (prints, shadows) are below it, so holes are
@@ -43,7 +40,7 @@ class PasteParams:
     objects_per_image: Tuple[int, int] = (2, 6)
     object_size: Tuple[int, int] = (24, 120)  # side of the pasted 28x28 item after resizing
     max_iou: float = 0.3  # between a new item's box and earlier boxes
-    max_occlusion: float = 0.25  # fraction of an earlier item's pixels a new item may cover
+    max_occlusion: float = 0.25  # fraction of an item's pixels later items may cover, in all
     tries_per_object: int = 30
 
 
@@ -117,7 +114,9 @@ def render_image(
             bbox = mask_to_box(mask)
             if any(_box_iou(bbox, p["bbox"]) > params.max_iou for p in placed):
                 continue
-            if any((mask & p["visible"]).sum() > params.max_occlusion * p["full"] for p in placed):
+            # Occlusion is counted against what is still visible, so several later items
+            # together cover at most max_occlusion of an earlier one.
+            if any((p["visible"] & ~mask).sum() < (1 - params.max_occlusion) * p["full"] for p in placed):
                 continue
             break
         else:

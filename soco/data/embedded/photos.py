@@ -6,7 +6,6 @@ ImageNet-like folder (one sub-folder per source photo, JPEGs with a longer side 
 few hundred pixels) by seeded random crops, scales and flips.
 """
 import functools
-import logging
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -14,9 +13,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-__all__ = ["SOURCE_PHOTOS", "load_source_photos", "random_crop", "build_demo_photos"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["SOURCE_PHOTOS", "load_source_photos", "random_crop", "write_jpeg", "build_demo_photos"]
 
 # skimage.data names (functions returning one photo), in a fixed order so seeds are stable.
 # ``cat`` is the same photo as ``chelsea`` and is left out; textures and microscopy
