@@ -1,0 +1,224 @@
+"""SoCo model: scale-aware levels, eq. 5-6, Detectron2 names, a few training steps, bad inputs."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from detectron2 import model_zoo
+from detectron2.modeling import build_model
+from detectron2.modeling.poolers import ROIPooler
+
+from soco.config import get_pretrain_cfg
+from soco.modeling.level_assignment import assign_levels_by_size, scale_aware_roi_pool
+from soco.modeling.losses.soco import object_level_loss, soco_pair_loss
+from soco.modeling.meta_arch.soco import SoCo, check_soco_config
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs", "SoCo")
+
+
+def tiny_cfg(name="SoCo_demo_R18_FPN_cpu.yaml", **soco):
+    """The CPU demo config shrunk further for tests (R18, 32-channel FPN/head, 64 px views)."""
+    cfg = get_pretrain_cfg()
+    cfg.merge_from_file(os.path.join(CONFIG_DIR, name))
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.MODEL.RESNETS.NORM = cfg.MODEL.FPN.NORM = cfg.MODEL.ROI_BOX_HEAD.NORM = "BN"
+    cfg.MODEL.FPN.OUT_CHANNELS = 32
+    cfg.MODEL.ROI_BOX_HEAD.CONV_DIM = 32
+    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 64
+    cfg.MODEL.PROJECTOR.HIDDEN_DIM = cfg.MODEL.PREDICTOR.HIDDEN_DIM = 64
+    cfg.MODEL.PROJECTOR.OUT_DIM = 32
+    s = cfg.MODEL.SOCO
+    s.VIEW1_SIZE = s.VIEW2_SIZE = 64
+    s.VIEW3_SIZE, s.VIEW4_SIZE = 32, 48
+    s.NUM_PROPOSALS = 2
+    s.LEVEL_THRESHOLDS = (12, 24, 48)
+    for k, v in soco.items():
+        s[k] = v
+    return cfg
+
+
+# --------------------------------------------------------------------------- level assignment
+@pytest.mark.parametrize(
+    "side,level", [(1, 0), (48, 0), (49, 1), (96, 1), (97, 2), (192, 2), (193, 3), (224, 3)]
+)
+def test_level_boundaries(side, level):
+    boxes = torch.tensor([[10.0, 20.0, 10.0 + side, 20.0 + side]])
+    assert assign_levels_by_size(boxes).tolist() == [level]
+
+
+def test_level_uses_sqrt_area_of_non_square_boxes():
+    # 24 x 96 has sqrt(area) 48 -> P2; 25 x 96 -> 48.99 -> P3.
+    boxes = torch.tensor([[0.0, 0.0, 24.0, 96.0], [0.0, 0.0, 25.0, 96.0]])
+    assert assign_levels_by_size(boxes).tolist() == [0, 1]
+
+
+def test_scale_aware_pooling_reads_the_assigned_level():
+    # Level l is filled with the constant l: the pooled value says which level a box used.
+    pooler = ROIPooler(7, scales=(1 / 4, 1 / 8, 1 / 16, 1 / 32), sampling_ratio=0, pooler_type="ROIAlignV2")
+    features = [torch.full((2, 3, 256 // s, 256 // s), float(l)) for l, s in enumerate((4, 8, 16, 32))]
+    boxes = [
+        torch.tensor([[0.0, 0.0, 40.0, 40.0], [0.0, 0.0, 200.0, 200.0]]),
+        torch.tensor([[10.0, 10.0, 90.0, 90.0], [5.0, 5.0, 150.0, 150.0], [0.0, 0.0, 48.0, 48.0]]),
+    ]
+    out = scale_aware_roi_pool(pooler, features, boxes, (48, 96, 192))
+    assert out.shape == (5, 3, 7, 7)
+    assert out.mean(dim=(1, 2, 3)).round().tolist() == [0, 3, 1, 2, 0]
+
+
+# --------------------------------------------------------------------------- loss, eq. 5-6
+def test_loss_matches_equations_5_and_6_on_hand_made_vectors():
+    # One image, K = 2 proposals, 2-d embeddings with known angles.
+    v1 = torch.tensor([[1.0, 0.0], [0.0, 2.0]])  # online predictions of V1
+    v2_t = torch.tensor([[1.0, 1.0], [0.0, -3.0]])  # target projections of V2: 45 deg, 180 deg
+    v3_t = torch.tensor([[5.0, 0.0], [3.0, 0.0]])  # target projections of V3: 0 deg, 90 deg
+    c = math.cos(math.pi / 4)
+    # eq. 5: L_i = -2 cos(v_i, v'_i) - 2 cos(v_i, v''_i); eq. 6: mean over i.
+    expected = ((-2 * c - 2 * 1.0) + (-2 * -1.0 - 2 * 0.0)) / 2
+    loss = object_level_loss(v1, v2_t) + object_level_loss(v1, v3_t)
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+
+    # Symmetrised: L + L~, with V2/V3 through the online network and V1 through the target.
+    v2 = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    v1_t = torch.tensor([[0.0, 4.0], [-1.0, 0.0]])
+    expected_tilde = ((-2 * 1.0) + (-2 * -1.0)) / 2
+    pair = soco_pair_loss(v1, v2_t, v2, v1_t)
+    assert pair.item() == pytest.approx(
+        ((-2 * c) + (-2 * -1.0)) / 2 + expected_tilde, abs=1e-6
+    )
+
+
+def test_loss_is_a_batch_mean_over_images_and_proposals():
+    torch.manual_seed(0)
+    p, z = torch.randn(8, 5), torch.randn(8, 5)  # 2 images x K = 4
+    per_image = [object_level_loss(p[i : i + 4], z[i : i + 4]) for i in (0, 4)]
+    assert object_level_loss(p, z).item() == pytest.approx(sum(per_image).item() / 2, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- names, export
+def _stock_detector_cfg(zoo_name, cfg):
+    d2 = get_pretrain_cfg()
+    d2.merge_from_file(model_zoo.get_config_file(zoo_name))
+    for key in ("DEPTH", "RES2_OUT_CHANNELS", "NORM", "STRIDE_IN_1X1"):
+        d2.MODEL.RESNETS[key] = cfg.MODEL.RESNETS[key]
+    d2.MODEL.FPN.OUT_CHANNELS, d2.MODEL.FPN.NORM = cfg.MODEL.FPN.OUT_CHANNELS, cfg.MODEL.FPN.NORM
+    for key in ("NAME", "NUM_CONV", "NUM_FC", "CONV_DIM", "FC_DIM", "NORM"):
+        d2.MODEL.ROI_BOX_HEAD[key] = cfg.MODEL.ROI_BOX_HEAD[key]
+    d2.MODEL.MASK_ON = False
+    d2.MODEL.DEVICE = "cpu"
+    return d2
+
+
+@pytest.mark.parametrize(
+    "variant,zoo_name",
+    [
+        ("FPN", "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"),
+        ("C4", "COCO-Detection/faster_rcnn_R_50_C4_1x.yaml"),
+    ],
+)
+def test_module_names_match_a_stock_detectron2_detector(variant, zoo_name):
+    if variant == "C4":
+        cfg = tiny_cfg(VARIANT="C4", USE_VIEW3=False)
+        cfg.MODEL.RESNETS.OUT_FEATURES = ["res4"]
+        cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 14
+    else:
+        cfg = tiny_cfg()
+    ours = SoCo(cfg).state_dict()
+    stock = build_model(_stock_detector_cfg(zoo_name, cfg)).state_dict()
+    spec = SoCo.export_spec(cfg)
+    assert set(spec) == ({"backbone", "res5"} if variant == "C4" else {"backbone", "fpn", "head"})
+    for part, prefixes in spec.items():
+        for src, dst in prefixes:
+            mine = {k[len(src):]: v.shape for k, v in ours.items() if k.startswith(src)}
+            theirs = {k[len(dst):]: v.shape for k, v in stock.items() if k.startswith(dst)}
+            assert mine and mine == theirs, f"{part}: {src} vs {dst}"
+    # The target network carries the same names under target.
+    online = {k for k in ours if not k.startswith("target.")}
+    for k in ours:
+        if k.startswith("target."):
+            assert k[len("target."):] in online
+
+
+def test_inconsistent_config_names_the_key():
+    cfg = tiny_cfg(VARIANT="C4", USE_VIEW3=True)
+    with pytest.raises(ValueError, match="USE_VIEW3"):
+        check_soco_config(cfg)
+    with pytest.raises(ValueError, match="VARIANT"):
+        check_soco_config(tiny_cfg(VARIANT="C5"))
+    with pytest.raises(ValueError, match="LEVEL_THRESHOLDS"):
+        check_soco_config(tiny_cfg(LEVEL_THRESHOLDS=(96, 48, 192)))
+
+
+# --------------------------------------------------------------------------- data + training
+def _write_proposals(path, ids, boxes):
+    from soco.data.proposals import save_proposals
+
+    save_proposals(str(path), list(ids), [np.asarray(b, dtype=np.float32) for b in boxes])
+
+
+def _photo_dicts(n):
+    import soco.data.embedded  # noqa: F401  (registers the demo data sets)
+    from detectron2.data import DatasetCatalog
+
+    return DatasetCatalog.get("soco_demo_photos")[:n]
+
+
+def test_missing_images_in_the_proposal_file_fail_clearly(tmp_path):
+    dicts = [{"file_name": "a.jpg", "image_id": "a.jpg"}, {"file_name": "b.jpg", "image_id": "sub/b.jpg"}]
+    path = tmp_path / "props.pkl"
+    _write_proposals(path, ["a.jpg"], [[[0, 0, 10, 10]]])
+    cfg = tiny_cfg(PROPOSALS=str(path))
+    with pytest.raises(ValueError, match=r"props.pkl lacks 1 of the 2 images.*sub/b.jpg"):
+        SoCo.prepare_dataset_dicts(cfg, dicts)
+    with pytest.raises(ValueError, match="MODEL.SOCO.PROPOSALS is empty"):
+        SoCo.prepare_dataset_dicts(tiny_cfg(PROPOSALS=""), dicts)
+    with pytest.raises(KeyError, match="proposal_boxes"):
+        SoCo.build_mapper(cfg)(dicts[0])
+
+
+def _proposals_for(dicts):
+    """Selective-search proposals from the project's generator (SoCo's filter applied)."""
+    from soco.data.proposals.runner import propose_file
+
+    return [propose_file(d["file_name"], "vectorized", 160)[0] for d in dicts]
+
+
+@pytest.fixture
+def one_thread():
+    # On a shared, oversubscribed CPU one intra-op thread is ~10x faster than spinning two.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_few_cpu_iterations_lower_the_loss(tmp_path, one_thread):
+    dicts = _photo_dicts(2)
+    path = tmp_path / "props.pkl"
+    _write_proposals(path, [d["image_id"] for d in dicts], _proposals_for(dicts))
+    cfg = tiny_cfg(PROPOSALS=str(path), USE_VIEW4=True)
+    mapper = SoCo.build_mapper(cfg)
+    batch = [mapper(d) for d in SoCo.prepare_dataset_dicts(cfg, dicts)]
+    assert [tuple(v.shape) for v in batch[0]["views"]] == [(3, 64, 64), (3, 64, 64), (3, 32, 32), (3, 48, 48)]
+    model = SoCo(cfg)
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
+    totals = []
+    for it in range(6):
+        model.on_step_start(it, 6)
+        losses = model(batch)
+        assert set(losses) == {"loss_v1_v2", "loss_v1_v3", "loss_v1_v4"}
+        total = sum(losses.values())
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        model.on_step_end(it, 6)
+        totals.append(total.item())
+    assert all(math.isfinite(t) for t in totals)
+    assert totals[-1] < totals[0] - 0.1, totals
+    # The target moved towards the online network (EMA), but is not a copy of it.
+    p_online = model.projector[0].weight
+    p_target = model.target["projector"][0].weight
+    assert not torch.equal(p_online, p_target)
