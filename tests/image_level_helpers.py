@@ -1,0 +1,91 @@
+"""Small configs, batches and checks shared by the image-level method tests (not a test module)."""
+
+import numpy as np
+import torch
+from detectron2.config import get_cfg
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.modeling.backbone.fpn import build_resnet_fpn_backbone
+
+from soco.config import get_pretrain_cfg
+from soco.modeling.meta_arch import clsa, coke, smog  # noqa: F401  (register the methods)
+
+
+def tiny_cfg(arch: str, crop: int = 24, batch: int = 8, num_images: int = 32):
+    """ResNet-18, 16-d heads, small crops: a CPU-sized config of ``arch``."""
+    c = get_pretrain_cfg()
+    c.MODEL.META_ARCHITECTURE = arch
+    c.MODEL.DEVICE = "cpu"
+    c.MODEL.RESNETS.DEPTH = 18
+    c.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    c.MODEL.PROJECTOR.HIDDEN_DIM = 64
+    c.MODEL.PROJECTOR.OUT_DIM = 16
+    c.MODEL.PREDICTOR.HIDDEN_DIM = 64
+    c.SOLVER.IMS_PER_BATCH = batch
+    c.PRETRAIN.NUM_IMAGES = num_images
+    c.MODEL.COKE.NUM_CLUSTERS = [4, 6]
+    c.MODEL.CLSA.QUEUE_SIZE = 64
+    c.MODEL.CLSA.STRONG_CROP_SIZES = [crop // 2]
+    c.MODEL.SMOG.NUM_GROUPS = 6
+    c.MODEL.SMOG.RESET_PERIOD = 3
+    for key in ("COKE", "CLSA", "SMOG"):
+        c.MODEL[key].CROP_SIZE = crop
+    c.MODEL.COKE.SMALL_CROP_SIZE = c.MODEL.SMOG.SMALL_CROP_SIZE = crop // 2
+    return c
+
+
+def random_batch(cfg, num: int = 8, size: int = 32):
+    """``num`` mapped random images (with instance indices) through the method's mapper views."""
+    mapper = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE).build_mapper(cfg)
+    rng = np.random.RandomState(0)
+    batch = []
+    for i in range(num):
+        image = torch.from_numpy((rng.rand(size, size, 3) * 255).astype(np.uint8)).permute(2, 0, 1)
+        item = {key: t(image) for key, t in mapper.view_sets.items()}
+        item.update(image_id=str(i), instance_index=i)
+        batch.append(item)
+    return batch
+
+
+def train_steps(model, batch, steps: int, start: int = 0, max_iter: int = 10, lr: float = 0.05):
+    """Run ``steps`` SGD steps with the trainer's hook order; returns the last loss dict."""
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=0.9)
+    model.train()
+    for it in range(start, start + steps):
+        model.on_step_start(it, max_iter)
+        losses = model(batch)
+        opt.zero_grad()
+        sum(v for k, v in losses.items() if k.startswith("loss_")).backward()
+        opt.step()
+        model.on_step_end(it, max_iter)
+    return losses
+
+
+def assert_export_matches_detectron2(cfg, model):
+    """Every online backbone key, renamed by export_spec, exists in a stock Detectron2 R-FPN."""
+    stock_cfg = get_cfg()
+    stock_cfg.MODEL.RESNETS.DEPTH = cfg.MODEL.RESNETS.DEPTH
+    stock_cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = cfg.MODEL.RESNETS.RES2_OUT_CHANNELS
+    stock_cfg.MODEL.RESNETS.NORM = "BN"
+    stock_cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    stock_cfg.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+    # BN's step counter is not a weight (the stock model's frozen stages have none).
+    def weights(keys):
+        return {k for k in keys if not k.endswith("num_batches_tracked")}
+
+    stock = weights("backbone." + k for k in build_resnet_fpn_backbone(stock_cfg, ShapeSpec(channels=3)).state_dict())
+    stock_bottom_up = {k for k in stock if k.startswith("backbone.bottom_up.")}
+    (online_prefix, stock_prefix), = type(model).export_spec(cfg)["backbone"]
+    exported = weights(stock_prefix + k[len(online_prefix):] for k in model.state_dict() if k.startswith(online_prefix))
+    assert exported == stock_bottom_up, sorted(exported ^ stock_bottom_up)[:10]
+
+
+def assert_state_round_trip(model, make_model, tmp_path):
+    """save -> load into a fresh model: every buffer and parameter equal."""
+    path = tmp_path / "model.pth"
+    torch.save({"model": model.state_dict()}, path)
+    fresh = make_model()
+    fresh.load_state_dict(torch.load(path)["model"])
+    for (name, a), (_, b) in zip(model.state_dict().items(), fresh.state_dict().items()):
+        assert torch.equal(a, b), name
+    return fresh
