@@ -1,6 +1,7 @@
-"""One module per pretraining method over a shared base; importing this registers them all."""
+"""One module per pretraining method over a shared base; importing this registers them all
+in Detectron2's META_ARCH_REGISTRY (BYOL, SoCo, CoKe, CLSA, SMoG)."""
 
-from . import byol  # noqa: F401  (registers BYOL)
+from . import byol, clsa, coke, smog, soco  # noqa: F401  (registration side effects)
 from .base import ImageLevelMetaArch, PretrainMetaArch
 
 __all__ = ["PretrainMetaArch", "ImageLevelMetaArch"]
