@@ -145,3 +145,15 @@ def test_kill_9_then_rerun_gives_identical_file(tmp_path, reference):
     assert summary["images"] == 10
     # chunk size differs from the reference run, the merged file does not
     assert _bytes(output) == reference[1]
+
+
+def test_visualize_proposals_grid(photo_root, reference, tmp_path):
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    try:
+        import visualize_proposals
+    finally:
+        sys.path.pop(0)
+    out = str(tmp_path / "grid.png")
+    assert visualize_proposals.main(["--image-root", photo_root, "--proposals", reference[0], "--output", out,
+                                     "--num-images", "5", "--columns", "3", "--tile-size", "64"]) == 0
+    assert Image.open(out).size == (3 * 64, 2 * 64)

@@ -13,9 +13,10 @@ Steps, all on an RGB uint8 image at the working resolution:
    Histograms are L1-normalised as in the paper.
 3. Neighbours: regions that touch (4-connectivity), from label changes between adjacent pixels.
 4. Hierarchical grouping: repeatedly merge the most similar neighbouring pair,
-   s = s_colour + s_texture + s_size + s_fill (histogram intersections; size and fill relative to
-   the image area), with a heap and lazy deletion; descriptors of a merged region are
-   size-weighted means. Every region of the hierarchy (initial and merged) yields one box.
+   s = a_c s_colour + a_t s_texture + s_size + s_fill (histogram intersections; size and fill
+   relative to the image area), with a heap and lazy deletion; descriptors of a merged region are
+   size-weighted means. Every region of the hierarchy (initial and merged) yields one box. Several
+   (a_c, a_t) strategies can share one segmentation (the paper's diversification).
 
 Why hand-written: neither OpenCV's ``SelectiveSearchSegmentation`` (C++, but ~1-2 s per
 ImageNet image in its fast mode and not configurable to SoCo's single strategy) nor the
@@ -116,25 +117,33 @@ def region_neighbours(labels: np.ndarray) -> np.ndarray:
     return np.stack(np.divmod(keys, n), axis=1)
 
 
-def _similarity(i: int, others: np.ndarray, sizes, boxes, colour, texture, image_area: float) -> np.ndarray:
-    """Selective-search similarity of region ``i`` with each region in ``others`` -> (len(others),)."""
-    s_colour = np.minimum(colour[i], colour[others]).sum(axis=1)
-    s_texture = np.minimum(texture[i], texture[others]).sum(axis=1)
-    joint = sizes[i] + sizes[others]
-    bw = np.maximum(boxes[i, 2], boxes[others, 2]) - np.minimum(boxes[i, 0], boxes[others, 0])
-    bh = np.maximum(boxes[i, 3], boxes[others, 3]) - np.minimum(boxes[i, 1], boxes[others, 1])
-    s_size = 1.0 - joint / image_area
-    s_fill = 1.0 - (bw * bh - joint) / image_area
-    return s_colour + s_texture + s_size + s_fill
+def _similarity(i: int, others: np.ndarray, boxes, colour, texture, image_area: float,
+                weights: tuple[float, float]) -> np.ndarray:
+    """Selective-search similarity of region ``i`` with each region in ``others`` -> (len(others),).
+
+    s_size + s_fill = (1 - (r_i + r_j) / A) + (1 - (B_ij - r_i - r_j) / A) = 2 - B_ij / A, with
+    B_ij the area of the joint bounding box: the region sizes cancel.
+    """
+    box = boxes[others]
+    bw = np.maximum(boxes[i, 2], box[:, 2]) - np.minimum(boxes[i, 0], box[:, 0])
+    bh = np.maximum(boxes[i, 3], box[:, 3]) - np.minimum(boxes[i, 1], box[:, 1])
+    s = 2.0 - bw * bh / image_area
+    if weights[0]:
+        s = s + weights[0] * np.minimum(colour[i], colour[others]).sum(axis=1)
+    if weights[1]:
+        s = s + weights[1] * np.minimum(texture[i], texture[others]).sum(axis=1)
+    return s
 
 
-def hierarchical_grouping(sizes, boxes, colour, texture, neighbours, image_area: float) -> np.ndarray:
+def hierarchical_grouping(sizes, boxes, colour, texture, neighbours, image_area: float,
+                          weights: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
     """Greedy merging of the most similar neighbours until one region is left.
 
     Args:
         sizes (n,), boxes (n, 4), colour (n, Dc), texture (n, Dt): from ``region_descriptors``.
         neighbours (m, 2): from ``region_neighbours``.
         image_area: H * W at the working resolution.
+        weights: (colour, texture) weights of the similarity; size and fill always weigh 1.
 
     Returns:
         (2n - 1 - c, 4) float64 boxes of every region in the hierarchy, initial regions first,
@@ -158,12 +167,13 @@ def hierarchical_grouping(sizes, boxes, colour, texture, neighbours, image_area:
         first = neighbours[:, 0]
         second = neighbours[:, 1]
         # Vectorised initial similarities (all pairs at once), same formula as _similarity.
-        joint = sizes[first] + sizes[second]
         bw = np.maximum(boxes[first, 2], boxes[second, 2]) - np.minimum(boxes[first, 0], boxes[second, 0])
         bh = np.maximum(boxes[first, 3], boxes[second, 3]) - np.minimum(boxes[first, 1], boxes[second, 1])
-        s = (np.minimum(colour[first], colour[second]).sum(axis=1)
-             + np.minimum(texture[first], texture[second]).sum(axis=1)
-             + 2.0 - joint / image_area - (bw * bh - joint) / image_area)
+        s = 2.0 - bw * bh / image_area
+        if weights[0]:
+            s = s + weights[0] * np.minimum(colour[first], colour[second]).sum(axis=1)
+        if weights[1]:
+            s = s + weights[1] * np.minimum(texture[first], texture[second]).sum(axis=1)
         heap = list(zip((-s).tolist(), first.tolist(), second.tolist()))
         heapq.heapify(heap)
 
@@ -187,19 +197,24 @@ def hierarchical_grouping(sizes, boxes, colour, texture, neighbours, image_area:
         adjacent[new] = around
         alive[new] = True
         if around:
-            others = np.fromiter(sorted(around), np.int64, len(around))
-            s = _similarity(new, others, sizes, boxes, colour, texture, image_area)
+            others = np.fromiter(around, np.int64, len(around))  # heap keys are unique: order is irrelevant
+            s = _similarity(new, others, boxes, colour, texture, image_area, weights)
             for value, k in zip((-s).tolist(), others.tolist()):
                 heapq.heappush(heap, (value, k, new))
         new += 1
     return boxes[:new]
 
 
-def selective_search_boxes(image: np.ndarray, k: float = 300.0, sigma: float = 0.9,
-                           min_size: int = 100) -> np.ndarray:
-    """All hierarchy boxes of an HxWx3 uint8 RGB image -> (N, 4) float32 XYXY in its pixels."""
+def selective_search_boxes(image: np.ndarray, k: float = 300.0, sigma: float = 0.9, min_size: int = 100,
+                           strategies=((1.0, 1.0),)) -> np.ndarray:
+    """All hierarchy boxes of an HxWx3 uint8 RGB image -> (N, 4) float32 XYXY in its pixels.
+
+    ``strategies``: (colour, texture) similarity weights, one hierarchy each over the same
+    segmentation (the paper's diversification); boxes of all hierarchies are concatenated.
+    """
     labels = segment(image, k=k, sigma=sigma, min_size=min_size)
     sizes, boxes, colour, texture = region_descriptors(image, labels)
     neighbours = region_neighbours(labels)
     area = float(labels.shape[0] * labels.shape[1])
-    return hierarchical_grouping(sizes, boxes, colour, texture, neighbours, area).astype(np.float32)
+    return np.concatenate([hierarchical_grouping(sizes, boxes, colour, texture, neighbours, area, weights)
+                           for weights in strategies]).astype(np.float32)

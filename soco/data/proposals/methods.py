@@ -10,8 +10,8 @@ full resolution), so at a working resolution the area parameters k (``scale``) a
 are multiplied by ``downscale**2``: a region keeps the same share of the image. sigma is kept.
 
 - ``vectorized`` (default): the project's vectorised selective search, see ``grouping.py``
-  (Felzenszwalb k=300, sigma=0.9, min_size=100; one strategy: HSV colour + texture + size + fill),
-  at 320 px by default.
+  (Felzenszwalb k=300, sigma=0.9, min_size=100; two hierarchies on that segmentation: HSV colour
+  + texture + size + fill, and size + fill), at 320 px by default.
 - ``selectivesearch``: the ``selectivesearch`` package (0.4) with SoCo's parameters scale=300,
   sigma=0.9, min_size=100, exactly as the official SoCo code calls it; its ``rect`` (x, y, w, h)
   with w = max_x - min_x becomes [x, y, x + w + 1, y + h + 1].
@@ -27,8 +27,13 @@ import numpy as np
 from .grouping import selective_search_boxes
 
 __all__ = ["METHODS", "DEFAULT_METHOD", "DEFAULT_MAX_SIZE", "SOCO_SEGMENTATION", "resize_longer_side",
-           "scale_boxes", "segmentation_params"]
+           "scale_boxes", "segmentation_params",
+           "method_settings", "VECTORIZED_STRATEGIES"]
 
+# (colour, texture) weights of the hierarchies the vectorized method builds on one segmentation:
+# the paper's full similarity, and size + fill alone (what the package's similarity amounts to,
+# see proposals/README.md). The second costs little and raises recall of SoCo-filtered boxes.
+VECTORIZED_STRATEGIES = ((1.0, 1.0), (0.0, 0.0))
 # SoCo's selective-search parameters (official code: scale=300, sigma=0.9, min_size=100).
 SOCO_SEGMENTATION = {"scale": 300, "sigma": 0.9, "min_size": 100}
 
@@ -50,7 +55,8 @@ def _selectivesearch_package(image: np.ndarray, downscale: float = 1.0) -> np.nd
 
 def _vectorized(image: np.ndarray, downscale: float = 1.0) -> np.ndarray:
     p = segmentation_params(downscale)
-    return selective_search_boxes(image, k=p["scale"], sigma=p["sigma"], min_size=p["min_size"])
+    return selective_search_boxes(image, k=p["scale"], sigma=p["sigma"], min_size=p["min_size"],
+                                  strategies=VECTORIZED_STRATEGIES)
 
 
 def _opencv(mode: str):
@@ -75,6 +81,23 @@ DEFAULT_METHOD = "vectorized"
 # package at full resolution; ours searches at 320 px (the benchmark shows equal or better recall
 # of SoCo-filtered boxes, which are >= 0.3 of the image scale); OpenCV's at ImageNet's usual 500 px.
 DEFAULT_MAX_SIZE = {"vectorized": 320, "selectivesearch": None, "opencv_fast": 500, "opencv_quality": 500}
+
+
+def method_settings(method: str) -> dict:
+    """What determines ``method``'s boxes besides the image, recorded in a run's manifest so that
+    a resumed run never mixes chunks computed with other settings."""
+    settings = {"method": method}
+    if method in ("vectorized", "selectivesearch"):
+        settings["segmentation"] = SOCO_SEGMENTATION
+    if method == "vectorized":
+        settings["strategies"] = [list(w) for w in VECTORIZED_STRATEGIES]
+    if method == "selectivesearch":
+        from importlib.metadata import version
+
+        settings["package_version"] = version("selectivesearch")
+    if method.startswith("opencv"):
+        settings["opencv_version"] = cv2.__version__
+    return settings
 
 
 def resize_longer_side(image: np.ndarray, max_size: int | None) -> np.ndarray:

@@ -33,7 +33,7 @@ from ..image_folder import list_images
 from ..image_io import ImageReadError, decode_rgb
 from .file_format import atomic_write_bytes, save_proposals
 from .filtering import FALLBACK_LEVELS, soco_filter
-from .methods import DEFAULT_MAX_SIZE, METHODS, resize_longer_side, scale_boxes
+from .methods import DEFAULT_MAX_SIZE, METHODS, method_settings, resize_longer_side, scale_boxes
 
 __all__ = ["propose_file", "generate", "merge", "output_paths", "default_num_workers"]
 
@@ -89,8 +89,8 @@ def _process(task):
 
 def _manifest(ids, method, max_size, chunk_size) -> dict:
     digest = hashlib.sha1("\n".join(ids).encode("utf-8")).hexdigest()
-    return {"version": MANIFEST_VERSION, "method": method, "max_size": max_size, "chunk_size": chunk_size,
-            "num_images": len(ids), "images_sha1": digest}
+    return {"version": MANIFEST_VERSION, "method": method, "settings": method_settings(method),
+            "max_size": max_size, "chunk_size": chunk_size, "num_images": len(ids), "images_sha1": digest}
 
 
 def _check_manifest(shard_dir: str, manifest: dict) -> None:
