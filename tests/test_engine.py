@@ -154,3 +154,55 @@ def test_inconsistent_config_fails_before_training(image_root, tmp_path):
         run_pretraining(tiny_byol_cfg(image_root, tmp_path, **{"MODEL.META_ARCHITECTURE": "Nope"}))
     with pytest.raises(ValueError, match="FREEZE_AT"):
         run_pretraining(tiny_byol_cfg(image_root, tmp_path, **{"MODEL.BACKBONE.FREEZE_AT": 2}))
+
+
+def test_resume_with_a_different_config_fails_clearly(image_root, uninterrupted, tmp_path):
+    out_a, _ = uninterrupted
+    shutil.copy(os.path.join(out_a, "model_0000001.pth"), tmp_path)
+    (tmp_path / "last_checkpoint").write_text("model_0000001.pth")
+    cfg = tiny_byol_cfg(image_root, tmp_path, **{"SOLVER.IMS_PER_BATCH": 2})
+    with pytest.raises(ValueError, match="SOLVER.IMS_PER_BATCH: checkpoint 4 vs now 2"):
+        run_pretraining(cfg, resume=True)
+
+
+def test_loader_is_independent_of_workers_and_skips_unreadable_images(image_root, tmp_path):
+    from soco.data.build import build_pretrain_loader, get_pretrain_dataset_dicts
+    from soco.modeling.meta_arch.byol import BYOL
+
+    folder = tmp_path / "images"
+    shutil.copytree(image_root, folder)
+    (folder / "3.png").write_bytes(b"not a png")
+    cfg = tiny_byol_cfg(str(folder), tmp_path)
+    dicts = get_pretrain_dataset_dicts(cfg)
+    assert len(dicts) == 8
+
+    def first_batches(workers, start_iter, n=3):
+        loader = build_pretrain_loader(cfg, dicts, BYOL.build_mapper(cfg), seed=0)
+        loader.num_workers, loader.start_iter = workers, start_iter
+        it = iter(loader)
+        return [next(it) for _ in range(n)]
+
+    main, workers = first_batches(0, 0), first_batches(2, 0)
+    for a, b in zip(main, workers):
+        assert [x["image_id"] for x in a] == [x["image_id"] for x in b]
+        assert all(torch.equal(u, v) for x, y in zip(a, b) for u, v in zip(x["views"], y["views"]))
+    ids = [x["image_id"] for batch in main for x in batch]
+    assert "3.png" not in ids and len(ids) == 12
+    restarted = first_batches(0, 1, n=1)[0]
+    assert [x["image_id"] for x in restarted] == [x["image_id"] for x in main[1]]
+    assert torch.equal(restarted[0]["views"][1], main[1][0]["views"][1])
+
+
+def test_missing_dataset_names_fail_clearly(tmp_path):
+    from soco.data.build import get_pretrain_dataset_dicts
+
+    cfg = get_pretrain_cfg()
+    with pytest.raises(ValueError, match="DATASETS.TRAIN or PRETRAIN.IMAGE_ROOT"):
+        get_pretrain_dataset_dicts(cfg)
+    cfg.DATASETS.TRAIN = ("no_such_set",)
+    with pytest.raises(KeyError, match="no_such_set"):
+        get_pretrain_dataset_dicts(cfg)
+    cfg.DATASETS.TRAIN = ()
+    cfg.PRETRAIN.IMAGE_ROOT = str(tmp_path)
+    with pytest.raises(ValueError, match="no training images"):
+        get_pretrain_dataset_dicts(cfg)

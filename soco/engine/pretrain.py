@@ -2,7 +2,7 @@
 
 import logging
 import weakref
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from detectron2.config import CfgNode
@@ -18,7 +18,7 @@ from .checkpoint import PretrainCheckpointer
 from .hooks import MethodStepHook, RNGStateHook
 from .trainer import PretrainTrainer
 
-__all__ = ["meta_arch_class", "build_pretrain_trainer", "run_pretraining"]
+__all__ = ["meta_arch_class", "saved_config", "check_resumed_config", "build_pretrain_trainer", "run_pretraining"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,48 @@ def _data_seed(cfg: CfgNode) -> int:
 def _check_device(cfg: CfgNode) -> None:
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"MODEL.DEVICE={cfg.MODEL.DEVICE} but no GPU is available; set MODEL.DEVICE cpu")
+
+
+# Keys that must not change when a run is resumed (the model, its data stream or its schedule
+# would no longer be the checkpoint's); SOLVER.MAX_ITER may change, to extend a run.
+_RESUME_INVARIANT_KEYS = (
+    "MODEL.META_ARCHITECTURE",
+    "SOLVER.IMS_PER_BATCH",
+    "SOLVER.OPTIMIZER",
+    "PRETRAIN.NUM_IMAGES",
+    "SEED",
+)
+
+
+def saved_config(path: str) -> Optional[CfgNode]:
+    """The config stored in a checkpoint (memory-mapped: the weights are not read)."""
+    saved = torch.load(path, map_location="cpu", mmap=True, weights_only=True).get("cfg")
+    return CfgNode.load_cfg(saved) if saved else None
+
+
+def check_resumed_config(saved: Optional[CfgNode], cfg: CfgNode) -> None:
+    """Raise ValueError naming the keys where the checkpoint's config and ``cfg`` disagree."""
+    if saved is None:
+        logger.warning("the checkpoint has no 'cfg' entry; cannot check it matches this run")
+        return
+
+    def get(c, key):
+        for part in key.split("."):
+            c = c[part]
+        return c
+
+    diffs = [
+        f"{k}: checkpoint {get(saved, k)!r} vs now {get(cfg, k)!r}"
+        for k in _RESUME_INVARIANT_KEYS
+        if get(saved, k) != get(cfg, k)
+    ]
+    if diffs:
+        raise ValueError("--resume with a different config than the checkpoint's: " + "; ".join(diffs))
+    if saved.SOLVER.MAX_ITER != cfg.SOLVER.MAX_ITER:
+        logger.warning(
+            f"SOLVER.MAX_ITER changed from {saved.SOLVER.MAX_ITER} to {cfg.SOLVER.MAX_ITER}: "
+            "schedules follow the new length"
+        )
 
 
 def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[PretrainTrainer, int, CfgNode]:
@@ -96,6 +138,7 @@ def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[Pretrain
     )
     start_iter = 0
     if resume and checkpointer.has_checkpoint():
+        check_resumed_config(saved_config(checkpointer.get_checkpoint_file()), cfg)
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=True)
         start_iter = trainer.iter + 1
         logger.info(f"Resuming from {checkpointer.get_checkpoint_file()} at iteration {start_iter}")

@@ -57,6 +57,11 @@ def resolve_schedule(cfg: CfgNode, num_images: int, world_size: int = 1) -> CfgN
             f"SOLVER.IMS_PER_BATCH={batch} must be a positive multiple of the number of processes "
             f"({world_size}) times PRETRAIN.ACCUM_STEPS ({accum})"
         )
+    if batch // (world_size * accum) < 2:
+        raise ValueError(
+            f"each process's micro-batch SOLVER.IMS_PER_BATCH / (processes x PRETRAIN.ACCUM_STEPS) = "
+            f"{batch} / ({world_size} x {accum}) is below 2 images; BatchNorm needs at least 2"
+        )
     if epochs <= 0 or not 0 <= warmup_epochs <= epochs:
         raise ValueError(
             f"need PRETRAIN.EPOCHS > 0 and 0 <= PRETRAIN.WARMUP_EPOCHS <= EPOCHS, "
