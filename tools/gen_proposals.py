@@ -43,9 +43,13 @@ def main(argv=None) -> int:
         summary = merge(args.output)
     else:
         max_size = "default" if args.max_size is None else (args.max_size or None)
-        summary = generate(args.image_root, args.output, image_list=args.image_list, method=args.method,
-                           max_size=max_size, num_workers=args.num_workers, shard=args.shard,
-                           chunk_size=args.chunk_size, progress=not args.no_progress)
+        try:
+            summary = generate(args.image_root, args.output, image_list=args.image_list, method=args.method,
+                               max_size=max_size, num_workers=args.num_workers, shard=args.shard,
+                               chunk_size=args.chunk_size, progress=not args.no_progress)
+        except KeyboardInterrupt:
+            print("\ninterrupted: finished chunks are kept; rerun the same command to continue", file=sys.stderr)
+            return 130
     if summary is None:
         print(f"shard {args.shard} done; {args.output} is written when every shard has finished "
               "(or run with --merge once they have)")
