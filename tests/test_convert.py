@@ -3,9 +3,8 @@
 Round trips: every stock Detectron2 config in configs/finetune/ is built on CPU and loads the
 converted file with DetectionCheckpointer with no unexpected keys, none of the transferred parts
 missing, and every loaded tensor equal to the chosen network's. Checkpoints come from the
-project's registered methods (BYOL, and SoCo when registered) and from two small stand-ins with
-SoCo's module names (FPN and C4 variants) built from stock Detectron2 modules, so the converter
-is tested on both layouts whatever methods exist.
+project's registered methods (BYOL, and SoCo, FPN and C4 variants), built from the
+repository's pretraining configs.
 """
 
 import glob
@@ -17,18 +16,13 @@ import torch
 import torchvision
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
-from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
-from detectron2.modeling.backbone.fpn import build_resnet_fpn_backbone
-from detectron2.modeling.roi_heads import Res5ROIHeads
-from detectron2.modeling.roi_heads.box_head import build_box_head
 from torch import nn
 
 import soco.modeling.meta_arch  # noqa: F401  (registers the project's methods)
 import soco.modeling.roi_heads  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
 from soco.checkpoint import ConversionError, convert, load_pretrain_checkpoint
-from soco.config import get_pretrain_cfg
-from soco.modeling.meta_arch.base import PretrainMetaArch, backbone_build_cfg, build_pretrain_resnet
+from soco.config.defaults import load_pretrain_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FINETUNE_CONFIGS = sorted(
@@ -37,77 +31,26 @@ FINETUNE_CONFIGS = sorted(
 )
 
 
-# ------------------------------------------------------------------------- stand-in methods
-class _StandInFPN(PretrainMetaArch):
-    """SoCo-FPN's module names: ResNet-FPN ``backbone``, 4conv1fc ``roi_heads.box_head``, a
-    projector, a queue buffer and an EMA copy under ``target.``."""
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        bcfg = backbone_build_cfg(cfg)
-        self.backbone = build_resnet_fpn_backbone(bcfg, ShapeSpec(channels=3))
-        res = bcfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
-        self.roi_heads = nn.Module()
-        self.roi_heads.box_head = build_box_head(
-            bcfg, ShapeSpec(channels=bcfg.MODEL.FPN.OUT_CHANNELS, height=res, width=res))
-        self.projector = nn.Linear(bcfg.MODEL.ROI_BOX_HEAD.FC_DIM, 8)
-        self.register_buffer("queue", torch.randn(4, 8))
-        self.make_target("backbone", "roi_heads", "projector")
-
-    @classmethod
-    def export_spec(cls, cfg):
-        return {
-            "backbone": [("backbone.bottom_up.", "backbone.bottom_up.")],
-            "fpn": [("backbone.fpn_", "backbone.fpn_")],
-            "head": [("roi_heads.box_head.", "roi_heads.box_head.")],
-        }
-
-
-class _StandInC4(PretrainMetaArch):
-    """SoCo-C4's module names: ResNet stem..res4 ``backbone``, ``roi_heads.res5``, projector."""
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        self.backbone = build_pretrain_resnet(cfg, ("res4",))
-        self.roi_heads = nn.Module()
-        self.roi_heads.res5, channels = Res5ROIHeads._build_res5_block(backbone_build_cfg(cfg))
-        self.projector = nn.Linear(channels, 8)
-        self.make_target("backbone", "roi_heads", "projector")
-
-    @classmethod
-    def export_spec(cls, cfg):
-        return {
-            "backbone": [("backbone.", "backbone.")],
-            "res5": [("roi_heads.res5.", "roi_heads.res5.")],
-        }
-
-
-for _cls in (_StandInFPN, _StandInC4):
-    if _cls.__name__ not in META_ARCH_REGISTRY:
-        META_ARCH_REGISTRY.register(_cls)
-
-
 # ------------------------------------------------------------------------- checkpoints
-def pretrain_cfg(method: str, depth: int, small_heads: bool = False, **resnets):
-    cfg = get_pretrain_cfg()
-    cfg.MODEL.META_ARCHITECTURE = method
+PRETRAIN_CONFIGS = {
+    "soco_fpn": "configs/SoCo/Base-SoCo-FPN.yaml",
+    "soco_c4": "configs/SoCo/SoCo_R50_C4_100ep.yaml",
+    "soco_demo": "configs/SoCo/SoCo_demo_R18_FPN_cpu.yaml",
+    "byol": "configs/BYOL/byol_R18_cpu_demo.yaml",
+}
+
+
+def pretrain_cfg(name: str, depth: int = None, small_heads: bool = False, **resnets):
+    """A pretraining config of the repository on CPU, with small projector/predictor (they are
+    never exported) and, for tests that load into no detector, small FPN and box head."""
+    cfg = load_pretrain_config(os.path.join(REPO, PRETRAIN_CONFIGS[name]))
     cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.BACKBONE.FREEZE_AT = 0
-    cfg.MODEL.RESNETS.DEPTH = depth
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64 if depth < 50 else 256
-    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
-    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
-    cfg.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
-    cfg.MODEL.RESNETS.NORM = "BN"
-    cfg.MODEL.FPN.NORM = "BN"
-    cfg.MODEL.ROI_BOX_HEAD.NAME = "FastRCNNConvFCHead"
-    cfg.MODEL.ROI_BOX_HEAD.NUM_CONV = 4
-    cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 1
-    cfg.MODEL.ROI_BOX_HEAD.NORM = "BN"
-    cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
+    if depth is not None:
+        cfg.MODEL.RESNETS.DEPTH = depth
+        cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64 if depth < 50 else 256
     cfg.MODEL.PROJECTOR.HIDDEN_DIM = 32
     cfg.MODEL.PREDICTOR.HIDDEN_DIM = 32
-    if small_heads:  # for tests that need no stock detector to load the result
+    if small_heads:
         cfg.MODEL.FPN.OUT_CHANNELS = 16
         cfg.MODEL.ROI_BOX_HEAD.CONV_DIM = 16
         cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 32
@@ -133,15 +76,15 @@ def write_checkpoint(path, cfg, model=None):
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
-    """Lazily written checkpoints, one per (method, depth)."""
+    """Lazily written checkpoints, one per (config name, depth, small heads)."""
     folder = tmp_path_factory.mktemp("ckpts")
     cache = {}
 
-    def get(method, depth, small_heads=False):
-        key = (method, depth, small_heads)
+    def get(name, depth=None, small_heads=False):
+        key = (name, depth, small_heads)
         if key not in cache:
-            path = str(folder / f"{method}_R{depth}{'_small' if small_heads else ''}.pth")
-            write_checkpoint(path, pretrain_cfg(method, depth, small_heads))
+            path = str(folder / f"{len(cache)}.pth")
+            write_checkpoint(path, pretrain_cfg(name, depth, small_heads))
             cache[key] = path
         return cache[key]
 
@@ -155,10 +98,10 @@ def converted(ckpts, tmp_path_factory):
     folder = tmp_path_factory.mktemp("converted")
     cache = {}
 
-    def get(method, depth, **options):
-        key = (method, depth, tuple(sorted(options.items())))
+    def get(name, depth=None, **options):
+        key = (name, depth, tuple(sorted(options.items())))
         if key not in cache:
-            src = ckpts(method, depth)
+            src = ckpts(name, depth)
             out = str(folder / f"{len(cache)}.pkl")
             cache[key] = src, out, convert(src, out, verify=False, **options)
         return cache[key]
@@ -190,9 +133,11 @@ def layout_of_config(cfg):
     return "c4" if cfg.MODEL.ROI_HEADS.NAME.startswith("Res5") else "fpn"
 
 
-def soco_like(layout):
-    """The SoCo meta-architecture name for ``layout``: the real one once it is registered."""
-    return "_StandInC4" if layout == "c4" else "_StandInFPN"
+def soco_config_for(cfg):
+    """The SoCo pretraining config whose network a fine-tune config is built to receive."""
+    if layout_of_config(cfg) == "c4":
+        return "soco_c4"
+    return "soco_demo" if cfg.MODEL.RESNETS.DEPTH == 18 else "soco_fpn"
 
 
 # ------------------------------------------------------------------------- round trips
@@ -219,17 +164,17 @@ def test_converted_weights_load_into_finetune_config(config_file, converted):
     parts = ("backbone.fpn_", "roi_heads.box_head.") if layout == "fpn" else ()
 
     # SoCo: the ResNet and, for FPN detectors, the FPN and the 4conv1fc box head.
-    src, out, export = converted(soco_like(layout), depth)
+    src, out, export = converted(soco_config_for(cfg))
     assert_loaded(model, src, out, export, resnet + parts)
 
     # An image-level method: its ResNet placed for this detector's layout, EMA network chosen.
-    src, out, export = converted("BYOL", depth, network="target", layout=layout)
+    src, out, export = converted("byol", depth, network="target", layout=layout)
     assert {n.split(".")[0] for n in export.source.values()} == {"target"}
     assert_loaded(model, src, out, export, resnet, network="target")
 
 
 def test_output_format_and_parts(ckpts, tmp_path):
-    src = ckpts("_StandInFPN", 18, small_heads=True)
+    src = ckpts("soco_demo", small_heads=True)
     out = str(tmp_path / "d2.pkl")
     export = convert(src, out, include=["fpn"])
     with open(out, "rb") as f:
@@ -238,10 +183,10 @@ def test_output_format_and_parts(ckpts, tmp_path):
     names = set(data["model"])
     assert all(type(v).__module__ == "numpy" for v in data["model"].values())
     assert any(n.startswith("backbone.fpn_") for n in names)
-    assert not any(n.startswith(("roi_heads.", "target.", "projector", "queue")) for n in names)
+    assert not any(n.startswith(("roi_heads.", "target.", "projector", "predictor")) for n in names)
     summary = export.summary()
     assert "part 'head' (not in --include)" in summary
-    assert "target (EMA) network" in summary and "projector.*" in summary and "queue" in summary
+    assert "target (EMA) network" in summary and "projector.*" in summary and "predictor.*" in summary
     # Without the FPN and head, only the ResNet remains; a C4 layout refuses explicit FPN parts.
     assert set(convert(src, out, include=[]).part.values()) == {"backbone"}
     with pytest.raises(ConversionError, match="no place in a c4"):
@@ -251,7 +196,7 @@ def test_output_format_and_parts(ckpts, tmp_path):
 
 
 def test_online_and_target_differ(ckpts, tmp_path):
-    src = ckpts("_StandInFPN", 18, small_heads=True)
+    src = ckpts("soco_demo", small_heads=True)
     online = convert(src, str(tmp_path / "o.pkl"))
     target = convert(src, str(tmp_path / "t.pkl"), network="target")
     name = "backbone.bottom_up.stem.conv1.weight"
@@ -264,7 +209,7 @@ def test_online_and_target_differ(ckpts, tmp_path):
 # ------------------------------------------------------------------------- torchvision
 @pytest.mark.parametrize("depth", [18, 50])
 def test_torchvision_round_trip(depth, ckpts, tmp_path):
-    src = ckpts("BYOL", depth)
+    src = ckpts("byol", depth)
     out = str(tmp_path / "tv.pth")
     convert(src, out, fmt="torchvision")
     tv = getattr(torchvision.models, f"resnet{depth}")(weights=None)
@@ -281,10 +226,10 @@ def test_torchvision_round_trip(depth, ckpts, tmp_path):
 
 def test_torchvision_refuses_msra_stride(ckpts, tmp_path):
     def msra(data):
-        cfg = load_pretrain_checkpoint(ckpts("BYOL", 50)).cfg
+        cfg = load_pretrain_checkpoint(ckpts("byol", 50)).cfg
         cfg.MODEL.RESNETS.STRIDE_IN_1X1 = True  # same tensors, other computation
         data["cfg"] = cfg.dump()
-    path = _rewrite(ckpts("BYOL", 50), str(tmp_path / "msra.pth"), msra)
+    path = _rewrite(ckpts("byol", 50), str(tmp_path / "msra.pth"), msra)
     with pytest.raises(ConversionError, match="STRIDE_IN_1X1"):
         convert(path, str(tmp_path / "tv.pth"), fmt="torchvision", verify=False)
 
@@ -298,7 +243,7 @@ def _rewrite(src, dst, edit):
 
 
 def test_bad_inputs_fail_clearly(ckpts, tmp_path):
-    src = ckpts("_StandInFPN", 18, small_heads=True)
+    src = ckpts("soco_demo", small_heads=True)
     out = str(tmp_path / "out.pkl")
 
     truncated = str(tmp_path / "truncated.pth")
