@@ -222,3 +222,18 @@ def test_a_few_cpu_iterations_lower_the_loss(tmp_path, one_thread):
     p_online = model.projector[0].weight
     p_target = model.target["projector"][0].weight
     assert not torch.equal(p_online, p_target)
+
+
+def test_c4_variant_trains_on_v1_and_v2_only(one_thread):
+    cfg = tiny_cfg(VARIANT="C4", USE_VIEW3=False)
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res4"]
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 14
+    mapper = SoCo.build_mapper(cfg)
+    image = {"file_name": "unused", "image_id": "x"}
+    views = mapper.build_views(torch.randint(0, 256, (3, 80, 100), dtype=torch.uint8), torch.tensor([[5.0, 5, 60, 70]]))
+    batch = [dict(image, views=[views["images"]["v1"], views["images"]["v2"]], boxes=views["boxes"])] * 2
+    model = SoCo(cfg)
+    losses = model(batch)
+    assert set(losses) == {"loss_v1_v2"} and torch.isfinite(losses["loss_v1_v2"])
+    losses["loss_v1_v2"].backward()
+    assert model.roi_heads["res5"][0].conv1.weight.grad is not None

@@ -1,0 +1,203 @@
+#!/usr/bin/env python
+"""Cost of object-level pretraining: SoCo R50-FPN (V1 224, V2 224, V3 112, K=4) against the
+plain image-level BYOL step on the same ResNet-50, and the data loader against the model.
+
+In one run, on the same images (the embedded demo photos, or --image-root):
+  * training iterations/s (forward of online and target networks, backward, LARS step, EMA
+    update) and peak memory of each method, measured in its own subprocess (peak RSS on CPU,
+    ``torch.cuda.max_memory_allocated`` on GPU), and the SoCo / BYOL ratios;
+  * data-loader images/s of SoCo's mapper through the project's loader with the config's
+    default DATALOADER.NUM_WORKERS, against the images/s the SoCo model consumes.
+
+    python benchmarks/bench_pretrain.py                       # CPU: batch 2, a few iterations
+    python benchmarks/bench_pretrain.py --device cuda --batch 64 --iters 20 --output bench.json
+
+On CPU the loader's workers and the model share the same cores, so the two throughputs are
+measured one after the other; on a shared machine the absolute numbers vary from run to run,
+the ratios much less.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import resource
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = {
+    "SoCo": os.path.join(REPO, "configs", "SoCo", "SoCo_R50_FPN_100ep.yaml"),
+    "BYOL": os.path.join(REPO, "configs", "BYOL", "byol_R50_300ep.yaml"),
+}
+
+
+def load_cfg(method, args, proposal_file=""):
+    from soco.config.defaults import load_pretrain_config
+
+    opts = [
+        "MODEL.DEVICE", args.device,
+        "SOLVER.IMS_PER_BATCH", str(args.batch),
+        "SOLVER.MAX_ITER", str(args.warmup + args.iters),
+        "SOLVER.WARMUP_ITERS", "0",
+        "DATASETS.TRAIN", "('soco_demo_photos',)",
+        "PRETRAIN.IMAGE_ROOT", args.image_root,
+    ]
+    if method == "SoCo":
+        opts += ["MODEL.SOCO.PROPOSALS", proposal_file]
+    return load_pretrain_config(CONFIGS[method], opts)
+
+
+def dataset_dicts(args, count):
+    from soco.data.build import get_pretrain_dataset_dicts
+
+    dicts = get_pretrain_dataset_dicts(load_cfg("BYOL", args))
+    if len(dicts) < count:
+        raise ValueError(f"the benchmark needs {count} images, the data set has {len(dicts)}")
+    return dicts[:count]
+
+
+def write_proposals(dicts, path):
+    """Proposals of ``dicts`` with the project's generator (fast settings: 160 px search)."""
+    from soco.data.proposals import save_proposals
+    from soco.data.proposals.runner import propose_file
+
+    save_proposals(path, [d["image_id"] for d in dicts], [propose_file(d["file_name"], "vectorized", 160)[0] for d in dicts])
+
+
+def measure_training(method, args, proposal_file):
+    """Runs in a fresh process: iterations/s and peak memory of ``method``'s training step."""
+    import torch
+    from detectron2.modeling import build_model
+
+    import soco.modeling.meta_arch  # noqa: F401
+    import soco.modeling.meta_arch.soco  # noqa: F401
+    from soco.engine.pretrain import meta_arch_class
+    from soco.solver import build_optimizer
+
+    torch.set_flush_denormal(True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_cfg(method, args, proposal_file)
+    cls = meta_arch_class(cfg)
+    dicts = cls.prepare_dataset_dicts(cfg, dataset_dicts(args, args.batch))
+    mapper = cls.build_mapper(cfg)
+    torch.manual_seed(0)
+    batch = [mapper(d) for d in dicts]
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    model = build_model(cfg)
+    model.train()
+    optimizer = build_optimizer(cfg, model)
+    cuda = args.device.startswith("cuda")
+    total = args.warmup + args.iters
+    for it in range(total):
+        if it == args.warmup:
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+        model.on_step_start(it, total)
+        losses = model(batch)
+        loss = sum(v for k, v in losses.items() if k.startswith("loss_"))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        model.on_step_end(it, total)
+    if cuda:
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    if cuda:
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before
+    return {
+        "iters_per_s": args.iters / elapsed,
+        "images_per_s": args.iters * args.batch / elapsed,
+        "peak_memory_mib": peak,
+        "loss": loss.item(),
+        "views_per_image": len(batch[0]["views"]),
+    }
+
+
+def measure_loader(args, proposal_file, num_batches):
+    """Images/s of SoCo's mapper through the project's resumable loader (default workers)."""
+    import soco.modeling.meta_arch.soco  # noqa: F401
+    from soco.data.build import build_pretrain_loader
+    from soco.engine.pretrain import meta_arch_class
+
+    cfg = load_cfg("SoCo", args, proposal_file)
+    cls = meta_arch_class(cfg)
+    dicts = cls.prepare_dataset_dicts(cfg, dataset_dicts(args, args.loader_images))
+    workers = cfg.DATALOADER.NUM_WORKERS if args.workers < 0 else args.workers
+    cfg.defrost()
+    cfg.DATALOADER.NUM_WORKERS = workers
+    loader = iter(build_pretrain_loader(cfg, dicts, cls.build_mapper(cfg), seed=0))
+    next(loader)  # worker start-up is not throughput
+    start = time.perf_counter()
+    images = sum(len(next(loader)) for _ in range(num_batches))
+    return {"images_per_s": images / (time.perf_counter() - start), "workers": workers}
+
+
+def in_subprocess(fn, *a):
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        return pool.submit(fn, *a).result()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=int, default=2, help="images per step (CPU default 2: small)")
+    parser.add_argument("--iters", type=int, default=3, help="timed iterations per method")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
+    parser.add_argument("--workers", type=int, default=-1, help="loader workers (-1: the config's default)")
+    parser.add_argument("--loader-batches", type=int, default=8)
+    parser.add_argument("--loader-images", type=int, default=64)
+    parser.add_argument("--image-root", default="", help="image folder instead of the embedded demo photos")
+    parser.add_argument("--output", default="", help="write the results as JSON here")
+    args = parser.parse_args()
+    sys.path.insert(0, REPO)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        proposal_file = os.path.join(tmp, "proposals.pkl")
+        write_proposals(dataset_dicts(args, max(args.batch, args.loader_images)), proposal_file)
+        results = {m: in_subprocess(measure_training, m, args, proposal_file) for m in ("BYOL", "SoCo")}
+        loader = in_subprocess(measure_loader, args, proposal_file, args.loader_batches)
+
+    soco, byol = results["SoCo"], results["BYOL"]
+    summary = {
+        "device": args.device,
+        "batch": args.batch,
+        "timed_iters": args.iters,
+        "threads": args.threads or "default",
+        "methods": results,
+        "soco_over_byol_time_per_iter": byol["iters_per_s"] / soco["iters_per_s"],
+        "soco_over_byol_peak_memory": soco["peak_memory_mib"] / max(byol["peak_memory_mib"], 1e-9),
+        "loader": loader,
+        "loader_over_soco_consumption": loader["images_per_s"] / soco["images_per_s"],
+    }
+    mem = "peak GPU memory allocated" if args.device.startswith("cuda") else "peak RSS growth from the model step"
+    print(f"\ndevice {args.device}, batch {args.batch}, {args.iters} timed iterations; memory = {mem}\n")
+    print("| step | views/img | it/s | img/s | memory MiB |")
+    print("|---|---|---|---|---|")
+    for name in ("BYOL", "SoCo"):
+        r = results[name]
+        print(f"| {name} R50 | {r['views_per_image']} | {r['iters_per_s']:.3f} | {r['images_per_s']:.2f} | {r['peak_memory_mib']:.0f} |")
+    print(f"\nSoCo / BYOL time per iteration: {summary['soco_over_byol_time_per_iter']:.2f}x (goal <= 1.5x)")
+    print(f"SoCo / BYOL peak memory: {summary['soco_over_byol_peak_memory']:.2f}x")
+    print(
+        f"loader ({loader['workers']} workers): {loader['images_per_s']:.2f} img/s vs SoCo model "
+        f"{soco['images_per_s']:.2f} img/s -> {summary['loader_over_soco_consumption']:.1f}x"
+    )
+    if args.output:
+        tmp_path = args.output + ".tmp"
+        with open(tmp_path, "w") as f:
+            json.dump(summary, f, indent=1)
+        os.replace(tmp_path, args.output)
+
+
+if __name__ == "__main__":
+    main()
