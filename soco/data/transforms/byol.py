@@ -8,9 +8,16 @@ Input and output: a uint8 image tensor (3, H, W), RGB, 0-255, optionally togethe
 Normalisation by the ImageNet mean/std is the model's job (Detectron2's ``PIXEL_MEAN``/``PIXEL_STD``).
 """
 
-from torchvision.transforms import v2
+from typing import Any, Dict, List, Tuple
 
-__all__ = ["BYOL_VIEW_PROBABILITIES", "blur_kernel_size", "build_byol_transform"]
+import cv2
+import numpy as np
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2.functional import is_pure_tensor
+
+__all__ = ["BYOL_VIEW_PROBABILITIES", "GaussianBlurCV2", "blur_kernel_size", "build_byol_transform"]
 
 # (Gaussian blur probability, solarization probability) of BYOL's two augmentations T and T'.
 BYOL_VIEW_PROBABILITIES = ((1.0, 0.0), (0.1, 0.2))
@@ -19,6 +26,35 @@ BYOL_VIEW_PROBABILITIES = ((1.0, 0.0), (0.1, 0.2))
 def blur_kernel_size(image_size: int) -> int:
     """Odd kernel size of about 10% of the side, as BYOL's 23 px for 224 px images."""
     return 2 * round(0.05 * image_size) + 1
+
+
+class GaussianBlurCV2(v2.Transform):
+    """Gaussian blur with sigma ~ U[sigma_range] on uint8 (3, H, W) images; boxes pass through.
+
+    Same result as ``v2.GaussianBlur`` (reflect-101 borders, same kernel) up to uint8 rounding
+    (<= 2), but OpenCV filters separably: about 3x faster on CPU for BYOL's 23 px kernel at
+    224 px, where torchvision's 2-D convolution was the largest cost of SoCo's mapper.
+    """
+
+    def __init__(self, kernel_size: int, sigma: Tuple[float, float] = (0.1, 2.0)):
+        super().__init__()
+        if kernel_size % 2 == 0 or kernel_size < 1:
+            raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
+        self.kernel_size, self.sigma = kernel_size, sigma
+
+    def make_params(self, flat_inputs: List[Any]) -> Dict[str, Any]:
+        return {"sigma": float(torch.empty(1).uniform_(*self.sigma))}
+
+    def transform(self, inpt: Any, params: Dict[str, Any]) -> Any:
+        if not (is_pure_tensor(inpt) or isinstance(inpt, tv_tensors.Image)):
+            return inpt
+        if inpt.dtype != torch.uint8 or inpt.dim() != 3:
+            raise ValueError(f"GaussianBlurCV2 expects a uint8 (C, H, W) image, got {inpt.dtype} {tuple(inpt.shape)}")
+        hwc = np.ascontiguousarray(inpt.permute(1, 2, 0).numpy())
+        k = self.kernel_size
+        out = cv2.GaussianBlur(hwc, (k, k), params["sigma"], borderType=cv2.BORDER_REFLECT_101)
+        out = torch.from_numpy(out.reshape(hwc.shape)).permute(2, 0, 1)
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.Image) else out
 
 
 def build_byol_transform(view: int, image_size: int, hflip: bool = True) -> v2.Compose:
@@ -35,7 +71,7 @@ def build_byol_transform(view: int, image_size: int, hflip: bool = True) -> v2.C
     ops += [
         v2.RandomApply([v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
         v2.RandomGrayscale(p=0.2),
-        v2.RandomApply([v2.GaussianBlur(blur_kernel_size(image_size), sigma=(0.1, 2.0))], p=blur_p),
+        v2.RandomApply([GaussianBlurCV2(blur_kernel_size(image_size), sigma=(0.1, 2.0))], p=blur_p),
     ]
     if solarize_p > 0:
         ops.append(v2.RandomSolarize(threshold=128, p=solarize_p))
