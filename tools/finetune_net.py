@@ -94,7 +94,10 @@ def main(args):
     else:
         trainer = Trainer(cfg)
         trainer.resume_or_load(resume=args.resume)
-        results = trainer.train()
+        trainer.train()
+        # DefaultTrainer returns the final evaluation only with TEST.EXPECTED_RESULTS; its
+        # evaluation hook keeps it here.
+        results = getattr(trainer, "_last_eval_results", None)
     if comm.is_main_process() and results:
         write_results(results, cfg.OUTPUT_DIR)
     return results
