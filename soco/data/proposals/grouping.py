@@ -151,12 +151,15 @@ def hierarchical_grouping(sizes, boxes, colour, texture, neighbours, image_area:
     """
     n = len(sizes)
     capacity = 2 * n - 1
-    sizes = np.concatenate([sizes, np.zeros(capacity - n)])
+    use_colour, use_texture = bool(weights[0]), bool(weights[1])
+    sizes = sizes.tolist() + [0.0] * (capacity - n)  # Python scalars: cheaper than NumPy indexing here
     boxes = np.concatenate([boxes, np.zeros((capacity - n, 4))])
-    colour = np.concatenate([colour, np.zeros((capacity - n, colour.shape[1]), colour.dtype)])
-    texture = np.concatenate([texture, np.zeros((capacity - n, texture.shape[1]), texture.dtype)])
-    alive = np.zeros(capacity, bool)
-    alive[:n] = True
+    if use_colour:
+        colour = np.concatenate([colour, np.zeros((capacity - n, colour.shape[1]), colour.dtype)])
+    if use_texture:
+        texture = np.concatenate([texture, np.zeros((capacity - n, texture.shape[1]), texture.dtype)])
+    alive = bytearray(capacity)
+    alive[:n] = b"\x01" * n
     adjacent = [set() for _ in range(capacity)]
     for i, j in neighbours.tolist():
         adjacent[i].add(j)
@@ -170,9 +173,9 @@ def hierarchical_grouping(sizes, boxes, colour, texture, neighbours, image_area:
         bw = np.maximum(boxes[first, 2], boxes[second, 2]) - np.minimum(boxes[first, 0], boxes[second, 0])
         bh = np.maximum(boxes[first, 3], boxes[second, 3]) - np.minimum(boxes[first, 1], boxes[second, 1])
         s = 2.0 - bw * bh / image_area
-        if weights[0]:
+        if use_colour:
             s = s + weights[0] * np.minimum(colour[first], colour[second]).sum(axis=1)
-        if weights[1]:
+        if use_texture:
             s = s + weights[1] * np.minimum(texture[first], texture[second]).sum(axis=1)
         heap = list(zip((-s).tolist(), first.tolist(), second.tolist()))
         heapq.heapify(heap)
@@ -182,20 +185,22 @@ def hierarchical_grouping(sizes, boxes, colour, texture, neighbours, image_area:
         _, i, j = heapq.heappop(heap)
         if not (alive[i] and alive[j]):
             continue  # stale pair: one side was merged already
-        total = sizes[i] + sizes[j]
-        sizes[new] = total
+        size_i, size_j = sizes[i], sizes[j]
+        total = sizes[new] = size_i + size_j
         boxes[new, :2] = np.minimum(boxes[i, :2], boxes[j, :2])
         boxes[new, 2:] = np.maximum(boxes[i, 2:], boxes[j, 2:])
-        colour[new] = (colour[i] * sizes[i] + colour[j] * sizes[j]) / total
-        texture[new] = (texture[i] * sizes[i] + texture[j] * sizes[j]) / total
-        alive[i] = alive[j] = False
+        if use_colour:
+            colour[new] = (colour[i] * size_i + colour[j] * size_j) / total
+        if use_texture:
+            texture[new] = (texture[i] * size_i + texture[j] * size_j) / total
+        alive[i] = alive[j] = 0
         around = (adjacent[i] | adjacent[j]) - {i, j}
         for k in around:
             adjacent[k].discard(i)
             adjacent[k].discard(j)
             adjacent[k].add(new)
         adjacent[new] = around
-        alive[new] = True
+        alive[new] = 1
         if around:
             others = np.fromiter(around, np.int64, len(around))  # heap keys are unique: order is irrelevant
             s = _similarity(new, others, boxes, colour, texture, image_area, weights)
