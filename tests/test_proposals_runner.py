@@ -157,3 +157,14 @@ def test_visualize_proposals_grid(photo_root, reference, tmp_path):
     assert visualize_proposals.main(["--image-root", photo_root, "--proposals", reference[0], "--output", out,
                                      "--num-images", "5", "--columns", "3", "--tile-size", "64"]) == 0
     assert Image.open(out).size == (3 * 64, 2 * 64)
+
+
+def test_image_list_selects_images_and_missing_ones_are_failures(photo_root, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("class1/img001.jpg 1\nclass0/img000.jpg 0\nclass0/missing.jpg 0\n")
+    output = str(tmp_path / "p.pkl")
+    summary = generate(photo_root, output, image_list=str(listing), num_workers=0, progress=False)
+    assert list(load_proposals(output)) == ["class0/img000.jpg", "class1/img001.jpg"]
+    with open(output_paths(output)["failures"]) as f:
+        failures = json.load(f)
+    assert failures == [{"id": "class0/missing.jpg", "reason": "file not found"}] and summary["failures"] == 1
