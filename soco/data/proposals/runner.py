@@ -33,7 +33,7 @@ from ..image_folder import list_images
 from ..image_io import ImageReadError, decode_rgb
 from .file_format import atomic_write_bytes, save_proposals
 from .filtering import FALLBACK_LEVELS, soco_filter
-from .methods import DEFAULT_MAX_SIZE, METHODS, method_settings, resize_longer_side, scale_boxes
+from .methods import DEFAULT_MAX_SIZE, DEFAULT_METHOD, METHODS, method_settings, resize_longer_side, scale_boxes
 
 __all__ = ["propose_file", "generate", "merge", "output_paths", "default_num_workers"]
 
@@ -138,7 +138,7 @@ def _parse_shard(shard) -> tuple[int, int]:
     return index, count
 
 
-def generate(image_root, output, image_list=None, method="vectorized", max_size="default", num_workers=None,
+def generate(image_root, output, image_list=None, method=DEFAULT_METHOD, max_size="default", num_workers=None,
              shard="0/1", chunk_size=1000, progress=True, max_chunks=None) -> dict | None:
     """Compute (or continue) this shard's chunks; merge when every shard's chunks exist.
 
