@@ -4,8 +4,10 @@ plain image-level BYOL step on the same ResNet-50, and the data loader against t
 
 In one run, on the same images (the embedded demo photos, or --image-root):
   * training iterations/s (forward of online and target networks, backward, LARS step, EMA
-    update) and peak memory of each method, measured in its own subprocess (peak RSS on CPU,
-    ``torch.cuda.max_memory_allocated`` on GPU), and the SoCo / BYOL ratios;
+    update), the two methods' steps interleaved in one process so that both see the same load
+    (median over rounds), and the SoCo / BYOL ratio of each round;
+  * peak memory of each method's step, each in its own subprocess (peak RSS growth on CPU,
+    ``torch.cuda.max_memory_allocated`` on GPU);
   * data-loader images/s of SoCo's mapper through the project's loader with the config's
     default DATALOADER.NUM_WORKERS, against the images/s the SoCo model consumes.
 
@@ -23,6 +25,7 @@ import json
 import multiprocessing
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -67,8 +70,8 @@ def write_proposals(dicts, path):
     save_proposals(path, [d["image_id"] for d in dicts], [propose_file(d["file_name"], "vectorized", 160)[0] for d in dicts])
 
 
-def measure_training(method, args, proposal_file):
-    """Runs in a fresh process: iterations/s and peak memory of ``method``'s training step."""
+def build_training_step(method, args, proposal_file):
+    """(step(iteration, total) -> loss, views per image) for ``method`` on the benchmark batch."""
     import torch
     from detectron2.modeling import build_model
 
@@ -77,27 +80,17 @@ def measure_training(method, args, proposal_file):
     from soco.engine.pretrain import meta_arch_class
     from soco.solver import build_optimizer
 
-    torch.set_flush_denormal(True)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     cfg = load_cfg(method, args, proposal_file)
     cls = meta_arch_class(cfg)
     dicts = cls.prepare_dataset_dicts(cfg, dataset_dicts(args, args.batch))
     mapper = cls.build_mapper(cfg)
     torch.manual_seed(0)
     batch = [mapper(d) for d in dicts]
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     model = build_model(cfg)
     model.train()
     optimizer = build_optimizer(cfg, model)
-    cuda = args.device.startswith("cuda")
-    total = args.warmup + args.iters
-    for it in range(total):
-        if it == args.warmup:
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            start = time.perf_counter()
+
+    def step(it, total):
         model.on_step_start(it, total)
         losses = model(batch)
         loss = sum(v for k, v in losses.items() if k.startswith("loss_"))
@@ -105,20 +98,56 @@ def measure_training(method, args, proposal_file):
         loss.backward()
         optimizer.step()
         model.on_step_end(it, total)
+        return loss.item()
+
+    return step, len(batch[0]["views"])
+
+
+def _setup_torch(args):
+    import torch
+
+    torch.set_flush_denormal(True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return torch
+
+
+def measure_memory(method, args, proposal_file):
+    """Runs in a fresh process: peak memory of ``method``'s training step (warm-up + 1 step)."""
+    torch = _setup_torch(args)
+    cuda = args.device.startswith("cuda")
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    step, views = build_training_step(method, args, proposal_file)
     if cuda:
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
+        torch.cuda.reset_peak_memory_stats()
+    for it in range(2):
+        loss = step(it, 2)
     if cuda:
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before
-    return {
-        "iters_per_s": args.iters / elapsed,
-        "images_per_s": args.iters * args.batch / elapsed,
-        "peak_memory_mib": peak,
-        "loss": loss.item(),
-        "views_per_image": len(batch[0]["views"]),
-    }
+    return {"peak_memory_mib": peak, "views_per_image": views, "loss": loss}
+
+
+def measure_speed(args, proposal_file):
+    """Runs in a fresh process: both methods' steps interleaved (BYOL, SoCo, BYOL, ...), so
+    both see the same machine load; per-step seconds after ``args.warmup`` untimed rounds."""
+    torch = _setup_torch(args)
+    cuda = args.device.startswith("cuda")
+    steps = {m: build_training_step(m, args, proposal_file)[0] for m in ("BYOL", "SoCo")}
+    total = args.warmup + args.iters
+    times = {m: [] for m in steps}
+    for it in range(total):
+        for m, step in steps.items():
+            if cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            step(it, total)
+            if cuda:
+                torch.cuda.synchronize()
+            if it >= args.warmup:
+                times[m].append(time.perf_counter() - start)
+    return times
 
 
 def measure_loader(args, proposal_file, num_batches):
@@ -150,7 +179,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=2, help="images per step (CPU default 2: small)")
-    parser.add_argument("--iters", type=int, default=3, help="timed iterations per method")
+    parser.add_argument("--iters", type=int, default=3, help="timed rounds (one step of each method)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
     parser.add_argument("--workers", type=int, default=-1, help="loader workers (-1: the config's default)")
@@ -164,29 +193,42 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         proposal_file = os.path.join(tmp, "proposals.pkl")
         write_proposals(dataset_dicts(args, max(args.batch, args.loader_images)), proposal_file)
-        results = {m: in_subprocess(measure_training, m, args, proposal_file) for m in ("BYOL", "SoCo")}
+        memory = {m: in_subprocess(measure_memory, m, args, proposal_file) for m in ("BYOL", "SoCo")}
+        times = in_subprocess(measure_speed, args, proposal_file)
         loader = in_subprocess(measure_loader, args, proposal_file, args.loader_batches)
 
+    results = {}
+    for m in ("BYOL", "SoCo"):
+        median = statistics.median(times[m])
+        results[m] = dict(
+            memory[m],
+            step_seconds=times[m],
+            iters_per_s=1.0 / median,
+            images_per_s=args.batch / median,
+        )
     soco, byol = results["SoCo"], results["BYOL"]
+    ratios = [s_ / b_ for s_, b_ in zip(times["SoCo"], times["BYOL"])]
     summary = {
         "device": args.device,
         "batch": args.batch,
         "timed_iters": args.iters,
         "threads": args.threads or "default",
         "methods": results,
-        "soco_over_byol_time_per_iter": byol["iters_per_s"] / soco["iters_per_s"],
+        "soco_over_byol_time_per_iter": statistics.median(ratios),
+        "soco_over_byol_time_per_iter_each_round": ratios,
         "soco_over_byol_peak_memory": soco["peak_memory_mib"] / max(byol["peak_memory_mib"], 1e-9),
         "loader": loader,
         "loader_over_soco_consumption": loader["images_per_s"] / soco["images_per_s"],
     }
     mem = "peak GPU memory allocated" if args.device.startswith("cuda") else "peak RSS growth from the model step"
-    print(f"\ndevice {args.device}, batch {args.batch}, {args.iters} timed iterations; memory = {mem}\n")
+    print(f"\ndevice {args.device}, batch {args.batch}, {args.iters} timed rounds (median); memory = {mem}\n")
     print("| step | views/img | it/s | img/s | memory MiB |")
     print("|---|---|---|---|---|")
     for name in ("BYOL", "SoCo"):
         r = results[name]
         print(f"| {name} R50 | {r['views_per_image']} | {r['iters_per_s']:.3f} | {r['images_per_s']:.2f} | {r['peak_memory_mib']:.0f} |")
-    print(f"\nSoCo / BYOL time per iteration: {summary['soco_over_byol_time_per_iter']:.2f}x (goal <= 1.5x)")
+    each = ", ".join(f"{r:.2f}" for r in ratios)
+    print(f"\nSoCo / BYOL time per iteration: {summary['soco_over_byol_time_per_iter']:.2f}x (rounds: {each}; goal <= 1.5x)")
     print(f"SoCo / BYOL peak memory: {summary['soco_over_byol_peak_memory']:.2f}x")
     print(
         f"loader ({loader['workers']} workers): {loader['images_per_s']:.2f} img/s vs SoCo model "
