@@ -206,3 +206,40 @@ def test_missing_dataset_names_fail_clearly(tmp_path):
     cfg.PRETRAIN.IMAGE_ROOT = str(tmp_path)
     with pytest.raises(ValueError, match="no training images"):
         get_pretrain_dataset_dicts(cfg)
+
+
+class _ToyModel(torch.nn.Module):
+    """Linear regression returning two losses and a logged metric (no BatchNorm)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 1)
+        torch.nn.init.constant_(self.linear.weight, 0.5)
+        torch.nn.init.constant_(self.linear.bias, 0.1)
+
+    def forward(self, batch):
+        x = torch.stack([b["x"] for b in batch])
+        y = torch.stack([b["y"] for b in batch])
+        err = self.linear(x).squeeze(1) - y
+        return {"loss_a": (err**2).mean(), "loss_b": err.abs().mean(), "mean_error": err.mean()}
+
+
+def test_accumulation_matches_one_big_batch_and_only_losses_are_summed():
+    from soco.engine import PretrainTrainer
+
+    g = torch.Generator().manual_seed(0)
+    samples = [{"x": torch.randn(3, generator=g), "y": torch.randn((), generator=g)} for _ in range(4)]
+
+    def one_step(micro_batch, accum):
+        model = _ToyModel()
+        loader = [samples[i : i + micro_batch] for i in range(0, 4, micro_batch)]
+        trainer = PretrainTrainer(model, loader, torch.optim.SGD(model.parameters(), lr=0.1), accum_steps=accum)
+        trainer.train(0, 1)
+        return model.linear.weight.detach().clone(), trainer.storage
+
+    w_big, storage = one_step(4, 1)
+    w_accum, _ = one_step(2, 2)
+    assert torch.allclose(w_big, w_accum, atol=1e-7)
+    latest = {k: v for k, (v, _) in storage.latest().items()}
+    assert latest["total_loss"] == pytest.approx(latest["loss_a"] + latest["loss_b"])
+    assert "mean_error" in latest
