@@ -76,7 +76,6 @@ def build_training_step(method, args, proposal_file):
     from detectron2.modeling import build_model
 
     import soco.modeling.meta_arch  # noqa: F401
-    import soco.modeling.meta_arch.soco  # noqa: F401
     from soco.engine.pretrain import meta_arch_class
     from soco.solver import build_optimizer
 
@@ -152,7 +151,6 @@ def measure_speed(args, proposal_file):
 
 def measure_loader(args, proposal_file, num_batches):
     """Images/s of SoCo's mapper through the project's resumable loader (default workers)."""
-    import soco.modeling.meta_arch.soco  # noqa: F401
     from soco.data.build import build_pretrain_loader
     from soco.engine.pretrain import meta_arch_class
 
