@@ -1,0 +1,242 @@
+#!/usr/bin/env python
+"""End-to-end demo on the embedded data, on CPU: does SoCo pretraining help a detector?
+
+    python tools/demo.py            # about 20 minutes on 2 CPU cores
+    python tools/demo.py --quick    # a few minutes: every step, tiny budgets (a smoke test)
+
+Steps (each one of the project's command-line tools, its log under OUTPUT/logs/):
+  1. build the embedded data sets (tools/build_embedded_data.py)
+  2. selective-search proposals on the demo photos (tools/gen_proposals.py)
+  3. SoCo pretraining, R18-FPN (tools/pretrain_net.py, configs/SoCo/SoCo_demo_R18_FPN_cpu.yaml)
+  4. conversion to Detectron2 weights (tools/convert_to_d2.py)
+  5. Faster R-CNN R18-FPN fine-tuning on soco_demo_det_train and COCO AP on soco_demo_det_val
+     (tools/finetune_net.py, configs/finetune/faster_rcnn_R18_FPN_demo_cpu.yaml), once from the
+     SoCo weights and once from random initialisation with the same budget; --with-byol adds
+     image-level BYOL pretraining (configs/BYOL/byol_R18_cpu_demo.yaml) as a third start.
+The AP table is printed and written to OUTPUT/demo_results.json, with a plot (fine-tuning loss
+curves, pretraining loss, AP bars) in OUTPUT/demo_results.png. Steps whose result already exists
+in OUTPUT are reused; --fresh starts over.
+"""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FINETUNE_CONFIG = "configs/finetune/faster_rcnn_R18_FPN_demo_cpu.yaml"
+PRETRAIN_CONFIGS = {"SoCo": "configs/SoCo/SoCo_demo_R18_FPN_cpu.yaml",
+                    "BYOL": "configs/BYOL/byol_R18_cpu_demo.yaml"}
+
+# Budgets: pretraining and fine-tuning iterations. "full" fits ~20 min on 2 cores.
+BUDGETS = {
+    "full": {"photos": None, "pretrain_iters": {"SoCo": 80, "BYOL": 80}, "finetune_iters": 150},
+    "quick": {"photos": 24, "pretrain_iters": {"SoCo": 6, "BYOL": 6}, "finetune_iters": 12},
+}
+
+
+class StepFailed(RuntimeError):
+    pass
+
+
+class Runner:
+    """Runs the steps as subprocesses, logging each to OUTPUT/logs/<name>.log."""
+
+    def __init__(self, output_dir: str):
+        self.output_dir = output_dir
+        self.log_dir = os.path.join(output_dir, "logs")
+        os.makedirs(self.log_dir, exist_ok=True)
+        self.timings = {}
+
+    def run(self, name: str, tool: str, args, done_file: str = None):
+        if done_file and os.path.exists(done_file):
+            print(f"[{name}] reused {os.path.relpath(done_file, REPO)}", flush=True)
+            return
+        path = os.path.join(REPO, tool)
+        if not os.path.exists(path):
+            raise StepFailed(f"[{name}] {tool} is not in this checkout yet; this step cannot run")
+        log = os.path.join(self.log_dir, f"{name}.log")
+        print(f"[{name}] python {tool} {' '.join(args)}", flush=True)
+        start = time.time()
+        with open(log, "w") as f:
+            rc = subprocess.call([sys.executable, path, *args], cwd=REPO, stdout=f,
+                                 stderr=subprocess.STDOUT)
+        self.timings[name] = time.time() - start
+        if rc != 0:
+            with open(log) as f:
+                tail = "".join(f.readlines()[-15:])
+            raise StepFailed(f"[{name}] failed (exit code {rc}); log: {log}\n{tail}")
+        print(f"[{name}] done in {self.timings[name]:.0f} s", flush=True)
+
+
+def read_metrics(path: str, key: str = "total_loss"):
+    """(iterations, values) of ``key`` in a Detectron2 metrics.json (one JSON object per line)."""
+    its, values = [], []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                row = json.loads(line)
+                if key in row:
+                    its.append(row["iteration"])
+                    values.append(row[key])
+    return its, values
+
+
+def pretrain(runner, method: str, budget: dict, out: str, proposals: str = None,
+             image_root: str = None, image_list: str = None) -> str:
+    run_dir = os.path.join(out, f"pretrain_{method.lower()}")
+    opts = ["MODEL.DEVICE", "cpu", "OUTPUT_DIR", run_dir,
+            "SOLVER.MAX_ITER", str(budget["pretrain_iters"][method]),
+            "SOLVER.CHECKPOINT_PERIOD", "100000", "DATALOADER.NUM_WORKERS", "1"]
+    if proposals:
+        opts += ["MODEL.SOCO.PROPOSALS", proposals]
+    if image_list:
+        opts += ["PRETRAIN.IMAGE_ROOT", image_root, "PRETRAIN.IMAGE_LIST", image_list]
+    final = os.path.join(run_dir, "model_final.pth")
+    runner.run(f"pretrain_{method.lower()}", "tools/pretrain_net.py",
+               ["--config-file", PRETRAIN_CONFIGS[method], *opts], done_file=final)
+    weights = os.path.join(out, f"{method.lower()}_d2.pkl")
+    runner.run(f"convert_{method.lower()}", "tools/convert_to_d2.py",
+               [final, weights, "--layout", "fpn"], done_file=weights)
+    return weights
+
+
+def finetune(runner, name: str, weights: str, budget: dict, out: str) -> dict:
+    run_dir = os.path.join(out, f"finetune_{name}")
+    iters = budget["finetune_iters"]
+    opts = ["MODEL.WEIGHTS", weights, "OUTPUT_DIR", run_dir, "SOLVER.MAX_ITER", str(iters),
+            # Same schedule shape as the config at any budget: lr / 10 at 2/3 and 8/9.
+            "SOLVER.STEPS", f"({iters * 2 // 3},{iters * 8 // 9})",
+            "SOLVER.WARMUP_ITERS", str(max(1, iters // 6))]
+    results = os.path.join(run_dir, "eval_results.json")
+    runner.run(f"finetune_{name}", "tools/finetune_net.py",
+               ["--config-file", FINETUNE_CONFIG, *opts], done_file=results)
+    with open(results) as f:
+        bbox = json.load(f)["bbox"]
+    its, losses = read_metrics(os.path.join(run_dir, "metrics.json"))
+    # COCO AP is NaN when the detector outputs nothing above the score threshold: that is AP 0.
+    ap = {k: 0.0 if math.isnan(bbox[k]) else bbox[k] for k in ("AP", "AP50", "AP75")}
+    return {**ap, "iterations": its, "total_loss": losses}
+
+
+def photo_subset(out: str, count: int):
+    """(image root, list file) of the first ``count`` demo photos (quick mode)."""
+    import soco.data.embedded as embedded
+    from soco.data.image_folder import list_images
+
+    root = embedded.image_root("soco_demo_photos")
+    path = os.path.join(out, f"photos_{count}.txt")
+    with open(path, "w") as f:
+        f.write("\n".join(list_images(root)[:count]) + "\n")
+    return root, path
+
+
+def print_table(rows: dict) -> str:
+    lines = [f"{'initialisation':<22}{'AP':>7}{'AP50':>7}{'AP75':>7}{'last loss':>11}"]
+    for name, r in rows.items():
+        loss = f"{r['total_loss'][-1]:.3f}" if r["total_loss"] else "-"
+        lines.append(f"{name:<22}{r['AP']:>7.2f}{r['AP50']:>7.2f}{r['AP75']:>7.2f}{loss:>11}")
+    return "\n".join(lines)
+
+
+def plot(rows: dict, pretrain_curves: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for name, r in rows.items():
+        axes[0].plot(r["iterations"], r["total_loss"], label=name)
+    axes[0].set(title="fine-tuning loss (Faster R-CNN R18-FPN)", xlabel="iteration",
+                ylabel="total loss")
+    axes[0].legend()
+    for name, (its, losses) in pretrain_curves.items():
+        axes[1].plot(its, losses, label=name)
+    axes[1].set(title="pretraining loss", xlabel="iteration", ylabel="total loss")
+    if pretrain_curves:
+        axes[1].legend()
+    names = list(rows)
+    width = 0.4
+    for k, metric in enumerate(("AP", "AP50")):
+        xs = [i + (k - 0.5) * width for i in range(len(names))]
+        axes[2].bar(xs, [rows[n][metric] for n in names], width, label=metric)
+    axes[2].set_xticks(range(len(names)), names, rotation=10)
+    axes[2].set(title="COCO AP on soco_demo_det_val", ylabel="AP (%)")
+    axes[2].legend()
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke mode: tiny budgets, minutes")
+    parser.add_argument("--with-byol", action="store_true",
+                        help="also fine-tune from image-level BYOL pretraining")
+    parser.add_argument("--output", default=None,
+                        help="output folder (default: output/demo or output/demo_quick)")
+    parser.add_argument("--fresh", action="store_true", help="delete the output folder first")
+    args = parser.parse_args(argv)
+
+    mode = "quick" if args.quick else "full"
+    budget = BUDGETS[mode]
+    out = os.path.abspath(args.output or os.path.join(REPO, "output", f"demo{'_quick' if args.quick else ''}"))
+    if args.fresh and os.path.isdir(out):
+        shutil.rmtree(out)
+    runner = Runner(out)
+    start = time.time()
+    try:
+        runner.run("data", "tools/build_embedded_data.py", ["--no-fashion-mnist"])
+        image_root = image_list = None
+        proposal_args = []
+        if budget["photos"]:
+            image_root, image_list = photo_subset(out, budget["photos"])
+            proposal_args = ["--image-list", image_list]
+        else:
+            import soco.data.embedded as embedded
+
+            image_root = embedded.image_root("soco_demo_photos")
+        proposals = os.path.join(out, "proposals_demo_photos.pkl")
+        runner.run("proposals", "tools/gen_proposals.py",
+                   ["--image-root", image_root, "--output", proposals, "--no-progress",
+                    *proposal_args], done_file=proposals)
+
+        starts = {"random init": ""}
+        starts["SoCo (R18-FPN)"] = pretrain(runner, "SoCo", budget, out, proposals,
+                                            image_root if image_list else None, image_list)
+        if args.with_byol:
+            starts["BYOL (image-level)"] = pretrain(runner, "BYOL", budget, out, None,
+                                                    image_root if image_list else None, image_list)
+        rows = {name: finetune(runner, name.split(" ")[0].lower(), weights, budget, out)
+                for name, weights in starts.items()}
+    except StepFailed as exc:
+        print(f"demo stopped: {exc}", file=sys.stderr)
+        return 1
+
+    pretrain_curves = {m: read_metrics(os.path.join(out, f"pretrain_{m.lower()}", "metrics.json"))
+                       for m in PRETRAIN_CONFIGS if os.path.isdir(os.path.join(out, f"pretrain_{m.lower()}"))}
+    table = print_table(rows)
+    wall = time.time() - start
+    summary = {"mode": mode, "budget": budget, "wall_seconds": wall, "step_seconds": runner.timings,
+               "results": {n: {k: r[k] for k in ("AP", "AP50", "AP75")} for n, r in rows.items()}}
+    with open(os.path.join(out, "demo_results.json.tmp"), "w") as f:
+        json.dump(summary, f, indent=1)
+    os.replace(os.path.join(out, "demo_results.json.tmp"), os.path.join(out, "demo_results.json"))
+    plot(rows, pretrain_curves, os.path.join(out, "demo_results.png"))
+    print(f"\nFaster R-CNN R18-FPN, {budget['finetune_iters']} fine-tuning iterations each, "
+          f"COCO box AP on soco_demo_det_val ({mode} mode):")
+    print(table)
+    print(f"\nwall time {wall / 60:.1f} min; results: {os.path.join(out, 'demo_results.json')}, "
+          f"plot: {os.path.join(out, 'demo_results.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
