@@ -237,3 +237,17 @@ def test_c4_variant_trains_on_v1_and_v2_only(one_thread):
     assert set(losses) == {"loss_v1_v2"} and torch.isfinite(losses["loss_v1_v2"])
     losses["loss_v1_v2"].backward()
     assert model.roi_heads["res5"][0].conv1.weight.grad is not None
+
+
+def test_every_online_parameter_gets_a_gradient_when_levels_are_empty(one_thread):
+    # All boxes fall on P2, yet P3-P5's convs must receive (zero) gradients: DistributedDataParallel
+    # without find_unused_parameters requires a gradient for every parameter in every step.
+    cfg = tiny_cfg()
+    model = SoCo(cfg)
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 15.0, 15.0]])
+    views = [torch.randint(0, 256, (3, s, s), dtype=torch.uint8) for s in (64, 64, 32)]
+    item = {"views": views, "boxes": {"v1": boxes, "v2": boxes, "v3": boxes / 2}, "image_id": "x"}
+    sum(model([item, item]).values()).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing
+    assert all(not p.requires_grad for p in model.target.parameters())
