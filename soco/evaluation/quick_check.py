@@ -1,0 +1,89 @@
+"""A small, in-memory CPU check that a method learns: pretrain on a Fashion-MNIST subset held in
+memory (no files, no data loader), then compare the weighted-kNN accuracy of the backbone with
+the same network at its random initialisation. Used by the slow tests and the benchmark;
+real runs use ``tools/pretrain_net.py`` and ``tools/eval_representation.py``.
+"""
+
+import time
+from typing import Dict, List, Tuple
+
+import numpy as np
+import torch
+from detectron2.config import CfgNode
+from detectron2.modeling import META_ARCH_REGISTRY, build_model
+from fvcore.nn.precise_bn import update_bn_stats
+from torchvision.transforms import v2
+
+from ..data.embedded.cache import dataset_root
+from ..data.embedded.fashion_mnist import load_split
+from ..solver import build_optimizer
+from .knn import knn_accuracy
+
+__all__ = ["fashion_mnist_subset", "backbone_features", "knn_of", "pretrain_in_memory"]
+
+
+def fashion_mnist_subset(split: str, limit: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``limit`` evenly spaced images of a split as uint8 (N, 3, 28, 28) RGB and labels (N,)."""
+    images, labels = load_split(dataset_root(), split)
+    idx = np.linspace(0, len(images) - 1, limit).round().astype(int)
+    x = torch.from_numpy(images[idx]).unsqueeze(1).repeat(1, 3, 1, 1)
+    return x, torch.from_numpy(labels[idx])
+
+
+@torch.no_grad()
+def backbone_features(model, images: torch.Tensor, size: int, batch: int = 256, precise_bn: bool = True) -> torch.Tensor:
+    """Pooled res5 features (N, C) of the online backbone, images resized to ``size`` px.
+
+    ``precise_bn``: first re-estimate the backbone's BN statistics on these images (fvcore's
+    ``update_bn_stats``), so that short training runs, whose running statistics still mix
+    augmented crops and initial values, are compared with random init on equal terms.
+    """
+    was_training = model.training
+    resize = v2.Resize(size, antialias=True)
+    inputs = [(resize(chunk).float() - model.pixel_mean) / model.pixel_std for chunk in images.split(batch)]
+    if precise_bn:
+        update_bn_stats(model.backbone, inputs, num_iters=len(inputs))
+    model.eval()
+    out = [model.pooled_features(x) for x in inputs]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def knn_of(model, train, test, size: int, k: int = 200, temperature: float = 0.07) -> float:
+    """Weighted-kNN top-1 of the backbone: ``train``/``test`` are (images, labels) pairs."""
+    return knn_accuracy(
+        backbone_features(model, train[0], size), train[1], backbone_features(model, test[0], size), test[1], k, temperature
+    )
+
+
+def pretrain_in_memory(cfg: CfgNode, images: torch.Tensor, steps: int, seed: int = 0, model=None) -> Dict[str, object]:
+    """Train ``cfg``'s method for ``steps`` optimiser steps of ``SOLVER.IMS_PER_BATCH`` images
+    drawn (seeded) from ``images`` (N, 3, H, W) uint8, with the method's own view transforms and
+    the project's optimiser (``SOLVER.OPTIMIZER``, constant lr = scaled BASE_LR) and step hooks.
+
+    Returns {"model", "losses" (list of floats), "seconds_per_iter"}.
+    """
+    torch.manual_seed(seed)
+    model = build_model(cfg) if model is None else model
+    mapper = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE).build_mapper(cfg)
+    optimizer = build_optimizer(cfg, model)
+    gen = torch.Generator().manual_seed(seed)
+    losses: List[float] = []
+    model.train()
+    start = time.perf_counter()
+    for it in range(steps):
+        idx = torch.randint(len(images), (cfg.SOLVER.IMS_PER_BATCH,), generator=gen)
+        batch = []
+        for i in idx.tolist():
+            item = {key: t(images[i]) for key, t in mapper.view_sets.items()}
+            item.update(image_id=str(i), instance_index=i)
+            batch.append(item)
+        model.on_step_start(it, steps)
+        loss_dict = model(batch)
+        loss = sum(v for key, v in loss_dict.items() if key.startswith("loss_"))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        model.on_step_end(it, steps)
+        losses.append(float(loss.detach()))
+    return {"model": model, "losses": losses, "seconds_per_iter": (time.perf_counter() - start) / max(steps, 1)}
