@@ -243,3 +243,29 @@ def test_accumulation_matches_one_big_batch_and_only_losses_are_summed():
     latest = {k: v for k, (v, _) in storage.latest().items()}
     assert latest["total_loss"] == pytest.approx(latest["loss_a"] + latest["loss_b"])
     assert "mean_error" in latest
+
+
+def test_pretrain_net_cli_runs_and_resumes(image_root, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    base = [
+        sys.executable, str(repo / "tools" / "pretrain_net.py"),
+        "--config-file", str(repo / "configs" / "BYOL" / "byol_R18_cpu_demo.yaml"),
+    ]
+    opts = [
+        "PRETRAIN.IMAGE_ROOT", image_root, "DATASETS.TRAIN", "()", "SOLVER.IMS_PER_BATCH", "4",
+        "MODEL.BYOL.CROP_SIZE", "32", "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path),
+        "MODEL.PROJECTOR.HIDDEN_DIM", "32", "MODEL.PREDICTOR.HIDDEN_DIM", "32", "PRETRAIN.LOG_PERIOD", "1",
+    ]
+    run = subprocess.run(base + opts + ["SOLVER.MAX_ITER", "2"], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "eta:" in run.stderr + run.stdout
+    assert (tmp_path / "model_final.pth").exists() and (tmp_path / "config.yaml").exists()
+    # Extending the finished run by one iteration resumes at iteration 2.
+    run = subprocess.run(base + ["--resume"] + opts + ["SOLVER.MAX_ITER", "3"], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Starting training from iteration 2" in run.stderr + run.stdout
