@@ -40,7 +40,13 @@ from torch import nn
 from ..ema import cosine_tau, ema_update_
 from ..heads import build_predictor, build_projector
 
-__all__ = ["PretrainMetaArch", "ImageLevelMetaArch", "backbone_build_cfg", "build_pretrain_resnet"]
+__all__ = [
+    "PretrainMetaArch",
+    "ImageLevelMetaArch",
+    "backbone_build_cfg",
+    "build_pretrain_resnet",
+    "put_scalars",
+]
 
 ExportSpec = Dict[str, List[Tuple[str, str]]]
 
