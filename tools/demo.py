@@ -151,12 +151,12 @@ def plot(rows: dict, pretrain_curves: dict, path: str) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for name, r in rows.items():
-        axes[0].plot(r["iterations"], r["total_loss"], label=name)
+        axes[0].plot(r["iterations"], r["total_loss"], marker="o", markersize=3, label=name)
     axes[0].set(title="fine-tuning loss (Faster R-CNN R18-FPN)", xlabel="iteration",
                 ylabel="total loss")
     axes[0].legend()
     for name, (its, losses) in pretrain_curves.items():
-        axes[1].plot(its, losses, label=name)
+        axes[1].plot(its, losses, marker="o", markersize=3, label=name)
     axes[1].set(title="pretraining loss", xlabel="iteration", ylabel="total loss")
     if pretrain_curves:
         axes[1].legend()
