@@ -77,8 +77,14 @@ def check_architecture(ckpt: PretrainCheckpoint, cls) -> None:
     cfg = ckpt.cfg.clone()
     cfg.defrost()
     cfg.MODEL.DEVICE = "cpu"
-    with torch.no_grad():
-        expected = {k: tuple(v.shape) for k, v in cls(cfg).state_dict().items()}
+    try:
+        with torch.no_grad():
+            expected = {k: tuple(v.shape) for k, v in cls(cfg).state_dict().items()}
+    except (ValueError, KeyError, AssertionError) as exc:
+        raise ConversionError(
+            f"{ckpt.path}: cannot build {ckpt.method} from the checkpoint's own cfg to check its "
+            f"tensors ({type(exc).__name__}: {exc}); --no-verify skips the check"
+        ) from exc
     found = {k: tuple(v.shape) for k, v in ckpt.state.items()}
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
