@@ -268,4 +268,5 @@ def test_pretrain_net_cli_runs_and_resumes(image_root, tmp_path):
     # Extending the finished run by one iteration resumes at iteration 2.
     run = subprocess.run(base + ["--resume"] + opts + ["SOLVER.MAX_ITER", "3"], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
+    assert "Resuming from" in run.stderr + run.stdout
     assert "Starting training from iteration 2" in run.stderr + run.stdout

@@ -27,6 +27,8 @@ config.yaml and checkpoints model_XXXXXXX.pth / model_final.pth (with the config
 """
 
 from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 import soco.modeling.meta_arch  # noqa: F401  (registers the methods in META_ARCH_REGISTRY)
 from soco.config.defaults import load_pretrain_config
@@ -41,6 +43,7 @@ def setup(args):
         raise ValueError("OUTPUT_DIR is empty; set it in the config or on the command line")
     cfg.freeze()
     default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="soco")
     return cfg
 
 
