@@ -31,6 +31,20 @@ FINETUNE_CONFIGS = sorted(
 )
 
 
+def _distinct_detectors(paths):
+    """Configs as pytest params; one that builds the same detector as an earlier one (a longer
+    schedule) only differs in its SOLVER section, so its round trip runs with the slow tests."""
+    seen, params = set(), []
+    for path in paths:
+        cfg = get_cfg()
+        cfg.merge_from_file(path)
+        model = cfg.MODEL.dump()
+        marks = [pytest.mark.slow] if model in seen else []
+        seen.add(model)
+        params.append(pytest.param(path, marks=marks, id=os.path.basename(path)))
+    return params
+
+
 # ------------------------------------------------------------------------- checkpoints
 PRETRAIN_CONFIGS = {
     "soco_fpn": "configs/SoCo/Base-SoCo-FPN.yaml",
@@ -156,7 +170,7 @@ def assert_loaded(model, src, out, export, transferred, network="online"):
         torch.testing.assert_close(state[name], ckpt[source], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("config_file", FINETUNE_CONFIGS, ids=os.path.basename)
+@pytest.mark.parametrize("config_file", _distinct_detectors(FINETUNE_CONFIGS))
 def test_converted_weights_load_into_finetune_config(config_file, converted):
     cfg, model = finetune_model(config_file)
     layout, depth = layout_of_config(cfg), cfg.MODEL.RESNETS.DEPTH
@@ -207,7 +221,7 @@ def test_online_and_target_differ(ckpts, tmp_path):
 
 
 # ------------------------------------------------------------------------- torchvision
-@pytest.mark.parametrize("depth", [18, 50])
+@pytest.mark.parametrize("depth", [18, pytest.param(50, marks=pytest.mark.slow)])
 def test_torchvision_round_trip(depth, ckpts, tmp_path):
     src = ckpts("byol", depth)
     out = str(tmp_path / "tv.pth")
@@ -295,3 +309,33 @@ def test_bad_inputs_fail_clearly(ckpts, tmp_path):
 
     assert not os.path.exists(out)
     assert not glob.glob(str(tmp_path / "*.tmp"))
+
+
+# ------------------------------------------------------------------------- every method
+IMAGE_LEVEL_DEMOS = sorted(
+    p for p in glob.glob(os.path.join(REPO, "configs", "*", "*_cpu_demo.yaml"))
+    if os.sep + "SoCo" + os.sep not in p
+)
+
+
+@pytest.fixture(scope="module")
+def demo_detector():
+    return finetune_model(os.path.join(REPO, "configs/finetune/faster_rcnn_R18_FPN_demo_cpu.yaml"))[1]
+
+
+@pytest.mark.parametrize("pretrain_file", IMAGE_LEVEL_DEMOS, ids=os.path.basename)
+def test_each_image_level_method_converts(pretrain_file, demo_detector, tmp_path):
+    """Each method's own demo checkpoint (architecture check included) loads into the demo
+    detector's ResNet and into torchvision's resnet18."""
+    cfg = load_pretrain_config(pretrain_file)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.PRETRAIN.NUM_IMAGES = 16  # the trainer sets it from the dataset (CoKe sizes buffers by it)
+    src, out, tv = (str(tmp_path / n) for n in ("ckpt.pth", "d2.pkl", "tv.pth"))
+    write_checkpoint(src, cfg)
+    export = convert(src, out)
+    assert set(export.part.values()) == {"backbone"}
+    assert_loaded(demo_detector, src, out, export, ("backbone.bottom_up.",))
+    convert(src, tv, fmt="torchvision", verify=False)
+    model = torchvision.models.resnet18(weights=None)
+    model.fc = nn.Identity()
+    model.load_state_dict(torch.load(tv, weights_only=True), strict=True)
