@@ -1,8 +1,20 @@
-"""Shared test set-up: deterministic CPU runs."""
+"""Shared test set-up: deterministic CPU runs with a fixed intra-op thread count."""
+
+import os
 
 import pytest
 import torch
 from detectron2.utils.env import seed_all_rng
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _intra_op_threads():
+    # Test models are tiny: on a 2-core machine (loaded by data-loader workers or other jobs),
+    # spinning two OpenMP threads ran small convolutions up to 10x slower than one thread.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("SOCO_TEST_THREADS", "1")))
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

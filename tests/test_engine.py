@@ -16,15 +16,6 @@ from soco.data.build import PositionSampler
 from soco.engine import PretrainCheckpointer, run_pretraining
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On a shared 2-core machine, 2 OpenMP threads spin against other processes and run tiny
-    # convolutions ~10x slower than 1 thread.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def image_root(tmp_path_factory):

@@ -28,15 +28,6 @@ def det_train(tmp_path_factory):
     embedded.register_all()
 
 
-@pytest.fixture
-def one_thread():
-    # On a loaded 2-core machine one intra-op thread is several times faster than two
-    # (measured: 2 s vs 7-9 s for the R18 step).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _mask_rcnn_cfg(dataset: str, depth: int):
     cfg = get_cfg()
@@ -61,7 +52,7 @@ def _mask_rcnn_cfg(dataset: str, depth: int):
 
 
 @pytest.mark.parametrize("depth", [18, 50])
-def test_mask_rcnn_fpn_trains_one_step_on_cpu(det_train, one_thread, depth):
+def test_mask_rcnn_fpn_trains_one_step_on_cpu(det_train, depth):
     cfg = _mask_rcnn_cfg(det_train, depth)
     model = build_model(cfg)
     assert model.backbone.bottom_up.output_shape()["res5"].channels == (512 if depth == 18 else 2048)

@@ -185,16 +185,8 @@ def _proposals_for(dicts):
     return [propose_file(d["file_name"], "vectorized", 160)[0] for d in dicts]
 
 
-@pytest.fixture
-def one_thread():
-    # On a shared, oversubscribed CPU one intra-op thread is ~10x faster than spinning two.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
-
-def test_a_few_cpu_iterations_lower_the_loss(tmp_path, one_thread):
+def test_a_few_cpu_iterations_lower_the_loss(tmp_path):
     dicts = _photo_dicts(2)
     path = tmp_path / "props.pkl"
     _write_proposals(path, [d["image_id"] for d in dicts], _proposals_for(dicts))
@@ -224,7 +216,7 @@ def test_a_few_cpu_iterations_lower_the_loss(tmp_path, one_thread):
     assert not torch.equal(p_online, p_target)
 
 
-def test_c4_variant_trains_on_v1_and_v2_only(one_thread):
+def test_c4_variant_trains_on_v1_and_v2_only():
     cfg = tiny_cfg(VARIANT="C4", USE_VIEW3=False)
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res4"]
     cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 14
@@ -239,7 +231,7 @@ def test_c4_variant_trains_on_v1_and_v2_only(one_thread):
     assert model.roi_heads["res5"][0].conv1.weight.grad is not None
 
 
-def test_every_online_parameter_gets_a_gradient_when_levels_are_empty(one_thread):
+def test_every_online_parameter_gets_a_gradient_when_levels_are_empty():
     # All boxes fall on P2, yet P3-P5's convs must receive (zero) gradients: DistributedDataParallel
     # without find_unused_parameters requires a gradient for every parameter in every step.
     cfg = tiny_cfg()
