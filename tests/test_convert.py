@@ -8,6 +8,7 @@ repository's pretraining configs.
 """
 
 import glob
+import importlib.util
 import os
 import pickle
 
@@ -339,3 +340,18 @@ def test_each_image_level_method_converts(pretrain_file, demo_detector, tmp_path
     model = torchvision.models.resnet18(weights=None)
     model.fc = nn.Identity()
     model.load_state_dict(torch.load(tv, weights_only=True), strict=True)
+
+
+def test_command_line(ckpts, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location(
+        "convert_to_d2", os.path.join(REPO, "tools", "convert_to_d2.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = str(tmp_path / "d2.pkl")
+    assert tool.main([ckpts("soco_demo", small_heads=True), out, "--include", "fpn",
+                      "--network", "target", "--no-verify"]) == 0
+    printed = capsys.readouterr().out
+    assert "backbone" in printed and "fpn" in printed and "part 'head' (not in --include)" in printed
+    assert os.path.exists(out)
+    assert tool.main([str(tmp_path / "absent.pth"), out]) == 1
+    assert "error: " in capsys.readouterr().err

@@ -203,8 +203,10 @@ def relayout(export: Export, layout: str, explicit_parts: bool = False) -> Expor
     """
     if layout not in LAYOUTS:
         raise ConversionError(f"unknown layout '{layout}' (choose from {', '.join(LAYOUTS)})")
-    resnet = [n for n, p in export.part.items() if p in RESNET_PARTS]
-    own = layout_of(resnet)
+    try:
+        own = layout_of(n for n, p in export.part.items() if p in RESNET_PARTS)
+    except NameMappingError as exc:
+        raise ConversionError(f"--layout {layout}: {exc}") from None
     if own == layout:
         return export
     others = sorted({p for p in export.part.values() if p not in RESNET_PARTS})
