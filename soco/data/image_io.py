@@ -9,11 +9,15 @@ by their bit depth (Pillow's own conversion would clip everything above 255 to w
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["ImageReadError", "read_image_rgb", "decode_rgb"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["ImageReadError", "read_image_rgb", "read_image_chw", "decode_rgb"]
 
 # Orientation values 5..8 swap width and height (EXIF 2.3, tag 0x0112).
 _EXIF_ORIENTATION_TAG = 0x0112
@@ -100,3 +104,12 @@ def read_image_rgb(path) -> np.ndarray:
         ImageReadError: naming the file and the reason.
     """
     return decode_rgb(path)[0]
+
+
+def read_image_chw(path) -> torch.Tensor:
+    """Read ``path`` as an upright (3, H, W) uint8 RGB tensor, the form every mapper feeds to its
+    transforms. Raises ``ImageReadError`` like :func:`read_image_rgb`."""
+    import torch  # here, not at module level: proposal workers read images without torch
+
+    # Pillow-backed arrays are read-only; np.require copies only in that case.
+    return torch.from_numpy(np.require(read_image_rgb(path), requirements="W")).permute(2, 0, 1)

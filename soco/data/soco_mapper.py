@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-from .image_io import ImageReadError, read_image_rgb
+from .image_io import ImageReadError, read_image_chw
 from .soco_views import SoCoViewBuilder, SoCoViewParams
 
 __all__ = ["SOCO_VIEW_ORDER", "SoCoMapper", "attach_proposals"]
@@ -64,18 +64,16 @@ class SoCoMapper:
                 "attaches them from MODEL.SOCO.PROPOSALS"
             )
         try:
-            image = read_image_rgb(file_name)
+            image = read_image_chw(file_name)
         except ImageReadError as e:
             logger.warning("skipping image: %s", e)
             return None
         expected = (dataset_dict.get("height"), dataset_dict.get("width"))
-        if None not in expected and tuple(image.shape[:2]) != expected:
+        if None not in expected and tuple(image.shape[1:]) != expected:
             raise ValueError(
-                f"{file_name} is {image.shape[0]}x{image.shape[1]} but its dataset entry says "
+                f"{file_name} is {image.shape[1]}x{image.shape[2]} but its dataset entry says "
                 f"{expected[0]}x{expected[1]}: proposals would not match the pixels"
             )
-        # Pillow-backed arrays are read-only; np.require copies only in that case.
-        image = torch.from_numpy(np.require(image, requirements="W")).permute(2, 0, 1)
         out = self.build_views(image, torch.from_numpy(np.asarray(dataset_dict["proposal_boxes"])))
         views = [out["images"][n] for n in SOCO_VIEW_ORDER if n in out["images"]]
         return {"views": views, "boxes": out["boxes"], "image_id": dataset_dict["image_id"]}

@@ -7,13 +7,12 @@ Two views of each image through online (backbone -> projector -> predictor) and 
 
 from typing import Any, Callable, Dict, List, Optional
 
-import numpy as np
 import torch
 from detectron2.config import CfgNode
 from detectron2.modeling import META_ARCH_REGISTRY
 from torchvision.transforms import v2
 
-from ...data.image_io import ImageReadError, read_image_rgb
+from ...data.image_io import ImageReadError, read_image_chw
 from ...data.transforms.byol import build_byol_transform
 from ..losses import normalized_regression_loss
 from .base import ImageLevelMetaArch
@@ -35,11 +34,9 @@ class BYOLMapper:
 
     def __call__(self, dataset_dict: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         try:
-            image = read_image_rgb(dataset_dict["file_name"])
+            image = read_image_chw(dataset_dict["file_name"])
         except ImageReadError:
             return None
-        # Pillow-backed arrays are read-only; np.require copies only in that case.
-        image = torch.from_numpy(np.require(image, requirements="W")).permute(2, 0, 1)
         return {"views": [t(image) for t in self.transforms], "image_id": dataset_dict["image_id"]}
 
 
