@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.modeling.backbone.fpn import build_resnet_fpn_backbone
 
 from soco.config import get_pretrain_cfg
@@ -89,3 +89,28 @@ def assert_state_round_trip(model, make_model, tmp_path):
     for (name, a), (_, b) in zip(model.state_dict().items(), fresh.state_dict().items()):
         assert torch.equal(a, b), name
     return fresh
+
+
+def fashion_mnist_run(arch: str, steps: int, crop: int = 32, batch: int = 64, train: int = 1000, test: int = 500):
+    """In-memory Fashion-MNIST pretraining of ``arch`` (ResNet-18): returns (kNN top-1 at random
+    init, kNN top-1 after ``steps`` steps, run dict, model before training's stem weights)."""
+    from soco.evaluation.quick_check import fashion_mnist_subset, knn_of, pretrain_in_memory
+
+    cfg = tiny_cfg(arch, crop=crop, batch=batch, num_images=train)
+    cfg.MODEL.PROJECTOR.HIDDEN_DIM = cfg.MODEL.PREDICTOR.HIDDEN_DIM = 512
+    cfg.MODEL.PROJECTOR.OUT_DIM = 64
+    cfg.SOLVER.OPTIMIZER, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY = "SGD", 0.4, 1e-4
+    cfg.MODEL.COKE.NUM_CLUSTERS, cfg.MODEL.COKE.INIT_EPOCHS = [10, 20], 0
+    cfg.MODEL.CLSA.QUEUE_SIZE = 1024
+    cfg.MODEL.SMOG.NUM_GROUPS, cfg.MODEL.SMOG.RESET_PERIOD = 50, 50
+    cfg.MODEL.EMA.MOMENTUM = 0.99
+    for key in ("COKE", "SMOG"):
+        cfg.MODEL[key].CROP_SCALE = (0.3, 1.0)
+    train_set, test_set = fashion_mnist_subset("train", train), fashion_mnist_subset("test", test)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    stem = model.backbone.stem.conv1.weight.detach().clone()
+    before = knn_of(model, train_set, test_set, crop, k=20)
+    run = pretrain_in_memory(cfg, train_set[0], steps, model=model)
+    after = knn_of(model, train_set, test_set, crop, k=20)
+    return before, after, run, stem

@@ -19,15 +19,13 @@ import tempfile
 
 import torch
 import torch.nn.functional as F
-from detectron2.modeling import build_model
+from detectron2.modeling import META_ARCH_REGISTRY, build_model
 
 from soco.config import get_pretrain_cfg
 from soco.evaluation import clustering_metrics, knn_accuracy, linear_probe_accuracy
 from soco.evaluation.features import default_test_split, extract_features, labelled_dicts, subsample
 from soco.modeling import meta_arch  # noqa: F401  (registers the methods)
-from soco.modeling.meta_arch import clsa, coke, smog  # noqa: F401
 from soco.modeling.meta_arch.base import build_pretrain_resnet
-from detectron2.modeling import META_ARCH_REGISTRY
 
 
 def parse_args(argv=None):
