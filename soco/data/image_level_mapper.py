@@ -8,10 +8,7 @@ per-instance labels).
 
 from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
-import torch
-
-from .image_io import ImageReadError, read_image_rgb
+from .image_io import ImageReadError, read_image_chw
 from .transforms.byol import build_byol_transform
 from .transforms.multiview import CropSpec, MultiViewTransform, build_multi_crop
 
@@ -32,11 +29,9 @@ class ImageLevelMapper:
 
     def __call__(self, dataset_dict: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         try:
-            image = read_image_rgb(dataset_dict["file_name"])
+            image = read_image_chw(dataset_dict["file_name"])
         except ImageReadError:
             return None
-        # Pillow-backed arrays are read-only; np.require copies only in that case.
-        image = torch.from_numpy(np.require(image, requirements="W")).permute(2, 0, 1)
         out: Dict[str, Any] = {key: t(image) for key, t in self.view_sets.items()}
         out["image_id"] = dataset_dict["image_id"]
         if "instance_index" in dataset_dict:

@@ -14,7 +14,7 @@ from detectron2.data import DatasetCatalog
 from torchvision.transforms import v2
 
 from ..data.image_folder import list_images
-from ..data.image_io import read_image_rgb
+from ..data.image_io import read_image_chw
 
 __all__ = ["labelled_dicts", "default_test_split", "subsample", "extract_features"]
 
@@ -73,10 +73,7 @@ def extract_features(
     feats, labels = [], []
     for start in range(0, len(dicts), batch_size):
         chunk = dicts[start : start + batch_size]
-        images = [
-            resize(torch.from_numpy(np.require(read_image_rgb(d["file_name"]), requirements="W")).permute(2, 0, 1))
-            for d in chunk
-        ]
+        images = [resize(read_image_chw(d["file_name"])) for d in chunk]
         feats.append(encode(torch.stack(images)).float().cpu())
         labels.extend(int(d["label"]) for d in chunk)
     return torch.cat(feats), torch.tensor(labels, dtype=torch.long)
