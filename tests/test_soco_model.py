@@ -243,3 +243,40 @@ def test_every_online_parameter_gets_a_gradient_when_levels_are_empty():
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing
     assert all(not p.requires_grad for p in model.target.parameters())
+
+
+def test_resume_reproduces_the_losses_of_an_uninterrupted_soco_run(tmp_path):
+    """Through the real trainer: 4 steps straight vs 2 steps, restart from the iteration-1
+    checkpoint, 2 more steps: same losses (views, proposal sampling, jitter) and same weights."""
+    import shutil
+
+    from soco.data.embedded import image_root as embedded_image_root
+    from soco.engine import run_pretraining
+
+    dicts = _photo_dicts(4)
+    image_root = embedded_image_root("soco_demo_photos")
+    props = tmp_path / "props.pkl"
+    _write_proposals(props, [d["image_id"] for d in dicts], _proposals_for(dicts))
+    (tmp_path / "list.txt").write_text("".join(d["image_id"] + "\n" for d in dicts))
+
+    def run(out, resume=False):
+        cfg = tiny_cfg(PROPOSALS=str(props))
+        cfg.merge_from_list([
+            "MODEL.DEVICE", "cpu", "PRETRAIN.IMAGE_ROOT", image_root,
+            "PRETRAIN.IMAGE_LIST", str(tmp_path / "list.txt"), "DATASETS.TRAIN", "()",
+            "SOLVER.IMS_PER_BATCH", 2, "SOLVER.MAX_ITER", 4, "SOLVER.CHECKPOINT_PERIOD", 2,
+            "DATALOADER.NUM_WORKERS", 0, "OUTPUT_DIR", str(out), "SEED", 3,
+        ])
+        cfg.freeze()
+        trainer = run_pretraining(cfg, resume=resume)
+        return {it: v for v, it in trainer.storage.history("loss_v1_v2").values()}
+
+    straight = run(tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    shutil.copy(tmp_path / "a" / "model_0000001.pth", tmp_path / "b")
+    (tmp_path / "b" / "last_checkpoint").write_text("model_0000001.pth")
+    resumed = run(tmp_path / "b", resume=True)
+    assert sorted(resumed) == [2, 3] and all(resumed[i] == straight[i] for i in (2, 3)), (straight, resumed)
+    final_a = torch.load(tmp_path / "a" / "model_final.pth")["model"]
+    final_b = torch.load(tmp_path / "b" / "model_final.pth")["model"]
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
