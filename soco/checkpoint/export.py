@@ -215,17 +215,11 @@ def relayout(export: Export, layout: str, explicit_parts: bool = False) -> Expor
             f"--layout {layout}: the parts {', '.join(others)} belong to a {own} detector and "
             f"have no place in a {layout} one; drop them from --include"
         )
-    moved = Export(tensors={}, source={}, part={}, left_out=Counter(export.left_out),
-                   notes=list(export.notes))
-    for name, tensor in export.tensors.items():
-        part = export.part[name]
-        if part not in RESNET_PARTS:
-            moved.left_out[f"part '{part}' (no place in a {layout} detector)"] += 1
-            continue
+    def place(name):
         new = detector_name(resnet_name(name), layout)
-        moved.tensors[new] = tensor
-        moved.source[new] = export.source[name]
-        moved.part[new] = "res5" if new.startswith("roi_heads.res5.") else "backbone"
+        return new, "res5" if new.startswith("roi_heads.res5.") else "backbone"
+
+    moved = _renamed_resnet(export, place, f"no place in a {layout} detector")
     moved.notes.append(f"ResNet re-placed from the method's {own} layout to {layout}")
     return moved
 
@@ -248,23 +242,33 @@ def to_torchvision(export: Export, cfg) -> Export:
             f"WIDTH_PER_GROUP 64; got {resnets.RES5_DILATION}, {resnets.NUM_GROUPS}, "
             f"{resnets.WIDTH_PER_GROUP})"
         )
+    def rename(name):
+        try:
+            return torchvision_name(resnet_name(name)), "backbone"
+        except NameMappingError as exc:
+            raise ConversionError(f"torchvision format: {exc}") from None
+
+    out = _renamed_resnet(export, rename, "not in a torchvision ResNet")
+    _fit_torchvision(out.tensors, resnets.DEPTH)
+    out.notes.append(f"torchvision resnet{resnets.DEPTH} without its classifier: load with "
+                     "strict=False (missing: fc.weight, fc.bias) or after model.fc = Identity()")
+    return out
+
+
+def _renamed_resnet(export: Export, rename, elsewhere: str) -> Export:
+    """A copy of ``export`` whose ResNet tensors are renamed by ``rename(name) -> (new name,
+    part)``; tensors of other parts are left out, counted under the reason ``elsewhere``."""
     out = Export(tensors={}, source={}, part={}, left_out=Counter(export.left_out),
                  notes=list(export.notes))
     for name, tensor in export.tensors.items():
         part = export.part[name]
         if part not in RESNET_PARTS:
-            out.left_out[f"part '{part}' (not in a torchvision ResNet)"] += 1
+            out.left_out[f"part '{part}' ({elsewhere})"] += 1
             continue
-        try:
-            new = torchvision_name(resnet_name(name))
-        except NameMappingError as exc:
-            raise ConversionError(f"torchvision format: {exc}") from None
+        new, new_part = rename(name)
         out.tensors[new] = tensor
         out.source[new] = export.source[name]
-        out.part[new] = "backbone"
-    _fit_torchvision(out.tensors, resnets.DEPTH)
-    out.notes.append(f"torchvision resnet{resnets.DEPTH} without its classifier: load with "
-                     "strict=False (missing: fc.weight, fc.bias) or after model.fc = Identity()")
+        out.part[new] = new_part
     return out
 
 
