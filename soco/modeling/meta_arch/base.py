@@ -189,11 +189,12 @@ class ImageLevelMetaArch(PretrainMetaArch):
     copies ``backbone`` and ``projector`` when ``with_target``.
     """
 
-    def __init__(self, cfg: CfgNode, with_predictor: bool = True, with_target: bool = True):
+    def __init__(self, cfg: CfgNode, with_predictor: bool = True, with_target: bool = True,
+                 projector_output_bn: bool = False):
         super().__init__(cfg)
         self.backbone = build_pretrain_resnet(cfg, ("res5",))
         self.feature_dim = self.backbone.output_shape()["res5"].channels
-        self.projector = build_projector(cfg, self.feature_dim)
+        self.projector = build_projector(cfg, self.feature_dim, projector_output_bn)
         self.predictor = build_predictor(cfg) if with_predictor else None
         if with_target:
             self.make_target("backbone", "projector")

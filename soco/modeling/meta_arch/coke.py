@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import CfgNode
 from detectron2.modeling import META_ARCH_REGISTRY
-from torch import nn
 
 from ...data.image_level_mapper import ImageLevelMapper, add_instance_indices, build_byol_multi_crop
 from ..distributed import concat_all_gather
@@ -48,7 +47,8 @@ class CoKe(ImageLevelMetaArch):
 
     def __init__(self, cfg: CfgNode):
         c = cfg.MODEL.COKE
-        super().__init__(cfg, with_predictor=c.BETA > 0, with_target=False)
+        super().__init__(cfg, with_predictor=c.BETA > 0, with_target=False,
+                         projector_output_bn=c.PROJECTOR_OUTPUT_BN)
         num_images = int(cfg.PRETRAIN.NUM_IMAGES)
         if num_images <= 0:
             raise ValueError(
@@ -57,8 +57,6 @@ class CoKe(ImageLevelMetaArch):
             )
         if c.NUM_VIEWS < 1 or not 0.0 <= c.BETA <= 1.0 or not 0.0 <= c.ALPHA <= 1.0:
             raise ValueError(f"MODEL.COKE: need NUM_VIEWS >= 1, 0 <= BETA <= 1, 0 <= ALPHA <= 1; got {c}")
-        if c.PROJECTOR_OUTPUT_BN:
-            self.projector.append(nn.BatchNorm1d(self.projector.out_dim))
         self.num_clusters = [int(k) for k in c.NUM_CLUSTERS]
         self.num_views = int(c.NUM_VIEWS)
         self.temperature, self.alpha, self.beta = float(c.TEMPERATURE), float(c.ALPHA), float(c.BETA)

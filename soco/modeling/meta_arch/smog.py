@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import CfgNode
 from detectron2.modeling import META_ARCH_REGISTRY
-from torch import nn
 
 from ...data.image_level_mapper import ImageLevelMapper, build_byol_multi_crop
 from ..ema import ema_update_
@@ -55,9 +54,8 @@ class SMoG(ImageLevelMetaArch):
         if c.PREDICTOR_BRANCH not in ("momentum", "online"):
             raise ValueError(f"MODEL.SMOG.PREDICTOR_BRANCH must be 'momentum' or 'online', got {c.PREDICTOR_BRANCH!r}")
         online_predictor = c.PREDICTOR_BRANCH == "online"
-        super().__init__(cfg, with_predictor=online_predictor, with_target=False)
-        if c.PROJECTOR_OUTPUT_BN:
-            self.projector.append(nn.BatchNorm1d(self.projector.out_dim))
+        super().__init__(cfg, with_predictor=online_predictor, with_target=False,
+                         projector_output_bn=c.PROJECTOR_OUTPUT_BN)
         self.make_target("backbone", "projector")
         if not online_predictor:
             self.target["predictor"] = build_predictor(cfg).requires_grad_(False)
