@@ -2,6 +2,7 @@
 equations; the lower bound holding where unconstrained online k-means collapses; the
 meta-architecture's epoch logic, checkpoint round trip and export names."""
 
+import math
 
 import pytest
 import torch
@@ -12,8 +13,10 @@ from image_level_helpers import assert_export_matches_detectron2, assert_state_r
 from soco.modeling.losses.coke import (
     constrained_assignment,
     dual_update,
+    moving_average_label_update,
     running_center_update,
     soft_cross_entropy,
+    sparse_label_targets,
     two_view_soft_targets,
 )
 
@@ -48,7 +51,7 @@ def test_running_center_update_is_normalised_running_mean():
 
 def test_two_view_soft_targets_and_cross_entropy():
     probs = torch.tensor([[0.5, 0.5]])
-    target = two_view_soft_targets(torch.tensor([0]), probs, alpha=0.2)
+    target = two_view_soft_targets(torch.tensor([[1.0, 0.0]]), probs, alpha=0.2)
     assert torch.allclose(target, torch.tensor([[0.6, 0.4]]))
     logits = torch.tensor([[2.0, 0.0]])
     logp = logits - torch.logsumexp(logits, dim=1, keepdim=True)
@@ -88,8 +91,9 @@ def test_model_epochs_labels_and_round_trip(tmp_path):
     model = build_model(cfg)
     assert model.labels.shape == (2, 16)  # sized from PRETRAIN.NUM_IMAGES
     batch = random_batch(cfg, 8)
-    losses = train_steps(model, batch, steps=1)
-    assert float(losses["loss_coke"].detach()) == 0.0  # first epoch only initialises the clusters
+    # The first epoch only initialises the clusters: the trainer runs it at lr 0.
+    assert type(model).zero_lr_iterations(cfg) == 2
+    train_steps(model, batch, steps=1)
     assert (model.labels[:, :8] >= 0).all() and (model.labels[:, 8:] == -1).all()
     assert int(model.epoch) == 0 and model.counts_0.sum() == 8
     train_steps(model, batch, steps=1, start=1)
@@ -99,6 +103,49 @@ def test_model_epochs_labels_and_round_trip(tmp_path):
     assert float(losses["loss_coke"].detach()) > 0
     assert_state_round_trip(model, lambda: build_model(cfg), tmp_path)
     assert_export_matches_detectron2(cfg, model)
+
+
+def test_moving_average_labels_by_hand():
+    ids, values = torch.tensor([[3, 0, 0]]), torch.tensor([[1.0, 0.0, 0.0]])
+    ids, values = moving_average_label_update(ids, values, torch.tensor([5]), factor=1 / 2)
+    assert ids.tolist() == [[3, 5, 0]] and torch.allclose(values, torch.tensor([[0.5, 0.5, 0.0]]))
+    ids, values = moving_average_label_update(ids, values, torch.tensor([3]), factor=1 / 3)
+    # the average of the one-hots of (3, 5, 3)
+    assert ids.tolist() == [[3, 5, 0]] and torch.allclose(values, torch.tensor([[2 / 3, 1 / 3, 0.0]]))
+    # two slots, full: a new label replaces the smallest entry, the rest is renormalised
+    ids, values = moving_average_label_update(
+        torch.tensor([[3, 5]]), torch.tensor([[0.75, 0.25]]), torch.tensor([7]), factor=1 / 4
+    )
+    assert ids.tolist() == [[3, 7]] and torch.allclose(values, torch.tensor([[0.75, 0.25]]))
+    targets = sparse_label_targets(torch.tensor([[3, 5, 0]]), torch.tensor([[2 / 3, 1 / 3, 0.0]]), 6, 0.5)
+    a, b = math.exp(4 / 3), math.exp(2 / 3)
+    assert torch.allclose(targets, torch.tensor([[0, 0, 0, a / (a + b), 0, b / (a + b)]]))
+
+
+def test_single_view_second_stage_averages_labels_and_centres(tmp_path):
+    cfg = tiny_cfg("CoKe", batch=8, num_images=8)  # 1 iteration per epoch
+    cfg.MODEL.COKE.NUM_VIEWS, cfg.MODEL.COKE.BETA, cfg.MODEL.COKE.SECOND_STAGE_EPOCH = 1, 0.0, 2
+    model = build_model(cfg)
+    batch = random_batch(cfg, 8)
+    train_steps(model, batch, steps=2)  # epochs 0 (init) and 1: first stage, no averages yet
+    assert model.label_values.sum() == 0 and model.in_second_stage()  # epoch 2 is next
+    centres_before = model.loss_centers_0.clone()
+    train_steps(model, batch, steps=1, start=2)  # epoch 2 starts the averages
+    assert torch.equal(model.label_ids[:, :, 0], model.labels) and (model.label_values[:, :, 0] == 1).all()
+    # the loss's centres move to the average of last epoch's and this epoch's
+    assert torch.allclose(model.loss_centers_0, model.centers_0)
+    assert not torch.allclose(model.loss_centers_0, centres_before)
+    train_steps(model, batch, steps=2, start=3)
+    assert torch.allclose(model.label_values.sum(dim=2), torch.ones(2, 8))
+    assert torch.allclose(model.loss_centers_0.norm(dim=1), torch.ones(cfg.MODEL.COKE.NUM_CLUSTERS[0]))
+    assert_state_round_trip(model, lambda: build_model(cfg), tmp_path)
+
+
+def test_second_stage_is_single_view_only():
+    cfg = tiny_cfg("CoKe")
+    cfg.MODEL.COKE.SECOND_STAGE_EPOCH = 3
+    with pytest.raises(ValueError, match="NUM_VIEWS = 1"):
+        build_model(cfg)
 
 
 def test_model_needs_dataset_size():

@@ -117,6 +117,16 @@ def test_warmup_cosine_values():
     assert f(99.999 / 100) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_zero_lr_iterations_precede_the_unchanged_schedule():
+    cfg = resolve_schedule(_cfg(MAX_ITER=100, WARMUP_FACTOR=0.001), num_images=1000)
+    plain, zeroed = build_lr_multiplier(cfg), build_lr_multiplier(cfg, zero_lr_iters=10)
+    assert zeroed(0.0) == 0.0 and zeroed(9.5 / 100) == 0.0
+    for t in (10 / 100, 15 / 100, 0.5, 0.99):
+        assert zeroed(t) == pytest.approx(plain(t))
+    with pytest.raises(ValueError, match="lr 0"):
+        build_lr_multiplier(cfg, zero_lr_iters=100)
+
+
 def test_scheduler_drives_optimizer_lr_with_linear_scaling():
     cfg = _cfg(MAX_ITER=100, BASE_LR=1.0, WARMUP_FACTOR=0.0)
     cfg.SOLVER.IMS_PER_BATCH = 512

@@ -25,9 +25,16 @@ def add_coke_config(cfg: CN) -> None:
     # loss = BETA * l_pred + (1 - BETA) * l_proj (supplementary 2.2.4; 0.5 is best for two
     # views, and what the official code computes). BETA = 0 needs no predictor.
     cfg.MODEL.COKE.BETA = 0.5
-    # Epochs at the start whose loss is multiplied by 0: they only assign labels and build the
-    # centres (official: epoch 0 at lr 0).
+    # Epochs at the start trained at lr 0 (the trainer's schedule is 0 there): they only assign
+    # labels and build the centres (official: epoch 0 at lr 0).
     cfg.MODEL.COKE.INIT_EPOCHS = 1
+    # Single-view second stage (supplementary 2.2.2): from this epoch on (counting the
+    # initialisation epoch) labels and centres are moving averages over epochs; the label keeps
+    # its SECOND_STAGE_LABELS largest entries, smoothed by softmax(. / SECOND_STAGE_TEMPERATURE).
+    # -1: one stage (the two-view default). Paper: first stage = 160/200 of the epochs.
+    cfg.MODEL.COKE.SECOND_STAGE_EPOCH = -1
+    cfg.MODEL.COKE.SECOND_STAGE_LABELS = 5
+    cfg.MODEL.COKE.SECOND_STAGE_TEMPERATURE = 0.5
     # Batch norm after the projector's last linear layer (official 3-layer projector has it).
     cfg.MODEL.COKE.PROJECTOR_OUTPUT_BN = True
     # Views: NUM_VIEWS crops of CROP_SIZE px (BYOL's asymmetric augmentations, as the official

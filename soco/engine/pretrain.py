@@ -128,7 +128,7 @@ def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[Pretrain
         [
             MethodStepHook(model),
             hooks.IterationTimer(),
-            hooks.LRScheduler(scheduler=build_lr_multiplier(cfg)),
+            hooks.LRScheduler(scheduler=build_lr_multiplier(cfg, method.zero_lr_iterations(cfg))),
             RNGStateHook(),
             hooks.PeriodicCheckpointer(checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD) if comm.is_main_process() else None,
             hooks.PeriodicWriter(default_writers(cfg.OUTPUT_DIR, cfg.SOLVER.MAX_ITER), period=cfg.PRETRAIN.LOG_PERIOD)

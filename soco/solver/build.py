@@ -9,6 +9,7 @@ from detectron2.solver.build import get_default_optimizer_params
 from detectron2.solver.lr_scheduler import LRMultiplier
 from fvcore.common.param_scheduler import (
     CompositeParamScheduler,
+    ConstantParamScheduler,
     CosineParamScheduler,
     LinearParamScheduler,
     ParamScheduler,
@@ -129,25 +130,38 @@ def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
     raise ValueError(f"SOLVER.OPTIMIZER must be 'LARS' or 'SGD', got {name!r}")
 
 
-def build_lr_multiplier(cfg: CfgNode) -> ParamScheduler:
+def build_lr_multiplier(cfg: CfgNode, zero_lr_iters: int = 0) -> ParamScheduler:
     """lr factor over training progress t in [0, 1): linear warm-up from SOLVER.WARMUP_FACTOR to 1
-    over SOLVER.WARMUP_ITERS, then cosine decay from 1 to 0 over the remaining iterations."""
+    over SOLVER.WARMUP_ITERS, then cosine decay from 1 to 0 over the remaining iterations.
+
+    ``zero_lr_iters``: the factor is 0 for the first iterations a method asks for (CoKe's
+    cluster-initialisation epoch); the warm-up + cosine curve is unchanged after them, so its
+    first iterations are the ones skipped.
+    """
     max_iter, warmup = cfg.SOLVER.MAX_ITER, cfg.SOLVER.WARMUP_ITERS
     if max_iter <= 0:
         raise ValueError("SOLVER.MAX_ITER is not resolved; call resolve_schedule first")
+    if not 0 <= zero_lr_iters < max_iter:
+        raise ValueError(f"{zero_lr_iters} iterations at lr 0 leave nothing of SOLVER.MAX_ITER={max_iter}")
     cosine = CosineParamScheduler(1.0, 0.0)
-    if warmup <= 0:
-        return cosine
     if warmup >= max_iter:
         raise ValueError(f"SOLVER.WARMUP_ITERS={warmup} must be shorter than SOLVER.MAX_ITER={max_iter}")
-    share = warmup / max_iter
+    schedule = cosine
+    if warmup > 0:
+        share = warmup / max_iter
+        schedule = CompositeParamScheduler(
+            [LinearParamScheduler(cfg.SOLVER.WARMUP_FACTOR, 1.0), cosine],
+            lengths=[share, 1.0 - share],
+            interval_scaling=["rescaled", "rescaled"],
+        )
+    if zero_lr_iters == 0:
+        return schedule
+    share = zero_lr_iters / max_iter
     return CompositeParamScheduler(
-        [LinearParamScheduler(cfg.SOLVER.WARMUP_FACTOR, 1.0), cosine],
-        lengths=[share, 1.0 - share],
-        interval_scaling=["rescaled", "rescaled"],
+        [ConstantParamScheduler(0.0), schedule], lengths=[share, 1.0 - share], interval_scaling=["rescaled", "fixed"]
     )
 
 
-def build_lr_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer) -> LRMultiplier:
-    """Detectron2's LRMultiplier stepping ``build_lr_multiplier(cfg)`` once per iteration."""
-    return LRMultiplier(optimizer, build_lr_multiplier(cfg), cfg.SOLVER.MAX_ITER)
+def build_lr_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer, zero_lr_iters: int = 0) -> LRMultiplier:
+    """Detectron2's LRMultiplier stepping ``build_lr_multiplier(cfg, zero_lr_iters)`` once per iteration."""
+    return LRMultiplier(optimizer, build_lr_multiplier(cfg, zero_lr_iters), cfg.SOLVER.MAX_ITER)

@@ -132,19 +132,24 @@ class PretrainMetaArch(nn.Module):
         self.target = nn.ModuleDict({n: copy.deepcopy(getattr(self, n)) for n in names})
         self.target.requires_grad_(False)
 
-    @torch.no_grad()
-    def update_target(self, tau: float) -> None:
-        """target <- tau * target + (1 - tau) * online, for every module copied by make_target."""
+    def target_pairs(self) -> List[Tuple[nn.Module, nn.Module]]:
+        """(target, online) module pairs: every target entry with an online module of its name.
+        Target-only entries (SMoG's momentum-branch predictor) are neither averaged nor reset."""
         if self.target is None:
             raise RuntimeError(f"{type(self).__name__} has no target network (call make_target)")
-        for name, target in self.target.items():
-            ema_update_(target, getattr(self, name), tau)
+        return [(t, getattr(self, n)) for n, t in self.target.items() if getattr(self, n, None) is not None]
+
+    @torch.no_grad()
+    def update_target(self, tau: float) -> None:
+        """target <- tau * target + (1 - tau) * online, for every pair of :meth:`target_pairs`."""
+        for target, online in self.target_pairs():
+            ema_update_(target, online, tau)
 
     @torch.no_grad()
     def reset_target(self) -> None:
         """Copy the online weights and buffers into the target (SMoG's periodic reset)."""
-        for name, target in self.target.items():
-            target.load_state_dict(getattr(self, name).state_dict())
+        for target, online in self.target_pairs():
+            target.load_state_dict(online.state_dict())
 
     def target_momentum(self, iteration: int, max_iter: int) -> float:
         """tau of the EMA after step ``iteration``: BYOL's cosine from MODEL.EMA.MOMENTUM to _END."""
@@ -171,6 +176,11 @@ class PretrainMetaArch(nn.Module):
     def prepare_dataset_dicts(cls, cfg: CfgNode, dicts: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         """Attach per-image method data (SoCo: proposals) before mapping. Default: identity."""
         return dicts
+
+    @classmethod
+    def zero_lr_iterations(cls, cfg: CfgNode) -> int:
+        """Iterations at the start of the (resolved) schedule to run at lr 0. Default: none."""
+        return 0
 
     @classmethod
     def export_spec(cls, cfg: CfgNode) -> ExportSpec:

@@ -10,6 +10,13 @@ centres), softened for two views by the other view's prediction (supplementary 2
 projector and the predictor outputs (2.2.4). At each epoch end the running centres become the
 loss's centres and the running counts restart (official ``update_center``).
 
+Single-view second stage (supplementary 2.2.2, ``SECOND_STAGE_EPOCH`` >= 0): from that epoch on,
+labels are assigned against last epoch's centres, each instance's target is the moving average
+of its one-hot labels over the second-stage epochs (5 largest entries kept, softmax at
+temperature 0.5 over them), and the centres are averaged over epochs instead of replaced.
+The first ``INIT_EPOCHS`` only initialise the clusters: the method asks the trainer for lr 0
+during them (``zero_lr_iterations``), as the official code.
+
 Per-instance buffers are sized from the dataset (``PRETRAIN.NUM_IMAGES``, written by the
 trainer), unlike the official code's hard-coded ImageNet size.
 """
@@ -26,8 +33,10 @@ from ..distributed import concat_all_gather
 from ..losses.coke import (
     constrained_assignment,
     dual_update,
+    moving_average_label_update,
     running_center_update,
     soft_cross_entropy,
+    sparse_label_targets,
     two_view_soft_targets,
 )
 from .base import ImageLevelMetaArch, put_scalars
@@ -42,7 +51,8 @@ class CoKe(ImageLevelMetaArch):
     Buffers per head h: ``centers_{h}`` (K, D) running centres used for assignment,
     ``loss_centers_{h}`` (K, D) last epoch's centres used by the loss, ``duals_{h}`` (K,),
     ``counts_{h}`` (K,) instances assigned this epoch; ``labels`` (H, N) last label of every
-    instance (-1: never seen); ``epoch`` (completed epochs).
+    instance (-1: never seen); ``epoch`` (completed epochs); with a second stage also
+    ``label_ids`` / ``label_values`` (H, N, SECOND_STAGE_LABELS) sparse moving-average labels.
     """
 
     def __init__(self, cfg: CfgNode):
@@ -62,6 +72,14 @@ class CoKe(ImageLevelMetaArch):
         self.temperature, self.alpha, self.beta = float(c.TEMPERATURE), float(c.ALPHA), float(c.BETA)
         self.dual_lr, self.ratio, self.init_epochs = float(c.DUAL_LR), float(c.LOWER_BOUND_RATIO), int(c.INIT_EPOCHS)
         self.iters_per_epoch = max(1, num_images // cfg.SOLVER.IMS_PER_BATCH)
+        self.second_stage = int(c.SECOND_STAGE_EPOCH)
+        self.label_temperature = float(c.SECOND_STAGE_TEMPERATURE)
+        if self.second_stage >= 0 and (self.num_views != 1 or self.second_stage <= self.init_epochs):
+            raise ValueError(
+                f"MODEL.COKE.SECOND_STAGE_EPOCH={self.second_stage} needs NUM_VIEWS = 1 (the supplementary "
+                f"keeps one stage for two views; got {self.num_views}) and must come after INIT_EPOCHS="
+                f"{self.init_epochs}"
+            )
         dim = self.projector.out_dim
         for h, k in enumerate(self.num_clusters):
             centers = F.normalize(torch.randn(k, dim), dim=1)
@@ -71,20 +89,54 @@ class CoKe(ImageLevelMetaArch):
             self.register_buffer(f"counts_{h}", torch.zeros(k))
         self.register_buffer("labels", torch.full((len(self.num_clusters), num_images), -1, dtype=torch.long))
         self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
+        if self.second_stage >= 0:
+            shape = (len(self.num_clusters), num_images, int(c.SECOND_STAGE_LABELS))
+            self.register_buffer("label_ids", torch.zeros(shape, dtype=torch.long))
+            self.register_buffer("label_values", torch.zeros(shape))
+
+    @classmethod
+    def zero_lr_iterations(cls, cfg: CfgNode) -> int:
+        """The INIT_EPOCHS epochs that only initialise the clusters run at lr 0 (official code)."""
+        return int(cfg.MODEL.COKE.INIT_EPOCHS) * (int(cfg.PRETRAIN.NUM_IMAGES) // cfg.SOLVER.IMS_PER_BATCH)
+
+    def in_second_stage(self) -> bool:
+        return 0 <= self.second_stage <= int(self.epoch)
 
     # ----------------------------------------------------------------------------- clustering
     @torch.no_grad()
     def update_clusters(self, feats: torch.Tensor, index: torch.Tensor) -> None:
-        """Assign ``feats`` (M, D) unit rows of instances ``index`` (M,), step duals and centres."""
+        """Assign ``feats`` (M, D) unit rows of instances ``index`` (M,), step duals and centres.
+
+        In the second stage the assignment uses last epoch's centres and the running centres are
+        plain means (official ``gen_label`` / ``update_center_mini_batch``)."""
+        second = self.in_second_stage()
         for h, k in enumerate(self.num_clusters):
             centers, duals = getattr(self, f"centers_{h}"), getattr(self, f"duals_{h}")
-            labels = constrained_assignment(feats @ centers.t(), duals)
+            assign_to = getattr(self, f"loss_centers_{h}") if second else centers
+            labels = constrained_assignment(feats @ assign_to.t(), duals)
             bound = torch.full_like(duals, self.ratio / k)
             duals.copy_(dual_update(duals, labels, bound, self.dual_lr, project=self.ratio < 1))
-            new_centers, new_counts = running_center_update(centers, getattr(self, f"counts_{h}"), feats, labels)
+            new_centers, new_counts = running_center_update(
+                centers, getattr(self, f"counts_{h}"), feats, labels, normalize=not second
+            )
             centers.copy_(new_centers)
             getattr(self, f"counts_{h}").copy_(new_counts)
             self.labels[h, index] = labels
+            if second:
+                self._average_labels(h, index, labels)
+
+    @torch.no_grad()
+    def _average_labels(self, head: int, index: torch.Tensor, labels: torch.Tensor) -> None:
+        """Second stage: fold this epoch's ``labels`` (M,) into the sparse moving averages."""
+        epochs_in = int(self.epoch) - self.second_stage
+        if epochs_in == 0:
+            ids, values = torch.zeros_like(self.label_ids[head, index]), torch.zeros_like(self.label_values[head, index])
+            ids[:, 0], values[:, 0] = labels, 1.0
+        else:
+            ids, values = moving_average_label_update(
+                self.label_ids[head, index], self.label_values[head, index], labels, 1.0 / (epochs_in + 1)
+            )
+        self.label_ids[head, index], self.label_values[head, index] = ids, values
 
     # ----------------------------------------------------------------------------- forward
     def forward(self, batched_inputs: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
@@ -99,6 +151,13 @@ class CoKe(ImageLevelMetaArch):
         init_phase = int(self.epoch) < self.init_epochs
         with torch.no_grad():
             previous = self.labels[:, index].clone()
+            # After the second stage's first epoch the target is the averaged (soft) label.
+            averaged = (
+                [sparse_label_targets(self.label_ids[h, index], self.label_values[h, index], k, self.label_temperature)
+                 for h, k in enumerate(self.num_clusters)]
+                if self.second_stage >= 0 and int(self.epoch) > self.second_stage
+                else None
+            )
             # Official code clusters the mean of the large views' projections; renormalised here
             # so that s_ik is a cosine similarity, as the paper defines it.
             feats = F.normalize(torch.stack(proj[: self.num_views]).mean(dim=0), dim=1)
@@ -108,13 +167,11 @@ class CoKe(ImageLevelMetaArch):
             # the target is the label just assigned.
             targets = current if init_phase else torch.where(previous >= 0, previous, current)
 
-        loss_proj, loss_pred = self._head_losses(proj, targets), None
-        loss = loss_proj
+            targets = averaged or [F.one_hot(t, k).float() for t, k in zip(targets, self.num_clusters)]
+
+        loss = self._head_losses(proj, targets)
         if pred is not None:
-            loss_pred = self._head_losses(pred, targets, soft_from=proj)
-            loss = self.beta * loss_pred + (1.0 - self.beta) * loss_proj
-        if init_phase:
-            loss = loss * 0.0  # official: lr 0 while the clusters are initialised
+            loss = self.beta * self._head_losses(pred, targets, soft_from=proj) + (1.0 - self.beta) * loss
         counts = self.counts_0
         put_scalars(
             coke_epoch=float(self.epoch),
@@ -122,10 +179,11 @@ class CoKe(ImageLevelMetaArch):
         )
         return {"loss_coke": loss}
 
-    def _head_losses(self, feats: List[torch.Tensor], targets: torch.Tensor, soft_from=None) -> torch.Tensor:
+    def _head_losses(self, feats: List[torch.Tensor], targets: List[torch.Tensor], soft_from=None) -> torch.Tensor:
         """Mean over heads and views of the (soft) cross-entropy of ``feats`` (list over views
-        of (N, D) unit rows) classified against last epoch's centres. Soft targets come from
-        the projections ``soft_from`` (default ``feats``) of the other large views."""
+        of (N, D) unit rows) classified against last epoch's centres. ``targets``: per head,
+        (N, K_h) label distributions; with several views they are softened by the other large
+        views' predictions from the projections ``soft_from`` (default ``feats``)."""
         soft_from = feats if soft_from is None else soft_from
         total, terms = 0.0, 0
         for h, k in enumerate(self.num_clusters):
@@ -135,7 +193,7 @@ class CoKe(ImageLevelMetaArch):
                 probs = [F.softmax(s @ centers.t() / self.temperature, dim=1) for s in soft_from[: self.num_views]]
             for v, lg in enumerate(logits):
                 if self.num_views == 1:
-                    target = F.one_hot(targets[h], k).to(lg.dtype)
+                    target = targets[h]
                 else:
                     others = [p for u, p in enumerate(probs) if u != v]
                     target = two_view_soft_targets(targets[h], torch.stack(others).mean(dim=0), self.alpha)
@@ -146,10 +204,17 @@ class CoKe(ImageLevelMetaArch):
     # ----------------------------------------------------------------------------- schedule
     @torch.no_grad()
     def on_step_end(self, iteration: int, max_iter: int) -> None:
-        """At each epoch end: the running centres become the loss's centres; counts restart."""
+        """At each epoch end: the running centres become the loss's centres (second stage: the
+        loss's centres move to their average over the second-stage epochs, and the running
+        centres restart from it, official ``update_center``); counts restart."""
         if (iteration + 1) % self.iters_per_epoch == 0:
+            second = self.in_second_stage()
+            factor = 1.0 / (int(self.epoch) - self.second_stage + 1) if second else 1.0
             for h in range(len(self.num_clusters)):
-                getattr(self, f"loss_centers_{h}").copy_(getattr(self, f"centers_{h}"))
+                loss_centers, centers = getattr(self, f"loss_centers_{h}"), getattr(self, f"centers_{h}")
+                new = F.normalize((1.0 - factor) * loss_centers + factor * F.normalize(centers, dim=1), dim=1)
+                loss_centers.copy_(new)
+                centers.copy_(new)
                 getattr(self, f"counts_{h}").zero_()
             self.epoch += 1
 

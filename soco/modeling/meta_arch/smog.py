@@ -35,7 +35,6 @@ from detectron2.config import CfgNode
 from detectron2.modeling import META_ARCH_REGISTRY
 
 from ...data.image_level_mapper import ImageLevelMapper, build_byol_multi_crop
-from ..ema import ema_update_
 from ..distributed import concat_all_gather, concat_all_gather_keep_local_grad
 from ..heads import build_predictor
 from ..losses.smog import assign_to_groups, group_contrastive_loss, momentum_group_update, spherical_kmeans
@@ -87,24 +86,15 @@ class SMoG(ImageLevelMetaArch):
 
     @torch.no_grad()
     def on_step_end(self, iteration: int, max_iter: int) -> None:
-        """Every RESET_PERIOD steps: k-means re-grouping and momentum reset; otherwise EMA."""
+        """Every RESET_PERIOD steps: k-means re-grouping and momentum reset; otherwise EMA. Only
+        the layers that exist in both networks are averaged or reset (sec. 3.2; the base's
+        ``target_pairs`` skips the momentum-branch predictor)."""
         if (iteration + 1) % self.reset_period == 0 and int(self.cache_filled) > 0:
             self.regroup(seed=iteration)
             self.reset_target()
             put_scalars(smog_reset=1.0)
         else:
             self.update_target(self.target_momentum(iteration, max_iter))
-
-    @torch.no_grad()
-    def update_target(self, tau: float) -> None:
-        # Only the layers that exist in both networks move by EMA (sec. 3.2).
-        for name in ("backbone", "projector"):
-            ema_update_(self.target[name], getattr(self, name), tau)
-
-    @torch.no_grad()
-    def reset_target(self) -> None:
-        for name in ("backbone", "projector"):
-            self.target[name].load_state_dict(getattr(self, name).state_dict())
 
     @torch.no_grad()
     def regroup(self, seed: int) -> None:
