@@ -24,4 +24,5 @@ def test_fashion_mnist_knn_beats_random_init(method):
     """Learning signal: 300 steps (batch 64, 32 px) raise kNN top-1 above the same network at
     random init by 2 points. Short runs (< 100 steps) lower it for every method, BYOL included."""
     before, after, _, _ = fashion_mnist_run(method, steps=300)
+    print(f"{method}: kNN top-1 {before:.3f} at random init, {after:.3f} after 300 steps")
     assert after > before + 0.02, (before, after)

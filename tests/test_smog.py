@@ -58,8 +58,10 @@ def test_beta_schedule_is_linear():
 def test_periodic_reset_and_round_trip(tmp_path):
     cfg = tiny_cfg("SMoG")  # RESET_PERIOD 3
     cfg.MODEL.EMA.MOMENTUM = 0.5
+    cfg.MODEL.SMOG.PREDICTOR_BRANCH = "momentum"  # the paper's literal reading
     model = build_model(cfg)
-    assert "predictor" in model.target and model.predictor is None  # paper: momentum branch
+    assert "predictor" in model.target and model.predictor is None
+    frozen_predictor = {k: v.clone() for k, v in model.target["predictor"].named_parameters()}
     assert not any(p.requires_grad for p in model.target.parameters())
     batch = random_batch(cfg, 8)
 
@@ -83,13 +85,15 @@ def test_periodic_reset_and_round_trip(tmp_path):
     assert torch.allclose(model.groups, expected)
     train_steps(model, batch, steps=1, start=3, max_iter=9)
     assert not target_equals_online()
+    # the target-only predictor is neither averaged nor reset
+    assert all(torch.equal(v, frozen_predictor[k]) for k, v in model.target["predictor"].named_parameters())
     assert_state_round_trip(model, lambda: build_model(cfg), tmp_path)
     assert_export_matches_detectron2(cfg, model)
 
 
-def test_online_predictor_option_and_multi_crop():
+def test_online_predictor_default_and_multi_crop():
     cfg = tiny_cfg("SMoG")
-    cfg.MODEL.SMOG.PREDICTOR_BRANCH = "online"
+    assert cfg.MODEL.SMOG.PREDICTOR_BRANCH == "online"
     cfg.MODEL.SMOG.NUM_SMALL_CROPS = 2
     model = build_model(cfg)
     assert model.predictor is not None and "predictor" not in model.target

@@ -19,9 +19,13 @@ def add_smog_config(cfg: CN) -> None:
     # the online one. The cache holds RESET_PERIOD * SOLVER.IMS_PER_BATCH features.
     cfg.MODEL.SMOG.RESET_PERIOD = 300
     cfg.MODEL.SMOG.KMEANS_ITERS = 10
-    # "momentum": the paper's text ("f_eta has an extra prediction head stacked on the projection
-    # head"); "online": BYOL-style placement (as lightly's implementation).
-    cfg.MODEL.SMOG.PREDICTOR_BRANCH = "momentum"
+    # "online" (default): the predictor on the online branch, BYOL-style (lightly's
+    # implementation). "momentum": the literal reading of the paper's text ("f_eta has an extra
+    # prediction head stacked on the projection head"); there the predictor gets no gradient and
+    # no EMA, so it stays a random MLP that maps the momentum features away from the space the
+    # groups live in, and the targets c^b are near random: on Fashion-MNIST it did not learn
+    # (see soco/modeling/meta_arch/smog.py). Kept for comparison.
+    cfg.MODEL.SMOG.PREDICTOR_BRANCH = "online"
     # Batch norm after the projector's output layer ("the output layer of projection head also
     # has BN").
     cfg.MODEL.SMOG.PROJECTOR_OUTPUT_BN = True

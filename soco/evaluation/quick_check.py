@@ -16,7 +16,7 @@ from torchvision.transforms import v2
 
 from ..data.embedded.cache import dataset_root
 from ..data.embedded.fashion_mnist import load_split
-from ..solver import build_optimizer
+from ..solver import build_lr_scheduler, build_optimizer
 from .knn import knn_accuracy
 
 __all__ = ["fashion_mnist_subset", "backbone_features", "knn_of", "pretrain_in_memory", "view_retrieval_accuracy"]
@@ -56,10 +56,13 @@ def knn_of(model, train, test, size: int, k: int = 200, temperature: float = 0.0
     )
 
 
-def pretrain_in_memory(cfg: CfgNode, images: torch.Tensor, steps: int, seed: int = 0, model=None) -> Dict[str, object]:
+def pretrain_in_memory(
+    cfg: CfgNode, images: torch.Tensor, steps: int, seed: int = 0, model=None, warmup_steps: int = 0
+) -> Dict[str, object]:
     """Train ``cfg``'s method for ``steps`` optimiser steps of ``SOLVER.IMS_PER_BATCH`` images
-    drawn (seeded) from ``images`` (N, 3, H, W) uint8, with the method's own view transforms and
-    the project's optimiser (``SOLVER.OPTIMIZER``, constant lr = scaled BASE_LR) and step hooks.
+    drawn (seeded) from ``images`` (N, 3, H, W) uint8, with the method's own view transforms, the
+    project's optimiser (``SOLVER.OPTIMIZER``, scaled BASE_LR), its lr schedule (linear warm-up
+    over ``warmup_steps``, then cosine to 0 at ``steps``) and the method's step hooks.
 
     Returns {"model", "losses" (list of floats), "seconds_per_iter"}.
     """
@@ -67,6 +70,12 @@ def pretrain_in_memory(cfg: CfgNode, images: torch.Tensor, steps: int, seed: int
     model = build_model(cfg) if model is None else model
     mapper = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE).build_mapper(cfg)
     optimizer = build_optimizer(cfg, model)
+    schedule = cfg.clone()
+    schedule.defrost()
+    schedule.SOLVER.MAX_ITER, schedule.SOLVER.WARMUP_ITERS = steps, warmup_steps
+    scheduler = build_lr_scheduler(schedule, optimizer)
+    # BYOL's mapper (the baseline) keeps its two transforms in ``transforms``.
+    view_sets = getattr(mapper, "view_sets", None) or {"views": lambda im: [t(im) for t in mapper.transforms]}
     gen = torch.Generator().manual_seed(seed)
     losses: List[float] = []
     model.train()
@@ -75,8 +84,6 @@ def pretrain_in_memory(cfg: CfgNode, images: torch.Tensor, steps: int, seed: int
         idx = torch.randint(len(images), (cfg.SOLVER.IMS_PER_BATCH,), generator=gen)
         batch = []
         for i in idx.tolist():
-            # BYOL's mapper (the baseline) keeps its two transforms in ``transforms``.
-            view_sets = getattr(mapper, "view_sets", None) or {"views": lambda im: [t(im) for t in mapper.transforms]}
             item = {key: t(images[i]) for key, t in view_sets.items()}
             item.update(image_id=str(i), instance_index=i)
             batch.append(item)
@@ -86,6 +93,7 @@ def pretrain_in_memory(cfg: CfgNode, images: torch.Tensor, steps: int, seed: int
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        scheduler.step()
         model.on_step_end(it, steps)
         losses.append(float(loss.detach()))
     return {"model": model, "losses": losses, "seconds_per_iter": (time.perf_counter() - start) / max(steps, 1)}
