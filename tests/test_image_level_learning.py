@@ -21,8 +21,13 @@ def test_fashion_mnist_pipeline_runs(method):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_fashion_mnist_knn_beats_random_init(method):
-    """Learning signal: 300 steps (batch 64, 32 px) raise kNN top-1 above the same network at
-    random init by 2 points. Short runs (< 100 steps) lower it for every method, BYOL included."""
+    """Learning signal: 300 steps (batch 64, 32 px, 5000 training images) raise kNN top-1 above
+    the same network at random init by 2 points.
+
+    Status (2 CPU cores, about 10 minutes a method): not met yet. Random-init ResNet-18 features
+    already give 72.7%; CLSA reaches 73.0% after 300 steps, SMoG (online predictor) 71.4% and CoKe
+    70.6% after 100-300 steps. Every method first lowers the accuracy (higher lr: deeper drop) and
+    recovers slowly."""
     before, after, _, _ = fashion_mnist_run(method, steps=300)
     print(f"{method}: kNN top-1 {before:.3f} at random init, {after:.3f} after 300 steps")
     assert after > before + 0.02, (before, after)
