@@ -92,14 +92,15 @@ def assert_state_round_trip(model, make_model, tmp_path):
 
 
 # Per-method settings of the in-memory learning check (ResNet-18, 32 px, batch 64, SGD): the
-# papers' lr scaled to batch 64 where it learns in a few hundred CPU steps (CLSA: MoCo v2's
-# 0.03 x 64/256; larger rates first destroy the random features' kNN accuracy), and CoKe's
+# papers' lr scaled to batch 64 (CLSA: MoCo v2's 0.03 x 64/256; larger rates first destroy the
+# random features' kNN accuracy, and so does a cosine decay that is too short) and CoKe's
 # balanced-set duals (supplementary 2.4: lower-bound ratio 0.9, small dual lr).
 LEARNING_CHECK = {
     "CLSA": ["SOLVER.BASE_LR", 0.03],
     "CoKe": ["SOLVER.BASE_LR", 0.1, "MODEL.COKE.DUAL_LR", 0.1, "MODEL.COKE.LOWER_BOUND_RATIO", 0.9],
     "SMoG": ["SOLVER.BASE_LR", 0.03],
 }
+LEARNING_CHECK_STEPS = 600
 
 
 def fashion_mnist_run(arch: str, steps: int, crop: int = 32, batch: int = 64, train: int = 5000, test: int = 1000,

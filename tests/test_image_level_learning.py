@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from image_level_helpers import fashion_mnist_run
+from image_level_helpers import LEARNING_CHECK_STEPS, fashion_mnist_run
 
 METHODS = ["CoKe", "CLSA", "SMoG"]
 
@@ -19,15 +19,16 @@ def test_fashion_mnist_pipeline_runs(method):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 @pytest.mark.parametrize("method", METHODS)
 def test_fashion_mnist_knn_beats_random_init(method):
-    """Learning signal: 300 steps (batch 64, 32 px, 5000 training images) raise kNN top-1 above
-    the same network at random init by 2 points.
+    """Learning signal: 600 steps (batch 64, 32 px, 5000 training images; about 12 minutes a
+    method on 2 CPU cores) raise kNN top-1 above the same network at random init by 2 points.
 
-    Status (2 CPU cores, about 10 minutes a method): not met yet. Random-init ResNet-18 features
-    already give 72.7%; CLSA reaches 73.0% after 300 steps, SMoG (online predictor) 71.4% and CoKe
-    70.6% after 100-300 steps. Every method first lowers the accuracy (higher lr: deeper drop) and
-    recovers slowly."""
-    before, after, _, _ = fashion_mnist_run(method, steps=300)
-    print(f"{method}: kNN top-1 {before:.3f} at random init, {after:.3f} after 300 steps")
+    Status: CLSA passes (72.7% -> 75.1%). SMoG (online predictor, 72.4%) and CoKe (below 72%)
+    do not yet: random-init ResNet-18 features are already strong on Fashion-MNIST, and every
+    method first lowers the accuracy (a higher lr, a deeper drop) before it recovers.
+    """
+    before, after, _, _ = fashion_mnist_run(method, steps=LEARNING_CHECK_STEPS)
+    print(f"{method}: kNN top-1 {before:.3f} at random init, {after:.3f} after {LEARNING_CHECK_STEPS} steps")
     assert after > before + 0.02, (before, after)
