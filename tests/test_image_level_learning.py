@@ -25,7 +25,7 @@ def test_fashion_mnist_knn_beats_random_init(method):
     """Learning signal: 600 steps (batch 64, 32 px, 5000 training images; about 12 minutes a
     method on 2 CPU cores) raise kNN top-1 above the same network at random init by 2 points.
 
-    Status: CLSA passes (72.7% -> 75.1%). SMoG (online predictor, 72.4%) and CoKe (below 72%)
+    Status: CLSA passes (72.7% -> 75.1%). SMoG (online predictor, 73.4%) and CoKe (below 72%)
     do not yet: random-init ResNet-18 features are already strong on Fashion-MNIST, and every
     method first lowers the accuracy (a higher lr, a deeper drop) before it recovers.
     """
