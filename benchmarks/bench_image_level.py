@@ -80,14 +80,10 @@ def make_batch(cfg, images):
     from detectron2.modeling import META_ARCH_REGISTRY
 
     mapper = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE).build_mapper(cfg)
-    transforms = getattr(mapper, "view_sets", None) or {"views": None}
     batch = []
     for i in range(cfg.SOLVER.IMS_PER_BATCH):
         image = images[i % len(images)]
-        if transforms["views"] is None:  # BYOL's own mapper
-            item = {"views": [t(image) for t in mapper.transforms]}
-        else:
-            item = {key: t(image) for key, t in transforms.items()}
+        item = {key: t(image) for key, t in mapper.view_sets.items()}
         item.update(image_id=str(i), instance_index=i)
         batch.append(item)
     return batch

@@ -53,3 +53,24 @@ def test_boxes_follow_the_flip_and_ignore_colour():
         assert out.dtype == torch.uint8 and out.shape == image.shape
         seen.add(tuple(out_box[0].tolist()))
     assert seen == {(5.0, 10.0, 25.0, 20.0), (35.0, 10.0, 55.0, 20.0)}
+
+
+def test_byol_mapper_crops_then_applies_t_and_t_prime(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from soco.config import get_pretrain_cfg
+    from soco.modeling.meta_arch.byol import BYOL
+
+    cfg = get_pretrain_cfg()
+    cfg.MODEL.BYOL.CROP_SIZE, cfg.MODEL.BYOL.CROP_SCALE = 48, (0.3, 0.9)
+    mapper = BYOL.build_mapper(cfg)
+    crops = [view.transforms[0] for view in mapper.view_sets["views"].views]
+    assert [(c.size, c.scale) for c in crops] == [((48, 48), (0.3, 0.9))] * 2
+    augments = [view.transforms[1] for view in mapper.view_sets["views"].views]
+    assert [_probabilities(a) for a in augments] == [(1.0, 0.0), (0.1, 0.2)]
+    path = tmp_path / "a.png"
+    Image.fromarray(np.random.RandomState(0).randint(0, 256, (80, 100, 3), dtype=np.uint8)).save(path)
+    out = mapper({"file_name": str(path), "image_id": "a"})
+    assert [tuple(v.shape) for v in out["views"]] == [(3, 48, 48)] * 2 and out["image_id"] == "a"
+    assert mapper({"file_name": str(tmp_path / "missing.png"), "image_id": "b"}) is None

@@ -1,4 +1,4 @@
-"""Mapper for image-level methods (CoKe, CLSA, SMoG): one image -> lists of augmented views.
+"""Mapper for image-level methods (BYOL, CoKe, CLSA, SMoG): one image -> lists of augmented views.
 
 Output dict (see ``soco.modeling.meta_arch.base``): ``"views"`` and any other view-list keys
 (e.g. CLSA's ``"strong_views"``), each a list of RGB uint8 tensors (3, S, S); ``"image_id"``;
@@ -16,7 +16,7 @@ __all__ = ["ImageLevelMapper", "build_byol_multi_crop", "add_instance_indices"]
 
 
 class ImageLevelMapper:
-    """Reads ``file_name`` with ``read_image_rgb`` and applies each named :class:`MultiViewTransform`.
+    """Reads ``file_name`` with ``read_image_chw`` and applies each named :class:`MultiViewTransform`.
 
     ``view_sets`` must contain ``"views"``. Returns ``None`` for an unreadable image (the loader
     skips it).

@@ -19,7 +19,7 @@ from ..data.embedded.fashion_mnist import load_split
 from ..solver import build_lr_scheduler, build_optimizer
 from .knn import knn_accuracy
 
-__all__ = ["fashion_mnist_subset", "backbone_features", "knn_of", "pretrain_in_memory", "view_retrieval_accuracy"]
+__all__ = ["fashion_mnist_subset", "backbone_features", "knn_of", "pretrain_in_memory"]
 
 
 def fashion_mnist_subset(split: str, limit: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -74,8 +74,6 @@ def pretrain_in_memory(
     schedule.defrost()
     schedule.SOLVER.MAX_ITER, schedule.SOLVER.WARMUP_ITERS = steps, warmup_steps
     scheduler = build_lr_scheduler(schedule, optimizer)
-    # BYOL's mapper (the baseline) keeps its two transforms in ``transforms``.
-    view_sets = getattr(mapper, "view_sets", None) or {"views": lambda im: [t(im) for t in mapper.transforms]}
     gen = torch.Generator().manual_seed(seed)
     losses: List[float] = []
     model.train()
@@ -84,7 +82,7 @@ def pretrain_in_memory(
         idx = torch.randint(len(images), (cfg.SOLVER.IMS_PER_BATCH,), generator=gen)
         batch = []
         for i in idx.tolist():
-            item = {key: t(images[i]) for key, t in view_sets.items()}
+            item = {key: t(images[i]) for key, t in mapper.view_sets.items()}
             item.update(image_id=str(i), instance_index=i)
             batch.append(item)
         model.on_step_start(it, steps)
@@ -97,22 +95,3 @@ def pretrain_in_memory(
         model.on_step_end(it, steps)
         losses.append(float(loss.detach()))
     return {"model": model, "losses": losses, "seconds_per_iter": (time.perf_counter() - start) / max(steps, 1)}
-
-
-@torch.no_grad()
-def view_retrieval_accuracy(model, cfg: CfgNode, images: torch.Tensor, seed: int = 1) -> float:
-    """Instance retrieval between two augmented views (the method's own first two views, drawn
-    with a fixed seed): fraction of images whose view-1 backbone feature has its own view 2 as
-    the most cosine-similar among all images' view 2. The quantity every image-level method
-    trains for, so it moves within a few CPU steps, unlike class kNN."""
-    mapper = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE).build_mapper(cfg)
-    torch.manual_seed(seed)
-    views = mapper.view_sets["views"] if hasattr(mapper, "view_sets") else (lambda im: [t(im) for t in mapper.transforms])
-    pairs = [views(image)[:2] for image in images]
-    was_training = model.training
-    stacked = [((torch.stack([p[v] for p in pairs]).float() - model.pixel_mean) / model.pixel_std) for v in (0, 1)]
-    update_bn_stats(model.backbone, stacked, num_iters=2)
-    model.eval()
-    a, b = (torch.nn.functional.normalize(model.pooled_features(x), dim=1) for x in stacked)
-    model.train(was_training)
-    return float(((a @ b.t()).argmax(dim=1) == torch.arange(len(images))).float().mean())

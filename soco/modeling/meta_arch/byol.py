@@ -10,34 +10,12 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 from detectron2.config import CfgNode
 from detectron2.modeling import META_ARCH_REGISTRY
-from torchvision.transforms import v2
 
-from ...data.image_io import ImageReadError, read_image_chw
-from ...data.transforms.byol import build_byol_transform
+from ...data.image_level_mapper import ImageLevelMapper, build_byol_multi_crop
 from ..losses import normalized_regression_loss
 from .base import ImageLevelMetaArch
 
-__all__ = ["BYOL", "BYOLMapper"]
-
-
-class BYOLMapper:
-    """dataset dict -> ``{"views": [v1, v2], "image_id"}``: two RandomResizedCrops of
-    ``MODEL.BYOL.CROP_SIZE`` px (area scale ``MODEL.BYOL.CROP_SCALE``), then BYOL's asymmetric
-    augmentations (view 1 and view 2 differ in blur and solarisation probabilities).
-    Views are RGB uint8 (3, S, S). Returns ``None`` for an unreadable image (the loader skips it).
-    """
-
-    def __init__(self, cfg: CfgNode):
-        size = cfg.MODEL.BYOL.CROP_SIZE
-        crop = v2.RandomResizedCrop(size, scale=tuple(cfg.MODEL.BYOL.CROP_SCALE), antialias=True)
-        self.transforms = [v2.Compose([crop, build_byol_transform(view, size)]) for view in (0, 1)]
-
-    def __call__(self, dataset_dict: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-        try:
-            image = read_image_chw(dataset_dict["file_name"])
-        except ImageReadError:
-            return None
-        return {"views": [t(image) for t in self.transforms], "image_id": dataset_dict["image_id"]}
+__all__ = ["BYOL"]
 
 
 @META_ARCH_REGISTRY.register()
@@ -60,4 +38,6 @@ class BYOL(ImageLevelMetaArch):
 
     @classmethod
     def build_mapper(cls, cfg: CfgNode) -> Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]:
-        return BYOLMapper(cfg)
+        """Two RandomResizedCrops of ``MODEL.BYOL.CROP_SIZE`` px (area scale ``MODEL.BYOL.CROP_SCALE``),
+        then BYOL's asymmetric augmentations T and T' (they differ in blur and solarisation)."""
+        return ImageLevelMapper({"views": build_byol_multi_crop(cfg.MODEL.BYOL.CROP_SIZE, cfg.MODEL.BYOL.CROP_SCALE)})

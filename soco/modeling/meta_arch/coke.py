@@ -165,9 +165,8 @@ class CoKe(ImageLevelMetaArch):
             current = self.labels[:, index]
             # During the initialisation epochs (official: epoch 0) and for instances never seen,
             # the target is the label just assigned.
-            targets = current if init_phase else torch.where(previous >= 0, previous, current)
-
-            targets = averaged or [F.one_hot(t, k).float() for t, k in zip(targets, self.num_clusters)]
+            hard = current if init_phase else torch.where(previous >= 0, previous, current)
+            targets = averaged or [F.one_hot(t, k).float() for t, k in zip(hard, self.num_clusters)]
 
         loss = self._head_losses(proj, targets)
         if pred is not None:
