@@ -120,6 +120,10 @@ def test_moving_average_labels_by_hand():
     targets = sparse_label_targets(torch.tensor([[3, 5, 0]]), torch.tensor([[2 / 3, 1 / 3, 0.0]]), 6, 0.5)
     a, b = math.exp(4 / 3), math.exp(2 / 3)
     assert torch.allclose(targets, torch.tensor([[0, 0, 0, a / (a + b), 0, b / (a + b)]]))
+    with pytest.raises(ValueError, match="moving_average_label_update"):
+        moving_average_label_update(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3), torch.zeros(3, dtype=torch.long), 0.5)
+    with pytest.raises(ValueError, match="two_view_soft_targets"):
+        two_view_soft_targets(torch.zeros(2, 3), torch.zeros(2, 4), alpha=0.2)
 
 
 def test_single_view_second_stage_averages_labels_and_centres(tmp_path):
