@@ -104,13 +104,15 @@ LEARNING_CHECK_STEPS = 600
 
 
 def fashion_mnist_run(arch: str, steps: int, crop: int = 32, batch: int = 64, train: int = 5000, test: int = 1000,
-                      warmup: int = 20):
-    """In-memory Fashion-MNIST pretraining of ``arch`` (ResNet-18) on ``train`` training images:
-    returns (kNN top-1 at random init, kNN top-1 after ``steps`` steps, run dict, model before
-    training's stem weights). kNN: k = 20, bank = the training images, ``test`` test images."""
+                      warmup: int = 20, pretrain_images: int = None):
+    """In-memory Fashion-MNIST pretraining of ``arch`` (ResNet-18) on the first
+    ``pretrain_images`` (default all) of ``train`` training images: returns (kNN top-1 at random
+    init, kNN top-1 after ``steps`` steps, run dict, model before training's stem weights).
+    kNN: k = 20, bank = the ``train`` images, ``test`` test images."""
+    pretrain_images = train if pretrain_images is None else pretrain_images
     from soco.evaluation.quick_check import fashion_mnist_subset, knn_of, pretrain_in_memory
 
-    cfg = tiny_cfg(arch, crop=crop, batch=batch, num_images=train)
+    cfg = tiny_cfg(arch, crop=crop, batch=batch, num_images=pretrain_images)
     cfg.MODEL.PROJECTOR.HIDDEN_DIM = cfg.MODEL.PREDICTOR.HIDDEN_DIM = 512
     cfg.MODEL.PROJECTOR.OUT_DIM = 64
     cfg.SOLVER.OPTIMIZER, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY = "SGD", 0.4, 1e-4
@@ -126,6 +128,6 @@ def fashion_mnist_run(arch: str, steps: int, crop: int = 32, batch: int = 64, tr
     model = build_model(cfg)
     stem = model.backbone.stem.conv1.weight.detach().clone()
     before = knn_of(model, train_set, test_set, crop, k=20)
-    run = pretrain_in_memory(cfg, train_set[0], steps, model=model, warmup_steps=min(warmup, steps // 2))
+    run = pretrain_in_memory(cfg, train_set[0][:pretrain_images], steps, model=model, warmup_steps=min(warmup, steps // 2))
     after = knn_of(model, train_set, test_set, crop, k=20)
     return before, after, run, stem

@@ -94,6 +94,26 @@ def test_changed_settings_are_refused(photo_root, tmp_path):
         generate(photo_root, output, num_workers=0, chunk_size=3, max_size=200, progress=False)
 
 
+def test_box_filter_settings(photo_root, reference, tmp_path):
+    """A lowered scale range keeps smaller boxes (all within it), is recorded, and a resume with
+    another filter is refused; an empty range is a clear error."""
+    output = str(tmp_path / "p.pkl")
+    summary = generate(photo_root, output, num_workers=0, chunk_size=3, progress=False, scale_range=(0.05, 0.3),
+                       min_side=8)
+    assert summary["filter"] == {"scale_range": [0.05, 0.3], "min_side": 8.0}
+    small, paper = load_proposals(output), load_proposals(reference[0])
+    for image_id, boxes in small.items():
+        w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        scale = np.sqrt(w * h) / np.sqrt(240 * 320)
+        assert ((scale >= 0.05 - 1e-6) & (scale <= 0.3 + 1e-6) & (w >= 8) & (h >= 8)).all(), image_id
+        assert np.median(scale) < np.median(np.sqrt(np.prod(paper[image_id][:, 2:] - paper[image_id][:, :2], 1))
+                                            / np.sqrt(240 * 320))
+    with pytest.raises(RuntimeError, match="filter"):
+        generate(photo_root, output, num_workers=0, chunk_size=3, progress=False)
+    with pytest.raises(ValueError, match="scale_range"):
+        generate(photo_root, str(tmp_path / "q.pkl"), num_workers=0, progress=False, scale_range=(0.5, 0.2))
+
+
 def test_bad_inputs_never_stop_the_run(tmp_path):
     root = str(tmp_path / "images")
     expected = write_test_images(root, huge=True)

@@ -2,7 +2,8 @@
 """Offline selective-search proposals for SoCo pre-training.
 
     python tools/gen_proposals.py --image-root DIR --output proposals/NAME.pkl \
-        [--image-list FILE] [--num-workers N] [--method M] [--max-size S] [--shard i/n]
+        [--image-list FILE] [--num-workers N] [--method M] [--max-size S] [--shard i/n] \
+        [--scale-range MIN MAX] [--min-side PX]
     python tools/gen_proposals.py --output proposals/NAME.pkl --merge
 
 Rerunning the same command after an interruption continues where it stopped. With --shard i/n on
@@ -26,6 +27,11 @@ def parse_args(argv=None):
     parser.add_argument("--max-size", type=int, default=None,
                         help="working resolution: longer side in px for the search, boxes are mapped back to "
                              f"original pixels; 0 = full resolution (default per method: {DEFAULT_MAX_SIZE})")
+    parser.add_argument("--scale-range", type=float, nargs=2, default=(0.3, 0.8), metavar=("MIN", "MAX"),
+                        help="keep boxes whose sqrt(w*h) is within MIN-MAX of the image's (default: the paper's "
+                             "0.3 0.8; lower it for small objects)")
+    parser.add_argument("--min-side", type=float, default=32.0,
+                        help="keep boxes whose sides are at least this many original pixels (default 32)")
     parser.add_argument("--num-workers", type=int, default=None, help="processes (default: all cores; 0: in-process)")
     parser.add_argument("--shard", default="0/1", help="i/n: compute only this machine's share (default 0/1)")
     parser.add_argument("--chunk-size", type=int, default=1000, help="images per checkpoint file (default 1000)")
@@ -46,7 +52,8 @@ def main(argv=None) -> int:
         try:
             summary = generate(args.image_root, args.output, image_list=args.image_list, method=args.method,
                                max_size=max_size, num_workers=args.num_workers, shard=args.shard,
-                               chunk_size=args.chunk_size, progress=not args.no_progress)
+                               chunk_size=args.chunk_size, progress=not args.no_progress,
+                               scale_range=tuple(args.scale_range), min_side=args.min_side)
         except KeyboardInterrupt:
             print("\ninterrupted: finished chunks are kept; rerun the same command to continue", file=sys.stderr)
             return 130

@@ -37,7 +37,7 @@ from .methods import DEFAULT_MAX_SIZE, DEFAULT_METHOD, METHODS, method_settings,
 
 __all__ = ["propose_file", "generate", "merge", "output_paths", "default_num_workers"]
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 # The searched image must allow a 32 px box; smaller images go straight to the whole-image box.
 MIN_SEARCH_SIDE = 32
 
@@ -53,11 +53,13 @@ def output_paths(output: str) -> dict[str, str]:
     return {"shards": output + ".shards", "summary": stem + ".summary.json", "failures": stem + ".failures.json"}
 
 
-def propose_file(path: str, method: str, max_size: int | None) -> tuple[np.ndarray, int]:
+def propose_file(path: str, method: str, max_size: int | None,
+                 box_filter: dict | None = None) -> tuple[np.ndarray, int]:
     """Proposals of one image file -> (boxes (K, 4) float32 XYXY in original upright pixels, level).
 
     The image is searched at ``max_size`` (longer side) and boxes are scaled back, then filtered
-    with ``soco_filter`` at the original size. Raises ``ImageReadError`` for unreadable files.
+    with ``soco_filter`` (keyword arguments ``box_filter``, default the paper's rule) at the
+    original size. Raises ``ImageReadError`` for unreadable files.
     """
     image, original_hw = decode_rgb(path, max_size)
     work = resize_longer_side(image, max_size)
@@ -65,7 +67,7 @@ def propose_file(path: str, method: str, max_size: int | None) -> tuple[np.ndarr
         raw = np.zeros((0, 4), np.float32)
     else:
         raw = METHODS[method](work, work.shape[0] / original_hw[0])
-    return soco_filter(scale_boxes(raw, work.shape[:2], original_hw), original_hw)
+    return soco_filter(scale_boxes(raw, work.shape[:2], original_hw), original_hw, **(box_filter or {}))
 
 
 def _worker_init() -> None:
@@ -75,10 +77,10 @@ def _worker_init() -> None:
 
 
 def _process(task):
-    image_id, path, method, max_size = task
+    image_id, path, method, max_size, box_filter = task
     start = time.perf_counter()
     try:
-        boxes, level = propose_file(path, method, max_size)
+        boxes, level = propose_file(path, method, max_size, box_filter)
         failure = None
     except ImageReadError as e:
         boxes, level, failure = None, -1, e.reason
@@ -87,10 +89,11 @@ def _process(task):
     return image_id, boxes, level, failure, time.perf_counter() - start
 
 
-def _manifest(ids, method, max_size, chunk_size) -> dict:
+def _manifest(ids, method, max_size, chunk_size, box_filter) -> dict:
     digest = hashlib.sha1("\n".join(ids).encode("utf-8")).hexdigest()
     return {"version": MANIFEST_VERSION, "method": method, "settings": method_settings(method),
-            "max_size": max_size, "chunk_size": chunk_size, "num_images": len(ids), "images_sha1": digest}
+            "max_size": max_size, "filter": box_filter, "chunk_size": chunk_size, "num_images": len(ids),
+            "images_sha1": digest}
 
 
 def _check_manifest(shard_dir: str, manifest: dict) -> None:
@@ -139,7 +142,8 @@ def _parse_shard(shard) -> tuple[int, int]:
 
 
 def generate(image_root, output, image_list=None, method=DEFAULT_METHOD, max_size="default", num_workers=None,
-             shard="0/1", chunk_size=1000, progress=True, max_chunks=None) -> dict | None:
+             shard="0/1", chunk_size=1000, progress=True, max_chunks=None,
+             scale_range=(0.3, 0.8), min_side=32.0) -> dict | None:
     """Compute (or continue) this shard's chunks; merge when every shard's chunks exist.
 
     Args:
@@ -151,6 +155,8 @@ def generate(image_root, output, image_list=None, method=DEFAULT_METHOD, max_siz
         num_workers: processes (default: all cores; 0 = in this process).
         shard: "i/n" or (i, n). chunk_size: images per checkpoint file.
         max_chunks: stop after writing this many chunks (to simulate an interruption in tests).
+        scale_range, min_side: ``soco_filter``'s box rule (default the paper's: sqrt(wh) within
+            0.3-0.8 of the image's, sides >= 32 px); a dataset of small objects may lower them.
 
     Returns:
         The summary dict if the final file was written, else None (other shards still missing).
@@ -168,7 +174,10 @@ def generate(image_root, output, image_list=None, method=DEFAULT_METHOD, max_siz
         raise FileNotFoundError(f"no images found under {image_root}" + (f" from list {image_list}" if image_list else ""))
     shard_dir = output_paths(output)["shards"]
     os.makedirs(shard_dir, exist_ok=True)
-    _check_manifest(shard_dir, _manifest(ids, method, max_size, chunk_size))
+    if not (0.0 <= scale_range[0] < scale_range[1] and min_side >= 0):
+        raise ValueError(f"need 0 <= scale_range[0] < scale_range[1] and min_side >= 0, got {scale_range}, {min_side}")
+    box_filter = {"scale_range": [float(x) for x in scale_range], "min_side": float(min_side)}
+    _check_manifest(shard_dir, _manifest(ids, method, max_size, chunk_size, box_filter))
 
     num_chunks = (len(ids) + chunk_size - 1) // chunk_size
     mine = range(shard_index, num_chunks, shard_count)
@@ -180,7 +189,8 @@ def generate(image_root, output, image_list=None, method=DEFAULT_METHOD, max_siz
 
     def tasks(k):
         root = os.path.abspath(image_root)
-        return [(i, os.path.join(root, *i.split("/")), method, max_size) for i in ids[k * chunk_size:(k + 1) * chunk_size]]
+        return [(i, os.path.join(root, *i.split("/")), method, max_size, box_filter)
+                for i in ids[k * chunk_size:(k + 1) * chunk_size]]
 
     bar = tqdm(total=total, initial=total - todo, unit="img", disable=not progress, smoothing=0.05,
                desc=f"proposals {method} shard {shard_index}/{shard_count}")
@@ -259,6 +269,7 @@ def merge(output, run_stats: dict | None = None) -> dict:
         "output": os.path.basename(output),
         "method": manifest["method"],
         "max_size": manifest["max_size"],
+        "filter": manifest["filter"],
         "images": len(ids),
         "failures": len(failures),
         "boxes_total": int(counts.sum()),
