@@ -41,9 +41,9 @@ def test_failing_step_reports_its_log(tmp_path):
 def test_table_and_plot(tmp_path):
     demo = load_demo()
     rows = {"random init": {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "iterations": [19, 39],
-                            "total_loss": [2.0, 1.5]},
+                            "total_loss": [2.0, 1.5], "ap_iterations": [20, 40], "ap_curve": [0.0, 0.0]},
             "SoCo (R18-FPN)": {"AP": 3.5, "AP50": 9.25, "AP75": 1.0, "iterations": [19, 39],
-                               "total_loss": [1.8, 1.2]}}
+                               "total_loss": [1.8, 1.2], "ap_iterations": [20, 40], "ap_curve": [1.0, 3.5]}}
     table = demo.print_table(rows)
     assert "SoCo (R18-FPN)" in table and "9.25" in table and "1.200" in table
     path = str(tmp_path / "plot.png")
@@ -67,5 +67,9 @@ def test_quick_demo_end_to_end(tmp_path):
     assert set(summary["results"]) == {"random init", "SoCo (R18-FPN)"}
     for row in summary["results"].values():
         assert all(math.isfinite(row[k]) and 0 <= row[k] <= 100 for k in ("AP", "AP50", "AP75"))
+        assert row["ap_iterations"] == [12] and row["ap_curve"] == [row["AP"]]
+    with open(out / "proposals_det_train.summary.json") as f:
+        proposals = json.load(f)
+    assert proposals["images"] == 24 and proposals["filter"] == {"scale_range": [0.08, 0.5], "min_side": 16.0}
     assert (out / "demo_results.png").stat().st_size > 10_000
     assert (out / "soco_d2.pkl").exists()

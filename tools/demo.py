@@ -6,16 +6,20 @@
 
 Steps (each one of the project's command-line tools, its log under OUTPUT/logs/):
   1. build the embedded data sets (tools/build_embedded_data.py)
-  2. selective-search proposals on the demo photos (tools/gen_proposals.py)
-  3. SoCo pretraining, R18-FPN (tools/pretrain_net.py, configs/SoCo/SoCo_demo_R18_FPN_cpu.yaml)
+  2. selective-search proposals on the detection set's training images, with a size band for its
+     small objects (tools/gen_proposals.py --scale-range 0.08 0.5 --min-side 16)
+  3. SoCo pretraining, R18-FPN, on those images without their labels (tools/pretrain_net.py,
+     configs/SoCo/SoCo_demo_R18_FPN_cpu.yaml)
   4. conversion to Detectron2 weights (tools/convert_to_d2.py)
   5. Faster R-CNN R18-FPN fine-tuning on soco_demo_det_train and COCO AP on soco_demo_det_val
      (tools/finetune_net.py, configs/finetune/faster_rcnn_R18_FPN_demo_cpu.yaml), once from the
-     SoCo weights and once from random initialisation with the same budget; --with-byol adds
-     image-level BYOL pretraining (configs/BYOL/byol_R18_cpu_demo.yaml) as a third start.
+     SoCo weights and once from random initialisation with the same budget and seed; --with-byol
+     adds image-level BYOL pretraining (configs/BYOL/byol_R18_cpu_demo.yaml) as a third start.
+Independent chains run side by side (--jobs, default 2: the random-init fine-tune runs while SoCo
+pretrains), each process with an equal share of the cores.
 The AP table is printed and written to OUTPUT/demo_results.json, with a plot (fine-tuning loss
-curves, pretraining loss, AP bars) in OUTPUT/demo_results.png. Steps whose result already exists
-in OUTPUT are reused; --fresh starts over.
+and AP curves, pretraining loss, AP bars) in OUTPUT/demo_results.png. Steps whose result already
+exists in OUTPUT are reused; --fresh starts over.
 """
 
 import argparse
@@ -26,16 +30,21 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FINETUNE_CONFIG = "configs/finetune/faster_rcnn_R18_FPN_demo_cpu.yaml"
 PRETRAIN_CONFIGS = {"SoCo": "configs/SoCo/SoCo_demo_R18_FPN_cpu.yaml",
                     "BYOL": "configs/BYOL/byol_R18_cpu_demo.yaml"}
+# The detection items are 24-120 px in 256-320 px images: below the paper's 0.3-0.8 size band.
+PROPOSAL_FILTER = ["--scale-range", "0.08", "0.5", "--min-side", "16"]
 
-# Budgets: pretraining and fine-tuning iterations. "full" fits ~20 min on 2 cores.
+# Budgets: pretraining and fine-tuning iterations, and how many of the detection set's training
+# images to pretrain on (None: all 200), evaluations per fine-tune (evenly spaced, the last at the
+# end). "full" fits ~20 min on 2 cores.
 BUDGETS = {
-    "full": {"photos": None, "pretrain_iters": {"SoCo": 80, "BYOL": 80}, "finetune_iters": 150},
-    "quick": {"photos": 24, "pretrain_iters": {"SoCo": 6, "BYOL": 6}, "finetune_iters": 12},
+    "full": {"images": None, "pretrain_iters": {"SoCo": 300, "BYOL": 300}, "finetune_iters": 600, "evals": 2},
+    "quick": {"images": 24, "pretrain_iters": {"SoCo": 6, "BYOL": 6}, "finetune_iters": 12, "evals": 1},
 }
 
 
@@ -44,13 +53,15 @@ class StepFailed(RuntimeError):
 
 
 class Runner:
-    """Runs the steps as subprocesses, logging each to OUTPUT/logs/<name>.log."""
+    """Runs the steps as subprocesses, logging each to OUTPUT/logs/<name>.log; each subprocess
+    gets ``threads`` intra-op threads (OMP_NUM_THREADS; None: the libraries' default)."""
 
-    def __init__(self, output_dir: str):
+    def __init__(self, output_dir: str, threads: int = None):
         self.output_dir = output_dir
         self.log_dir = os.path.join(output_dir, "logs")
         os.makedirs(self.log_dir, exist_ok=True)
         self.timings = {}
+        self.env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
 
     def run(self, name: str, tool: str, args, done_file: str = None):
         if done_file and os.path.exists(done_file):
@@ -64,7 +75,7 @@ class Runner:
         start = time.time()
         with open(log, "w") as f:
             rc = subprocess.call([sys.executable, path, *args], cwd=REPO, stdout=f,
-                                 stderr=subprocess.STDOUT)
+                                 stderr=subprocess.STDOUT, env=self.env)
         self.timings[name] = time.time() - start
         if rc != 0:
             with open(log) as f:
@@ -86,16 +97,17 @@ def read_metrics(path: str, key: str = "total_loss"):
     return its, values
 
 
-def pretrain(runner, method: str, budget: dict, out: str, proposals: str = None,
-             image_root: str = None, image_list: str = None) -> str:
+def pretrain(runner, method: str, budget: dict, out: str, image_root: str, image_list: str = None,
+             proposals: str = None) -> str:
+    """Pretrain ``method`` on the images of ``image_root`` (optionally those of ``image_list``),
+    convert; returns the Detectron2 weight file."""
     run_dir = os.path.join(out, f"pretrain_{method.lower()}")
     opts = ["MODEL.DEVICE", "cpu", "OUTPUT_DIR", run_dir,
             "SOLVER.MAX_ITER", str(budget["pretrain_iters"][method]),
-            "SOLVER.CHECKPOINT_PERIOD", "100000", "DATALOADER.NUM_WORKERS", "1"]
+            "SOLVER.CHECKPOINT_PERIOD", "100000", "DATALOADER.NUM_WORKERS", "1",
+            "DATASETS.TRAIN", "()", "PRETRAIN.IMAGE_ROOT", image_root, "PRETRAIN.IMAGE_LIST", image_list or ""]
     if proposals:
         opts += ["MODEL.SOCO.PROPOSALS", proposals]
-    if image_list:
-        opts += ["PRETRAIN.IMAGE_ROOT", image_root, "PRETRAIN.IMAGE_LIST", image_list]
     final = os.path.join(run_dir, "model_final.pth")
     runner.run(f"pretrain_{method.lower()}", "tools/pretrain_net.py",
                ["--config-file", PRETRAIN_CONFIGS[method], *opts], done_file=final)
@@ -111,28 +123,34 @@ def finetune(runner, name: str, weights: str, budget: dict, out: str) -> dict:
     opts = ["MODEL.WEIGHTS", weights, "OUTPUT_DIR", run_dir, "SOLVER.MAX_ITER", str(iters),
             # Same schedule shape as the config at any budget: lr / 10 at 2/3 and 8/9.
             "SOLVER.STEPS", f"({iters * 2 // 3},{iters * 8 // 9})",
-            "SOLVER.WARMUP_ITERS", str(max(1, iters // 6))]
+            "SOLVER.WARMUP_ITERS", str(max(1, iters // 6)),
+            # AP at evenly spaced points: the plot's convergence curve.
+            "TEST.EVAL_PERIOD", str(max(1, iters // budget["evals"]))]
     results = os.path.join(run_dir, "eval_results.json")
     runner.run(f"finetune_{name}", "tools/finetune_net.py",
                ["--config-file", FINETUNE_CONFIG, *opts], done_file=results)
     with open(results) as f:
         bbox = json.load(f)["bbox"]
-    its, losses = read_metrics(os.path.join(run_dir, "metrics.json"))
+    metrics = os.path.join(run_dir, "metrics.json")
+    its, losses = read_metrics(metrics)
+    ap_its, ap_values = read_metrics(metrics, "bbox/AP")  # logged at iteration i after i + 1 steps, the final one at MAX_ITER
     # COCO AP is NaN when the detector outputs nothing above the score threshold: that is AP 0.
-    ap = {k: 0.0 if math.isnan(bbox[k]) else bbox[k] for k in ("AP", "AP50", "AP75")}
-    return {**ap, "iterations": its, "total_loss": losses}
+    def finite(x):
+        return 0.0 if math.isnan(x) else x
+
+    ap = {k: finite(bbox[k]) for k in ("AP", "AP50", "AP75")}
+    return {**ap, "iterations": its, "total_loss": losses, "ap_iterations": [min(i + 1, iters) for i in ap_its],
+            "ap_curve": [finite(v) for v in ap_values]}
 
 
-def photo_subset(out: str, count: int):
-    """(image root, list file) of the first ``count`` demo photos (quick mode)."""
-    import soco.data.embedded as embedded
+def image_subset(root: str, out: str, count: int) -> str:
+    """List file of the first ``count`` images under ``root`` (quick mode)."""
     from soco.data.image_folder import list_images
 
-    root = embedded.image_root("soco_demo_photos")
-    path = os.path.join(out, f"photos_{count}.txt")
+    path = os.path.join(out, f"images_{count}.txt")
     with open(path, "w") as f:
         f.write("\n".join(list_images(root)[:count]) + "\n")
-    return root, path
+    return path
 
 
 def print_table(rows: dict) -> str:
@@ -149,25 +167,25 @@ def plot(rows: dict, pretrain_curves: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
     for name, r in rows.items():
         axes[0].plot(r["iterations"], r["total_loss"], marker="o", markersize=3, label=name)
-    axes[0].set(title="fine-tuning loss (Faster R-CNN R18-FPN)", xlabel="iteration",
-                ylabel="total loss")
-    axes[0].legend()
+        axes[1].plot([0, *r.get("ap_iterations", [])], [0.0, *r.get("ap_curve", [])], marker="o", label=name)
+    axes[0].set(title="fine-tuning loss (Faster R-CNN R18-FPN)", xlabel="iteration", ylabel="total loss")
+    axes[1].set(title="box AP on soco_demo_det_val while fine-tuning", xlabel="iteration", ylabel="AP (%)")
     for name, (its, losses) in pretrain_curves.items():
-        axes[1].plot(its, losses, marker="o", markersize=3, label=name)
-    axes[1].set(title="pretraining loss", xlabel="iteration", ylabel="total loss")
-    if pretrain_curves:
-        axes[1].legend()
+        axes[2].plot(its, losses, marker="o", markersize=3, label=name)
+    axes[2].set(title="pretraining loss", xlabel="iteration", ylabel="total loss")
     names = list(rows)
     width = 0.4
     for k, metric in enumerate(("AP", "AP50")):
         xs = [i + (k - 0.5) * width for i in range(len(names))]
-        axes[2].bar(xs, [rows[n][metric] for n in names], width, label=metric)
-    axes[2].set_xticks(range(len(names)), names, rotation=10)
-    axes[2].set(title="COCO AP on soco_demo_det_val", ylabel="AP (%)")
-    axes[2].legend()
+        axes[3].bar(xs, [rows[n][metric] for n in names], width, label=metric)
+    axes[3].set_xticks(range(len(names)), names, rotation=10)
+    axes[3].set(title="COCO AP on soco_demo_det_val", ylabel="AP (%)")
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.tight_layout()
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=100)
@@ -183,6 +201,9 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default=None,
                         help="output folder (default: output/demo or output/demo_quick)")
     parser.add_argument("--fresh", action="store_true", help="delete the output folder first")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="independent chains run at once, each with cores/jobs threads (default: "
+                             "2 where there are 2 cores or more)")
     args = parser.parse_args(argv)
 
     mode = "quick" if args.quick else "full"
@@ -190,32 +211,33 @@ def main(argv=None) -> int:
     out = os.path.abspath(args.output or os.path.join(REPO, "output", f"demo{'_quick' if args.quick else ''}"))
     if args.fresh and os.path.isdir(out):
         shutil.rmtree(out)
-    runner = Runner(out)
+    jobs = max(1, args.jobs)
+    runner = Runner(out, threads=max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None)
     start = time.time()
     try:
         runner.run("data", "tools/build_embedded_data.py", ["--no-fashion-mnist"])
-        image_root = image_list = None
-        proposal_args = []
-        if budget["photos"]:
-            image_root, image_list = photo_subset(out, budget["photos"])
-            proposal_args = ["--image-list", image_list]
-        else:
-            import soco.data.embedded as embedded
+        import soco.data.embedded as embedded
 
-            image_root = embedded.image_root("soco_demo_photos")
-        proposals = os.path.join(out, "proposals_demo_photos.pkl")
+        image_root = embedded.image_root("soco_demo_det_train")
+        image_list = image_subset(image_root, out, budget["images"]) if budget["images"] else None
+        proposals = os.path.join(out, "proposals_det_train.pkl")
         runner.run("proposals", "tools/gen_proposals.py",
-                   ["--image-root", image_root, "--output", proposals, "--no-progress",
-                    *proposal_args], done_file=proposals)
+                   ["--image-root", image_root, "--output", proposals, "--no-progress", *PROPOSAL_FILTER,
+                    *(["--image-list", image_list] if image_list else [])], done_file=proposals)
 
-        starts = {"random init": ""}
-        starts["SoCo (R18-FPN)"] = pretrain(runner, "SoCo", budget, out, proposals,
-                                            image_root if image_list else None, image_list)
+        # Chains: each pretraining -> conversion -> fine-tune, and the random-init fine-tune.
+        chains = {"SoCo (R18-FPN)": lambda: pretrain(runner, "SoCo", budget, out, image_root, image_list, proposals)}
         if args.with_byol:
-            starts["BYOL (image-level)"] = pretrain(runner, "BYOL", budget, out, None,
-                                                    image_root if image_list else None, image_list)
-        rows = {name: finetune(runner, name.split(" ")[0].lower(), weights, budget, out)
-                for name, weights in starts.items()}
+            chains["BYOL (image-level)"] = lambda: pretrain(runner, "BYOL", budget, out, image_root, image_list)
+        chains["random init"] = lambda: ""
+
+        def chain(name):
+            return finetune(runner, name.split(" ")[0].lower(), chains[name](), budget, out)
+
+        with ThreadPoolExecutor(jobs) as pool:
+            futures = {name: pool.submit(chain, name) for name in chains}
+            done = {name: f.result() for name, f in futures.items()}
+        rows = {name: done[name] for name in ["random init", *[n for n in chains if n != "random init"]]}
     except StepFailed as exc:
         print(f"demo stopped: {exc}", file=sys.stderr)
         return 1
@@ -224,8 +246,9 @@ def main(argv=None) -> int:
                        for m in PRETRAIN_CONFIGS if os.path.isdir(os.path.join(out, f"pretrain_{m.lower()}"))}
     table = print_table(rows)
     wall = time.time() - start
-    summary = {"mode": mode, "budget": budget, "wall_seconds": wall, "step_seconds": runner.timings,
-               "results": {n: {k: r[k] for k in ("AP", "AP50", "AP75")} for n, r in rows.items()}}
+    summary = {"mode": mode, "budget": budget, "jobs": jobs, "wall_seconds": wall, "step_seconds": runner.timings,
+               "results": {n: {k: r[k] for k in ("AP", "AP50", "AP75", "ap_iterations", "ap_curve")}
+                           for n, r in rows.items()}}
     with open(os.path.join(out, "demo_results.json.tmp"), "w") as f:
         json.dump(summary, f, indent=1)
     os.replace(os.path.join(out, "demo_results.json.tmp"), os.path.join(out, "demo_results.json"))

@@ -49,7 +49,7 @@ class EmbeddedDataConfig:
     num_photos: int = 256
     photo_long_side: Tuple[int, int] = (375, 500)
     det_train_images: int = 200
-    det_val_images: int = 50
+    det_val_images: int = 200
     paste: PasteParams = field(default_factory=PasteParams)
     fashion_limit: Optional[int] = None
 
