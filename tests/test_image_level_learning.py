@@ -32,3 +32,15 @@ def test_fashion_mnist_knn_beats_random_init(method):
     before, after, _, _ = fashion_mnist_run(method, steps=LEARNING_CHECK_STEPS)
     print(f"{method}: kNN top-1 {before:.3f} at random init, {after:.3f} after {LEARNING_CHECK_STEPS} steps")
     assert after > before + 0.02, (before, after)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("method", METHODS)
+def test_unpaired_views_control_does_not_pass(method):
+    """Control for the check above: the same run with each image's later views taken from
+    another image (``unpaired_views``) must not clear the margin, so passing it is due to what
+    the method learns from its view pairs, not to training the network's statistics."""
+    before, after, _, _ = fashion_mnist_run(method, steps=LEARNING_CHECK_STEPS, unpaired_views=True)
+    print(f"{method} (unpaired views): kNN top-1 {before:.3f} at random init, {after:.3f} after {LEARNING_CHECK_STEPS} steps")
+    assert after <= before + 0.02, (before, after)

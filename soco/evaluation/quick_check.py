@@ -19,7 +19,7 @@ from ..data.embedded.fashion_mnist import load_split
 from ..solver import build_lr_scheduler, build_optimizer
 from .knn import knn_accuracy
 
-__all__ = ["fashion_mnist_subset", "backbone_features", "knn_of", "pretrain_in_memory"]
+__all__ = ["fashion_mnist_subset", "backbone_features", "knn_of", "pretrain_in_memory", "unpair_views"]
 
 
 def fashion_mnist_subset(split: str, limit: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -56,13 +56,25 @@ def knn_of(model, train, test, size: int, k: int = 200, temperature: float = 0.0
     )
 
 
+def unpair_views(batch: List[Dict[str, object]]) -> List[Dict[str, object]]:
+    """Copies of ``batch`` items whose ``"views"`` keep their first view and take every later view
+    from the next item (cyclically): a broken-pairing control for image-level methods."""
+    return [dict(item, views=[item["views"][0], *batch[(b + 1) % len(batch)]["views"][1:]])
+            for b, item in enumerate(batch)]
+
+
 def pretrain_in_memory(
-    cfg: CfgNode, images: torch.Tensor, steps: int, seed: int = 0, model=None, warmup_steps: int = 0
+    cfg: CfgNode, images: torch.Tensor, steps: int, seed: int = 0, model=None, warmup_steps: int = 0,
+    unpaired_views: bool = False,
 ) -> Dict[str, object]:
     """Train ``cfg``'s method for ``steps`` optimiser steps of ``SOLVER.IMS_PER_BATCH`` images
     drawn (seeded) from ``images`` (N, 3, H, W) uint8, with the method's own view transforms, the
     project's optimiser (``SOLVER.OPTIMIZER``, scaled BASE_LR), its lr schedule (linear warm-up
     over ``warmup_steps``, then cosine to 0 at ``steps``) and the method's step hooks.
+
+    ``unpaired_views``: a broken-pairing control. Every view after the first of each image's
+    ``"views"`` comes from the next image of the batch, so the views a method matches show
+    different images; a learning check must fail under it.
 
     Returns {"model", "losses" (list of floats), "seconds_per_iter"}.
     """
@@ -85,6 +97,8 @@ def pretrain_in_memory(
             item = {key: t(images[i]) for key, t in mapper.view_sets.items()}
             item.update(image_id=str(i), instance_index=i)
             batch.append(item)
+        if unpaired_views:
+            batch = unpair_views(batch)
         model.on_step_start(it, steps)
         loss_dict = model(batch)
         loss = sum(v for key, v in loss_dict.items() if key.startswith("loss_"))
