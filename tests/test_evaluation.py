@@ -89,7 +89,8 @@ def test_eval_cli_on_image_folder(tmp_path, capsys):
 
 
 def test_unpair_views_takes_later_views_from_the_next_image():
-    """The learning check's broken-pairing control: view 0 stays, views 1.. come from image b+1."""
+    """The learning check's broken-pairing control: view 0 stays, every other view (CLSA's strong
+    views too) comes from image b+1."""
     from soco.evaluation.quick_check import unpair_views
 
     batch = [{"views": [f"v0_{b}", f"v1_{b}", f"v2_{b}"], "strong_views": [f"s_{b}"], "instance_index": b}
@@ -97,6 +98,6 @@ def test_unpair_views_takes_later_views_from_the_next_image():
     out = unpair_views(batch)
     assert [item["views"] for item in out] == [["v0_0", "v1_1", "v2_1"], ["v0_1", "v1_2", "v2_2"],
                                                ["v0_2", "v1_0", "v2_0"]]
-    assert [item["strong_views"] for item in out] == [["s_0"], ["s_1"], ["s_2"]]
+    assert [item["strong_views"] for item in out] == [["s_1"], ["s_2"], ["s_0"]]
     assert [item["instance_index"] for item in out] == [0, 1, 2]
     assert batch[0]["views"] == ["v0_0", "v1_0", "v2_0"]  # the input is left alone

@@ -57,10 +57,16 @@ def knn_of(model, train, test, size: int, k: int = 200, temperature: float = 0.0
 
 
 def unpair_views(batch: List[Dict[str, object]]) -> List[Dict[str, object]]:
-    """Copies of ``batch`` items whose ``"views"`` keep their first view and take every later view
-    from the next item (cyclically): a broken-pairing control for image-level methods."""
-    return [dict(item, views=[item["views"][0], *batch[(b + 1) % len(batch)]["views"][1:]])
-            for b, item in enumerate(batch)]
+    """Copies of ``batch`` items that keep only their first ``"views"`` entry and take every other
+    view, of every view set (keys ending in ``views``, e.g. CLSA's ``strong_views``), from the next
+    item (cyclically): a broken-pairing control for image-level methods."""
+    out = []
+    for b, item in enumerate(batch):
+        following = batch[(b + 1) % len(batch)]
+        copy = dict(item, **{key: following[key] for key in item if key.endswith("views")})
+        copy["views"] = [item["views"][0], *following["views"][1:]]
+        out.append(copy)
+    return out
 
 
 def pretrain_in_memory(
@@ -72,8 +78,8 @@ def pretrain_in_memory(
     project's optimiser (``SOLVER.OPTIMIZER``, scaled BASE_LR), its lr schedule (linear warm-up
     over ``warmup_steps``, then cosine to 0 at ``steps``) and the method's step hooks.
 
-    ``unpaired_views``: a broken-pairing control. Every view after the first of each image's
-    ``"views"`` comes from the next image of the batch, so the views a method matches show
+    ``unpaired_views``: a broken-pairing control. Every view but the first of each image comes
+    from the next image of the batch (``unpair_views``), so the views a method matches show
     different images; a learning check must fail under it.
 
     Returns {"model", "losses" (list of floats), "seconds_per_iter"}.
