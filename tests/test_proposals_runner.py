@@ -112,6 +112,7 @@ def test_box_filter_settings(photo_root, reference, tmp_path):
         generate(photo_root, output, num_workers=0, chunk_size=3, progress=False)
     with pytest.raises(ValueError, match="scale_range"):
         generate(photo_root, str(tmp_path / "q.pkl"), num_workers=0, progress=False, scale_range=(0.5, 0.2))
+    assert not os.path.exists(output_paths(str(tmp_path / "q.pkl"))["shards"])  # nothing written
 
 
 def test_bad_inputs_never_stop_the_run(tmp_path):

@@ -15,6 +15,7 @@ import json
 import sys
 
 from soco.data.proposals import DEFAULT_MAX_SIZE, DEFAULT_METHOD, METHODS, generate, merge
+from soco.data.proposals.filtering import PAPER_MIN_SIDE, PAPER_SCALE_RANGE
 
 
 def parse_args(argv=None):
@@ -27,11 +28,11 @@ def parse_args(argv=None):
     parser.add_argument("--max-size", type=int, default=None,
                         help="working resolution: longer side in px for the search, boxes are mapped back to "
                              f"original pixels; 0 = full resolution (default per method: {DEFAULT_MAX_SIZE})")
-    parser.add_argument("--scale-range", type=float, nargs=2, default=(0.3, 0.8), metavar=("MIN", "MAX"),
+    parser.add_argument("--scale-range", type=float, nargs=2, default=PAPER_SCALE_RANGE, metavar=("MIN", "MAX"),
                         help="keep boxes whose sqrt(w*h) is within MIN-MAX of the image's (default: the paper's "
-                             "0.3 0.8; lower it for small objects)")
-    parser.add_argument("--min-side", type=float, default=32.0,
-                        help="keep boxes whose sides are at least this many original pixels (default 32)")
+                             f"{PAPER_SCALE_RANGE[0]} {PAPER_SCALE_RANGE[1]}; lower it for small objects)")
+    parser.add_argument("--min-side", type=float, default=PAPER_MIN_SIDE,
+                        help=f"keep boxes whose sides are at least this many original pixels (default {PAPER_MIN_SIDE:g})")
     parser.add_argument("--num-workers", type=int, default=None, help="processes (default: all cores; 0: in-process)")
     parser.add_argument("--shard", default="0/1", help="i/n: compute only this machine's share (default 0/1)")
     parser.add_argument("--chunk-size", type=int, default=1000, help="images per checkpoint file (default 1000)")

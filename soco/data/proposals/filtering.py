@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FALLBACK_LEVELS", "dedup_boxes", "soco_filter"]
+__all__ = ["FALLBACK_LEVELS", "PAPER_MIN_SIDE", "PAPER_SCALE_RANGE", "dedup_boxes", "soco_filter"]
 
 # Index = fallback level stored per image. 0 is the paper's rule; 1 and 2 are the official
 # post-processing's relaxations for images left with nothing; 3 is the whole image.
 FALLBACK_LEVELS = ("ratio3size0308", "ratio3", "size32", "whole_image")
+# The paper's rule: sqrt(wh) within 0.3-0.8 of the image's, sides of at least 32 px.
+PAPER_SCALE_RANGE = (0.3, 0.8)
+PAPER_MIN_SIDE = 32.0
 
 
 def dedup_boxes(boxes: np.ndarray) -> np.ndarray:
@@ -18,8 +21,8 @@ def dedup_boxes(boxes: np.ndarray) -> np.ndarray:
     return boxes[np.sort(first)]
 
 
-def soco_filter(boxes: np.ndarray, image_hw: tuple[int, int], min_side: float = 32.0,
-                max_aspect: float = 3.0, scale_range: tuple[float, float] = (0.3, 0.8)):
+def soco_filter(boxes: np.ndarray, image_hw: tuple[int, int], min_side: float = PAPER_MIN_SIDE,
+                max_aspect: float = 3.0, scale_range: tuple[float, float] = PAPER_SCALE_RANGE):
     """Keep the boxes SoCo trains on.
 
     Rule (level 0): w >= min_side, h >= min_side, 1/max_aspect <= w/h <= max_aspect and

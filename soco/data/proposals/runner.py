@@ -32,7 +32,7 @@ from tqdm import tqdm
 from ..image_folder import list_images
 from ..image_io import ImageReadError, decode_rgb
 from .file_format import atomic_write_bytes, save_proposals
-from .filtering import FALLBACK_LEVELS, soco_filter
+from .filtering import FALLBACK_LEVELS, PAPER_MIN_SIDE, PAPER_SCALE_RANGE, soco_filter
 from .methods import DEFAULT_MAX_SIZE, DEFAULT_METHOD, METHODS, method_settings, resize_longer_side, scale_boxes
 
 __all__ = ["propose_file", "generate", "merge", "output_paths", "default_num_workers"]
@@ -143,7 +143,7 @@ def _parse_shard(shard) -> tuple[int, int]:
 
 def generate(image_root, output, image_list=None, method=DEFAULT_METHOD, max_size="default", num_workers=None,
              shard="0/1", chunk_size=1000, progress=True, max_chunks=None,
-             scale_range=(0.3, 0.8), min_side=32.0) -> dict | None:
+             scale_range=PAPER_SCALE_RANGE, min_side=PAPER_MIN_SIDE) -> dict | None:
     """Compute (or continue) this shard's chunks; merge when every shard's chunks exist.
 
     Args:
@@ -165,6 +165,9 @@ def generate(image_root, output, image_list=None, method=DEFAULT_METHOD, max_siz
         raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
     if max_size == "default":
         max_size = DEFAULT_MAX_SIZE[method]
+    if not (0.0 <= scale_range[0] < scale_range[1] and min_side >= 0):
+        raise ValueError(f"need 0 <= scale_range[0] < scale_range[1] and min_side >= 0, got {scale_range}, {min_side}")
+    box_filter = {"scale_range": [float(x) for x in scale_range], "min_side": float(min_side)}
     shard_index, shard_count = _parse_shard(shard)
     num_workers = default_num_workers() if num_workers is None else num_workers
     start = time.perf_counter()
@@ -174,9 +177,6 @@ def generate(image_root, output, image_list=None, method=DEFAULT_METHOD, max_siz
         raise FileNotFoundError(f"no images found under {image_root}" + (f" from list {image_list}" if image_list else ""))
     shard_dir = output_paths(output)["shards"]
     os.makedirs(shard_dir, exist_ok=True)
-    if not (0.0 <= scale_range[0] < scale_range[1] and min_side >= 0):
-        raise ValueError(f"need 0 <= scale_range[0] < scale_range[1] and min_side >= 0, got {scale_range}, {min_side}")
-    box_filter = {"scale_range": [float(x) for x in scale_range], "min_side": float(min_side)}
     _check_manifest(shard_dir, _manifest(ids, method, max_size, chunk_size, box_filter))
 
     num_chunks = (len(ids) + chunk_size - 1) // chunk_size
