@@ -117,6 +117,11 @@ def pretrain(runner, method: str, budget: dict, out: str, image_root: str, image
     return weights
 
 
+def nan_to_zero(ap: float) -> float:
+    """COCO AP is NaN when the detector outputs nothing above the score threshold: that is AP 0."""
+    return 0.0 if math.isnan(ap) else ap
+
+
 def finetune(runner, name: str, weights: str, budget: dict, out: str) -> dict:
     run_dir = os.path.join(out, f"finetune_{name}")
     iters = budget["finetune_iters"]
@@ -133,14 +138,11 @@ def finetune(runner, name: str, weights: str, budget: dict, out: str) -> dict:
         bbox = json.load(f)["bbox"]
     metrics = os.path.join(run_dir, "metrics.json")
     its, losses = read_metrics(metrics)
-    ap_its, ap_values = read_metrics(metrics, "bbox/AP")  # logged at iteration i after i + 1 steps, the final one at MAX_ITER
-    # COCO AP is NaN when the detector outputs nothing above the score threshold: that is AP 0.
-    def finite(x):
-        return 0.0 if math.isnan(x) else x
-
-    ap = {k: finite(bbox[k]) for k in ("AP", "AP50", "AP75")}
+    # Periodic evaluations are logged at iteration i after i + 1 steps, the final one at MAX_ITER.
+    ap_its, ap_values = read_metrics(metrics, "bbox/AP")
+    ap = {k: nan_to_zero(bbox[k]) for k in ("AP", "AP50", "AP75")}
     return {**ap, "iterations": its, "total_loss": losses, "ap_iterations": [min(i + 1, iters) for i in ap_its],
-            "ap_curve": [finite(v) for v in ap_values]}
+            "ap_curve": [nan_to_zero(v) for v in ap_values]}
 
 
 def image_subset(root: str, out: str, count: int) -> str:
@@ -170,7 +172,7 @@ def plot(rows: dict, pretrain_curves: dict, path: str) -> None:
     fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
     for name, r in rows.items():
         axes[0].plot(r["iterations"], r["total_loss"], marker="o", markersize=3, label=name)
-        axes[1].plot([0, *r.get("ap_iterations", [])], [0.0, *r.get("ap_curve", [])], marker="o", label=name)
+        axes[1].plot([0, *r["ap_iterations"]], [0.0, *r["ap_curve"]], marker="o", label=name)
     axes[0].set(title="fine-tuning loss (Faster R-CNN R18-FPN)", xlabel="iteration", ylabel="total loss")
     axes[1].set(title="box AP on soco_demo_det_val while fine-tuning", xlabel="iteration", ylabel="AP (%)")
     for name, (its, losses) in pretrain_curves.items():
