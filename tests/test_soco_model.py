@@ -280,3 +280,51 @@ def test_resume_reproduces_the_losses_of_an_uninterrupted_soco_run(tmp_path):
     final_a = torch.load(tmp_path / "a" / "model_final.pth")["model"]
     final_b = torch.load(tmp_path / "b" / "model_final.pth")["model"]
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+
+def _backbone_drift(cfg, batch, steps: int) -> float:
+    """Relative change ||w - w0|| / ||w0|| of the ResNet's conv weights after ``steps`` optimiser
+    steps with the config's own optimiser and lr schedule (warm-up included)."""
+    from soco.solver.build import build_lr_scheduler, build_optimizer, resolve_schedule
+
+    cfg = resolve_schedule(cfg, num_images=len(batch))
+    torch.manual_seed(0)
+    model = SoCo(cfg)
+    model.train()
+    convs = [m.weight for n, m in model.backbone.bottom_up.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    start = [w.detach().clone() for w in convs]
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    for it in range(steps):
+        model.on_step_start(it, cfg.SOLVER.MAX_ITER)
+        loss = sum(model(batch).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        model.on_step_end(it, cfg.SOLVER.MAX_ITER)
+    moved = torch.stack([(w.detach() - w0).norm() for w, w0 in zip(convs, start)]).norm()
+    return float(moved / torch.stack([w0.norm() for w0 in start]).norm())
+
+
+def test_demo_config_lr_moves_the_backbone_at_its_batch(tmp_path):
+    """The CPU demo's LARS lr is not scaled down to its batch of 4: LARS moves a weight by about
+    lr x TRUST_COEF of its norm per step, and the linearly scaled lr (1.0 x 4 / 256) moved the
+    ResNet so little that 300 demo steps left it at its random init. The first 4 steps of a
+    12-step run (the demo's schedule shape: warm-up over the first 1/6) must move it by 0.2 % or
+    more, and far more than the scaled lr does (64x smaller lr)."""
+    dicts = _photo_dicts(4)
+    path = tmp_path / "props.pkl"
+    _write_proposals(path, [d["image_id"] for d in dicts], _proposals_for(dicts))
+    cfg = tiny_cfg(PROPOSALS=str(path))
+    cfg.SOLVER.MAX_ITER = 12
+    # The demo config's optimiser and schedule, unchanged by tiny_cfg.
+    assert (cfg.SOLVER.OPTIMIZER, cfg.SOLVER.IMS_PER_BATCH, cfg.PRETRAIN.LR_REFERENCE_BATCH) == ("LARS", 4, 4)
+    mapper = SoCo.build_mapper(cfg)
+    batch = [mapper(d) for d in SoCo.prepare_dataset_dicts(cfg, dicts)]
+    drift = _backbone_drift(cfg, batch, steps=4)
+    scaled = cfg.clone()
+    scaled.PRETRAIN.LR_REFERENCE_BATCH = 256
+    drift_scaled = _backbone_drift(scaled, batch, steps=4)
+    assert drift > 2e-3, drift
+    assert drift > 30 * drift_scaled, (drift, drift_scaled)
