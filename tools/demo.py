@@ -230,7 +230,7 @@ def main(argv=None) -> int:
                         help="fine-tune every start with seeds 1..N and report the mean (default 1)")
     parser.add_argument("--fresh", action="store_true", help="delete the output folder first")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                        help="independent chains run at once, each with cores/jobs threads (default: "
+                        help="independent steps run at once, each with cores/jobs threads (default: "
                              "2 where there are 2 cores or more)")
     args = parser.parse_args(argv)
     if args.seeds < 1:
@@ -255,7 +255,9 @@ def main(argv=None) -> int:
                    ["--image-root", image_root, "--output", proposals, "--no-progress", *PROPOSAL_FILTER,
                     *(["--image-list", image_list] if image_list else [])], done_file=proposals)
 
-        starts = {"random init": None, "SoCo (R18-FPN)": "SoCo", **({"BYOL (image-level)": "BYOL"} if args.with_byol else {})}
+        # Each start's name in the table -> the method that pretrains it (None: random init).
+        starts = {"random init": None, "SoCo (R18-FPN)": "SoCo",
+                  **({"BYOL (image-level)": "BYOL"} if args.with_byol else {})}
         with ThreadPoolExecutor(jobs) as pool:
             # Pretrainings are queued first: a fine-tune that waits for its weights only starts
             # once they are being made, so the pool never blocks on work it has not begun.
@@ -290,8 +292,8 @@ def main(argv=None) -> int:
         json.dump(summary, f, indent=1)
     os.replace(os.path.join(out, "demo_results.json.tmp"), os.path.join(out, "demo_results.json"))
     plot(rows, pretrain_curves, os.path.join(out, "demo_results.png"))
-    seeds = f", mean over seeds 1-{args.seeds}" if args.seeds > 1 else ""
-    print(f"\nFaster R-CNN R18-FPN, {budget['finetune_iters']} fine-tuning iterations each{seeds}, "
+    averaged = f", mean over seeds 1-{args.seeds}" if args.seeds > 1 else ""
+    print(f"\nFaster R-CNN R18-FPN, {budget['finetune_iters']} fine-tuning iterations each{averaged}, "
           f"COCO box AP on soco_demo_det_val ({mode} mode):")
     print(table)
     print(f"\nwall time {wall / 60:.1f} min; results: {os.path.join(out, 'demo_results.json')}, "
