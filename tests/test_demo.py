@@ -96,3 +96,11 @@ def test_quick_demo_end_to_end(tmp_path):
     assert any(n.startswith("backbone.bottom_up.res5.") for n in names)
     assert any(n.startswith("backbone.fpn_") for n in names)
     assert not any(n.startswith("roi_heads.") for n in names)
+
+
+def test_seeds_below_one_are_refused(tmp_path, capsys):
+    demo = load_demo()
+    with pytest.raises(SystemExit):
+        demo.main(["--seeds", "0", "--output", str(tmp_path / "demo")])
+    assert "--seeds must be >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()  # refused before anything is written
