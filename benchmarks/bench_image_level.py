@@ -49,7 +49,6 @@ def make_cfg(arch: str, extra: dict, args):
     c.SOLVER.OPTIMIZER = "SGD"
     c.SOLVER.BASE_LR = args.lr
     c.SOLVER.WEIGHT_DECAY = 1e-4
-    c.PRETRAIN.NUM_IMAGES = args.num_images
     c.MODEL.BYOL.CROP_SIZE = args.size
     for key in ("COKE", "CLSA", "SMOG"):
         c.MODEL[key].CROP_SIZE = args.size
@@ -77,9 +76,9 @@ def make_cfg(arch: str, extra: dict, args):
 
 
 def make_batch(cfg, images):
-    from detectron2.modeling import META_ARCH_REGISTRY
+    from soco.data.method_data import build_mapper
 
-    mapper = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE).build_mapper(cfg)
+    mapper = build_mapper(cfg)
     batch = []
     for i in range(cfg.SOLVER.IMS_PER_BATCH):
         image = images[i % len(images)]
@@ -91,8 +90,7 @@ def make_batch(cfg, images):
 
 def time_one(name: str, args) -> dict:
     """Runs in a subprocess: speed and peak memory of one method's training step."""
-    import soco.modeling.meta_arch  # noqa: F401
-    from detectron2.modeling import build_model
+    from soco.modeling.meta_arch import build_pretrain_model
     from soco.solver import build_optimizer
 
     torch.manual_seed(0)
@@ -103,7 +101,7 @@ def time_one(name: str, args) -> dict:
     t0 = time.perf_counter()
     batch = make_batch(cfg, images)
     data_s = time.perf_counter() - t0
-    model = build_model(cfg)
+    model = build_pretrain_model(cfg, args.num_images)
     optimizer = build_optimizer(cfg, model)
     model.train()
     if args.device.startswith("cuda"):
@@ -136,17 +134,15 @@ def time_one(name: str, args) -> dict:
 
 def knn_one(name: str, args) -> dict:
     """Runs in a subprocess: kNN of random init vs after ``--knn-steps`` in-memory steps."""
-    import soco.modeling.meta_arch  # noqa: F401
-    from detectron2.modeling import build_model
+    from soco.modeling.meta_arch import build_pretrain_model
     from soco.evaluation.quick_check import fashion_mnist_subset, knn_of, pretrain_in_memory
 
     arch, extra = METHODS[name]
     cfg = make_cfg(arch, extra, args)
-    cfg.PRETRAIN.NUM_IMAGES = args.knn_train
     train = fashion_mnist_subset("train", args.knn_train)
     test = fashion_mnist_subset("test", args.knn_test)
     torch.manual_seed(0)
-    model = build_model(cfg)
+    model = build_pretrain_model(cfg, args.knn_train)
     before = knn_of(model, train, test, args.size, k=args.knn_k)
     t0 = time.perf_counter()
     run = pretrain_in_memory(cfg, train[0], args.knn_steps, model=model)

@@ -73,19 +73,17 @@ def write_proposals(dicts, path):
 def build_training_step(method, args, proposal_file):
     """(step(iteration, total) -> loss, views per image) for ``method`` on the benchmark batch."""
     import torch
-    from detectron2.modeling import build_model
 
-    import soco.modeling.meta_arch  # noqa: F401
-    from soco.engine.pretrain import meta_arch_class
+    from soco.data.method_data import build_mapper, prepare_dataset_dicts
+    from soco.modeling.meta_arch import build_pretrain_model
     from soco.solver import build_optimizer
 
     cfg = load_cfg(method, args, proposal_file)
-    cls = meta_arch_class(cfg)
-    dicts = cls.prepare_dataset_dicts(cfg, dataset_dicts(args, args.batch))
-    mapper = cls.build_mapper(cfg)
+    dicts = prepare_dataset_dicts(cfg, dataset_dicts(args, args.batch))
+    mapper = build_mapper(cfg)
     torch.manual_seed(0)
     batch = [mapper(d) for d in dicts]
-    model = build_model(cfg)
+    model = build_pretrain_model(cfg, len(dicts))
     model.train()
     optimizer = build_optimizer(cfg, model)
 
@@ -152,15 +150,14 @@ def measure_speed(args, proposal_file):
 def measure_loader(args, proposal_file, num_batches):
     """Images/s of SoCo's mapper through the project's resumable loader (default workers)."""
     from soco.data.build import build_pretrain_loader
-    from soco.engine.pretrain import meta_arch_class
+    from soco.data.method_data import build_mapper, prepare_dataset_dicts
 
     cfg = load_cfg("SoCo", args, proposal_file)
-    cls = meta_arch_class(cfg)
-    dicts = cls.prepare_dataset_dicts(cfg, dataset_dicts(args, args.loader_images))
+    dicts = prepare_dataset_dicts(cfg, dataset_dicts(args, args.loader_images))
     workers = cfg.DATALOADER.NUM_WORKERS if args.workers < 0 else args.workers
     cfg.defrost()
     cfg.DATALOADER.NUM_WORKERS = workers
-    loader = iter(build_pretrain_loader(cfg, dicts, cls.build_mapper(cfg), seed=0))
+    loader = iter(build_pretrain_loader(cfg, dicts, build_mapper(cfg), seed=0))
     next(loader)  # worker start-up is not throughput
     start = time.perf_counter()
     images = sum(len(next(loader)) for _ in range(num_batches))

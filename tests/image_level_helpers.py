@@ -4,11 +4,11 @@ import numpy as np
 import torch
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.modeling.backbone.fpn import build_resnet_fpn_backbone
 
 from soco.config import get_pretrain_cfg
-from soco.modeling.meta_arch import clsa, coke, smog  # noqa: F401  (register the methods)
+from soco.data.method_data import build_mapper
+from soco.modeling.meta_arch import build_pretrain_model, clsa, coke, smog  # noqa: F401  (register the methods)
 
 
 def tiny_cfg(arch: str, crop: int = 24, batch: int = 8, num_images: int = 32):
@@ -22,7 +22,7 @@ def tiny_cfg(arch: str, crop: int = 24, batch: int = 8, num_images: int = 32):
     c.MODEL.PROJECTOR.OUT_DIM = 16
     c.MODEL.PREDICTOR.HIDDEN_DIM = 64
     c.SOLVER.IMS_PER_BATCH = batch
-    c.PRETRAIN.NUM_IMAGES = num_images
+    c.PRETRAIN.NUM_IMAGES = num_images  # as the engine's resolved config records it
     c.MODEL.COKE.NUM_CLUSTERS = [4, 6]
     c.MODEL.CLSA.QUEUE_SIZE = 64
     c.MODEL.CLSA.STRONG_CROP_SIZES = [crop // 2]
@@ -34,9 +34,14 @@ def tiny_cfg(arch: str, crop: int = 24, batch: int = 8, num_images: int = 32):
     return c
 
 
+def build_method(cfg):
+    """``cfg``'s method built as the engine builds it, for a dataset of PRETRAIN.NUM_IMAGES images."""
+    return build_pretrain_model(cfg, cfg.PRETRAIN.NUM_IMAGES)
+
+
 def random_batch(cfg, num: int = 8, size: int = 32):
     """``num`` mapped random images (with instance indices) through the method's mapper views."""
-    mapper = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE).build_mapper(cfg)
+    mapper = build_mapper(cfg)
     rng = np.random.RandomState(0)
     batch = []
     for i in range(num):
@@ -130,7 +135,7 @@ def fashion_mnist_run(arch: str, steps: int, crop: int = 32, batch: int = 64, tr
     cfg.merge_from_list(LEARNING_CHECK.get(arch, []))
     train_set, test_set = fashion_mnist_subset("train", train), fashion_mnist_subset("test", test)
     torch.manual_seed(0)
-    model = build_model(cfg)
+    model = build_method(cfg)
     stem = model.backbone.stem.conv1.weight.detach().clone()
     before = knn_of(model, train_set, test_set, crop, k=20)
     run = pretrain_in_memory(cfg, train_set[0][:pretrain_images], steps, model=model,

@@ -60,11 +60,12 @@ def test_byol_mapper_crops_then_applies_t_and_t_prime(tmp_path):
     from PIL import Image
 
     from soco.config import get_pretrain_cfg
-    from soco.modeling.meta_arch.byol import BYOL
+    from soco.data.method_data import build_mapper
 
     cfg = get_pretrain_cfg()
+    cfg.MODEL.META_ARCHITECTURE = "BYOL"
     cfg.MODEL.BYOL.CROP_SIZE, cfg.MODEL.BYOL.CROP_SCALE = 48, (0.3, 0.9)
-    mapper = BYOL.build_mapper(cfg)
+    mapper = build_mapper(cfg)
     crops = [view.transforms[0] for view in mapper.view_sets["views"].views]
     assert [(c.size, c.scale) for c in crops] == [((48, 48), (0.3, 0.9))] * 2
     augments = [view.transforms[1] for view in mapper.view_sets["views"].views]

@@ -7,9 +7,15 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from detectron2.modeling import build_model
 
-from image_level_helpers import assert_export_matches_detectron2, assert_state_round_trip, random_batch, tiny_cfg, train_steps
+from image_level_helpers import (
+    assert_export_matches_detectron2,
+    assert_state_round_trip,
+    build_method,
+    random_batch,
+    tiny_cfg,
+    train_steps,
+)
 from soco.modeling.losses.coke import (
     constrained_assignment,
     dual_update,
@@ -88,11 +94,11 @@ def test_lower_bound_holds_where_unconstrained_kmeans_collapses():
 
 def test_model_epochs_labels_and_round_trip(tmp_path):
     cfg = tiny_cfg("CoKe", batch=8, num_images=16)  # 2 iterations per epoch
-    model = build_model(cfg)
-    assert model.labels.shape == (2, 16)  # sized from PRETRAIN.NUM_IMAGES
+    model = build_method(cfg)
+    assert model.labels.shape == (2, 16)  # sized from the dataset size
     batch = random_batch(cfg, 8)
     # The first epoch only initialises the clusters: the trainer runs it at lr 0.
-    assert type(model).zero_lr_iterations(cfg) == 2
+    assert type(model).zero_lr_iterations(cfg, model.iters_per_epoch) == 2
     train_steps(model, batch, steps=1)
     assert (model.labels[:, :8] >= 0).all() and (model.labels[:, 8:] == -1).all()
     assert int(model.epoch) == 0 and model.counts_0.sum() == 8
@@ -101,7 +107,7 @@ def test_model_epochs_labels_and_round_trip(tmp_path):
     assert torch.equal(model.loss_centers_0, model.centers_0)
     losses = train_steps(model, batch, steps=1, start=2)
     assert float(losses["loss_coke"].detach()) > 0
-    assert_state_round_trip(model, lambda: build_model(cfg), tmp_path)
+    assert_state_round_trip(model, lambda: build_method(cfg), tmp_path)
     assert_export_matches_detectron2(cfg, model)
 
 
@@ -129,7 +135,7 @@ def test_moving_average_labels_by_hand():
 def test_single_view_second_stage_averages_labels_and_centres(tmp_path):
     cfg = tiny_cfg("CoKe", batch=8, num_images=8)  # 1 iteration per epoch
     cfg.MODEL.COKE.NUM_VIEWS, cfg.MODEL.COKE.BETA, cfg.MODEL.COKE.SECOND_STAGE_EPOCH = 1, 0.0, 2
-    model = build_model(cfg)
+    model = build_method(cfg)
     batch = random_batch(cfg, 8)
     train_steps(model, batch, steps=2)  # epochs 0 (init) and 1: first stage, no averages yet
     assert model.label_values.sum() == 0 and model.in_second_stage()  # epoch 2 is next
@@ -142,17 +148,17 @@ def test_single_view_second_stage_averages_labels_and_centres(tmp_path):
     train_steps(model, batch, steps=2, start=3)
     assert torch.allclose(model.label_values.sum(dim=2), torch.ones(2, 8))
     assert torch.allclose(model.loss_centers_0.norm(dim=1), torch.ones(cfg.MODEL.COKE.NUM_CLUSTERS[0]))
-    assert_state_round_trip(model, lambda: build_model(cfg), tmp_path)
+    assert_state_round_trip(model, lambda: build_method(cfg), tmp_path)
 
 
 def test_second_stage_is_single_view_only():
     cfg = tiny_cfg("CoKe")
     cfg.MODEL.COKE.SECOND_STAGE_EPOCH = 3
     with pytest.raises(ValueError, match="NUM_VIEWS = 1"):
-        build_model(cfg)
+        build_method(cfg)
 
 
 def test_model_needs_dataset_size():
     cfg = tiny_cfg("CoKe", num_images=0)
     with pytest.raises(ValueError, match="NUM_IMAGES"):
-        build_model(cfg)
+        build_method(cfg)

@@ -8,7 +8,6 @@ repository's pretraining configs.
 """
 
 import glob
-import importlib.util
 import os
 import pickle
 
@@ -20,7 +19,8 @@ from detectron2.config import get_cfg
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from torch import nn
 
-import soco.modeling.meta_arch  # noqa: F401  (registers the project's methods)
+from conftest import load_tool
+from soco.modeling.meta_arch import build_pretrain_model  # (importing registers the project's methods)
 import soco.modeling.roi_heads  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
 from soco.checkpoint import ConversionError, convert, load_pretrain_checkpoint
 from soco.config.defaults import load_pretrain_config
@@ -77,7 +77,7 @@ def pretrain_cfg(name: str, depth: int = None, small_heads: bool = False, **resn
 def write_checkpoint(path, cfg, model=None):
     """Save ``model`` (built from ``cfg``) as DetectionCheckpointer does, with distinct online,
     target and BN statistics so that equality checks mean something."""
-    model = model if model is not None else META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
+    model = model if model is not None else build_pretrain_model(cfg, cfg.PRETRAIN.NUM_IMAGES)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, t in model.state_dict().items():
@@ -343,10 +343,7 @@ def test_each_image_level_method_converts(pretrain_file, demo_detector, tmp_path
 
 
 def test_command_line(ckpts, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location(
-        "convert_to_d2", os.path.join(REPO, "tools", "convert_to_d2.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("convert_to_d2")
     out = str(tmp_path / "d2.pkl")
     assert tool.main([ckpts("soco_demo", small_heads=True), out, "--include", "fpn",
                       "--network", "target", "--no-verify"]) == 0

@@ -158,7 +158,7 @@ def test_resume_with_a_different_config_fails_clearly(image_root, uninterrupted,
 
 def test_loader_is_independent_of_workers_and_skips_unreadable_images(image_root, tmp_path):
     from soco.data.build import build_pretrain_loader, get_pretrain_dataset_dicts
-    from soco.modeling.meta_arch.byol import BYOL
+    from soco.data.method_data import build_mapper
 
     folder = tmp_path / "images"
     shutil.copytree(image_root, folder)
@@ -168,7 +168,7 @@ def test_loader_is_independent_of_workers_and_skips_unreadable_images(image_root
     assert len(dicts) == 8
 
     def first_batches(workers, start_iter, n=3):
-        loader = build_pretrain_loader(cfg, dicts, BYOL.build_mapper(cfg), seed=0)
+        loader = build_pretrain_loader(cfg, dicts, build_mapper(cfg), seed=0)
         loader.num_workers, loader.start_iter = workers, start_iter
         it = iter(loader)
         return [next(it) for _ in range(n)]

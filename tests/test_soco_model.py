@@ -13,7 +13,9 @@ from detectron2.modeling.poolers import ROIPooler
 from soco.config import get_pretrain_cfg
 from soco.modeling.level_assignment import assign_levels_by_size, scale_aware_roi_pool
 from soco.modeling.losses.soco import object_level_loss, soco_pair_loss
-from soco.modeling.meta_arch.soco import SoCo, check_soco_config
+from soco.config.method_soco import check_soco_config
+from soco.data.method_data import build_mapper, prepare_dataset_dicts
+from soco.modeling.meta_arch.soco import SoCo
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs", "SoCo")
 
@@ -171,11 +173,11 @@ def test_missing_images_in_the_proposal_file_fail_clearly(tmp_path):
     _write_proposals(path, ["a.jpg"], [[[0, 0, 10, 10]]])
     cfg = tiny_cfg(PROPOSALS=str(path))
     with pytest.raises(ValueError, match=r"props.pkl lacks 1 of the 2 images.*sub/b.jpg"):
-        SoCo.prepare_dataset_dicts(cfg, dicts)
+        prepare_dataset_dicts(cfg, dicts)
     with pytest.raises(ValueError, match="MODEL.SOCO.PROPOSALS is empty"):
-        SoCo.prepare_dataset_dicts(tiny_cfg(PROPOSALS=""), dicts)
+        prepare_dataset_dicts(tiny_cfg(PROPOSALS=""), dicts)
     with pytest.raises(KeyError, match="proposal_boxes"):
-        SoCo.build_mapper(cfg)(dicts[0])
+        build_mapper(cfg)(dicts[0])
 
 
 def _proposals_for(dicts):
@@ -191,8 +193,8 @@ def test_a_few_cpu_iterations_lower_the_loss(tmp_path):
     path = tmp_path / "props.pkl"
     _write_proposals(path, [d["image_id"] for d in dicts], _proposals_for(dicts))
     cfg = tiny_cfg(PROPOSALS=str(path), USE_VIEW4=True)
-    mapper = SoCo.build_mapper(cfg)
-    batch = [mapper(d) for d in SoCo.prepare_dataset_dicts(cfg, dicts)]
+    mapper = build_mapper(cfg)
+    batch = [mapper(d) for d in prepare_dataset_dicts(cfg, dicts)]
     assert [tuple(v.shape) for v in batch[0]["views"]] == [(3, 64, 64), (3, 64, 64), (3, 32, 32), (3, 48, 48)]
     model = SoCo(cfg)
     model.train()
@@ -220,7 +222,7 @@ def test_c4_variant_trains_on_v1_and_v2_only():
     cfg = tiny_cfg(VARIANT="C4", USE_VIEW3=False)
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res4"]
     cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 14
-    mapper = SoCo.build_mapper(cfg)
+    mapper = build_mapper(cfg)
     image = {"file_name": "unused", "image_id": "x"}
     views = mapper.build_views(torch.randint(0, 256, (3, 80, 100), dtype=torch.uint8), torch.tensor([[5.0, 5, 60, 70]]))
     batch = [dict(image, views=[views["images"]["v1"], views["images"]["v2"]], boxes=views["boxes"])] * 2
@@ -320,8 +322,8 @@ def test_demo_config_lr_moves_the_backbone_at_its_batch(tmp_path):
     cfg.SOLVER.MAX_ITER = 12
     # The demo config's optimiser and schedule, unchanged by tiny_cfg.
     assert (cfg.SOLVER.OPTIMIZER, cfg.SOLVER.IMS_PER_BATCH, cfg.PRETRAIN.LR_REFERENCE_BATCH) == ("LARS", 4, 4)
-    mapper = SoCo.build_mapper(cfg)
-    batch = [mapper(d) for d in SoCo.prepare_dataset_dicts(cfg, dicts)]
+    mapper = build_mapper(cfg)
+    batch = [mapper(d) for d in prepare_dataset_dicts(cfg, dicts)]
     drift = _backbone_drift(cfg, batch, steps=4)
     scaled = cfg.clone()
     scaled.PRETRAIN.LR_REFERENCE_BATCH = 256

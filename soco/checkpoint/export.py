@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY
 
+from ..modeling.meta_arch import build_pretrain_model
 from .files import ConversionError, PretrainCheckpoint
 from .resnet_names import (
     LAYOUTS,
@@ -53,8 +54,6 @@ class Export:
 
 def method_class(ckpt: PretrainCheckpoint):
     """The registered meta-architecture class of the checkpoint's method."""
-    import soco.modeling.meta_arch  # noqa: F401  (registers the project's methods)
-
     name = ckpt.method
     try:
         cls = META_ARCH_REGISTRY.get(name)
@@ -71,15 +70,17 @@ def method_class(ckpt: PretrainCheckpoint):
     return cls
 
 
-def check_architecture(ckpt: PretrainCheckpoint, cls) -> None:
-    """Fail if the checkpoint's tensors are not those of ``cls`` built from the checkpoint's own
+def check_architecture(ckpt: PretrainCheckpoint) -> None:
+    """Fail if the checkpoint's tensors are not those of its method built from the checkpoint's own
     config (another depth or width, a file of another model, an edited config)."""
     cfg = ckpt.cfg.clone()
     cfg.defrost()
     cfg.MODEL.DEVICE = "cpu"
     try:
         with torch.no_grad():
-            expected = {k: tuple(v.shape) for k, v in cls(cfg).state_dict().items()}
+            # The run's dataset size is recorded in its resolved config (CoKe sizes buffers by it).
+            model = build_pretrain_model(cfg, cfg.PRETRAIN.NUM_IMAGES)
+            expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     except (ValueError, KeyError, AssertionError) as exc:
         raise ConversionError(
             f"{ckpt.path}: cannot build {ckpt.method} from the checkpoint's own cfg to check its "
@@ -158,7 +159,7 @@ def select(ckpt: PretrainCheckpoint, network: str = "online", include=None,
     """
     cls = method_class(ckpt)
     if verify:
-        check_architecture(ckpt, cls)
+        check_architecture(ckpt)
     spec = cls.export_spec(ckpt.cfg)
     if "backbone" not in spec:
         raise ConversionError(f"{ckpt.method}.export_spec declares no 'backbone' part: {spec}")

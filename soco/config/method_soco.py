@@ -8,6 +8,12 @@ res5), as a stock Detectron2 detector does, so the pretrained head sees what it 
 
 from detectron2.config import CfgNode as CN
 
+__all__ = ["SOCO_FPN_LEVELS", "add_soco_config", "check_soco_config"]
+
+# The FPN levels SoCo pools from, finest first; MODEL.SOCO.LEVEL_THRESHOLDS splits box sizes
+# between them (P6 is built, as in the detector, but unused).
+SOCO_FPN_LEVELS = ("p2", "p3", "p4", "p5")
+
 
 def add_soco_config(cfg: CN) -> None:
     cfg.MODEL.SOCO = CN()
@@ -48,3 +54,25 @@ def add_soco_config(cfg: CN) -> None:
     # Scale-aware assignment: sqrt(box area) in the view's pixels <= T[0] -> P2, <= T[1] -> P3,
     # <= T[2] -> P4, else P5 (official code's reading of the paper's 0-48^2 / 49^2-96^2 / ... ranges).
     cfg.MODEL.SOCO.LEVEL_THRESHOLDS = (48, 96, 192)
+
+
+def check_soco_config(cfg: CN) -> None:
+    """Raise ValueError naming the key when the SoCo settings contradict each other.
+
+    Shared by SoCo's mapper (soco.data) and model (soco.modeling), which both read MODEL.SOCO.
+    """
+    c = cfg.MODEL.SOCO
+    if c.VARIANT not in ("FPN", "C4"):
+        raise ValueError(f"MODEL.SOCO.VARIANT must be 'FPN' or 'C4', got {c.VARIANT!r}")
+    if c.VARIANT == "C4" and c.USE_VIEW3:
+        raise ValueError("MODEL.SOCO.VARIANT C4 discards V3 (paper, section 3.3): set MODEL.SOCO.USE_VIEW3 False")
+    thresholds = list(c.LEVEL_THRESHOLDS)
+    if len(thresholds) != len(SOCO_FPN_LEVELS) - 1 or thresholds != sorted(thresholds):
+        raise ValueError(f"MODEL.SOCO.LEVEL_THRESHOLDS must be 3 increasing sizes (P2|P3|P4|P5), got {thresholds}")
+    if c.VARIANT == "FPN":
+        if list(cfg.MODEL.FPN.IN_FEATURES) != ["res2", "res3", "res4", "res5"]:
+            raise ValueError(
+                f"MODEL.FPN.IN_FEATURES must be res2..res5 to give P2-P5, got {cfg.MODEL.FPN.IN_FEATURES}"
+            )
+        if cfg.MODEL.ROI_BOX_HEAD.NAME != "FastRCNNConvFCHead":
+            raise ValueError(f"MODEL.ROI_BOX_HEAD.NAME must be FastRCNNConvFCHead, got {cfg.MODEL.ROI_BOX_HEAD.NAME!r}")

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from .image_io import ImageReadError, read_image_chw
+from .proposals.file_format import load_proposals
 from .soco_views import SoCoViewBuilder, SoCoViewParams
 
 __all__ = ["SOCO_VIEW_ORDER", "SoCoMapper", "attach_proposals"]
@@ -24,8 +25,6 @@ def attach_proposals(dicts: List[Dict[str, Any]], proposal_file: str) -> List[Di
     tools/gen_proposals.py writes its ids). Raises ValueError naming the file when any image of
     the dataset has no entry, so a proposal file made for other images fails before training.
     """
-    from .proposals import load_proposals  # owned by the proposal generator's module
-
     if not proposal_file:
         raise ValueError(
             "MODEL.SOCO.PROPOSALS is empty: SoCo needs a proposal file (make one with tools/gen_proposals.py)"
@@ -60,8 +59,8 @@ class SoCoMapper:
         file_name = dataset_dict["file_name"]
         if "proposal_boxes" not in dataset_dict:
             raise KeyError(
-                f"dataset dict of {file_name} has no 'proposal_boxes'; SoCo.prepare_dataset_dicts "
-                "attaches them from MODEL.SOCO.PROPOSALS"
+                f"dataset dict of {file_name} has no 'proposal_boxes'; soco.data.method_data."
+                "prepare_dataset_dicts attaches them from MODEL.SOCO.PROPOSALS"
             )
         try:
             image = read_image_chw(file_name)

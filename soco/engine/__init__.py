@@ -2,7 +2,7 @@
 
 from .checkpoint import PretrainCheckpointer
 from .hooks import MethodStepHook, RNGStateHook, unwrap_model
-from .pretrain import build_pretrain_trainer, meta_arch_class, run_pretraining
+from .pretrain import build_pretrain_trainer, run_pretraining
 from .trainer import PretrainTrainer
 
 __all__ = [
@@ -11,7 +11,6 @@ __all__ = [
     "PretrainTrainer",
     "RNGStateHook",
     "build_pretrain_trainer",
-    "meta_arch_class",
     "run_pretraining",
     "unwrap_model",
 ]

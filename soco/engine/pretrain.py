@@ -8,31 +8,19 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.engine import hooks
 from detectron2.engine.defaults import create_ddp_model, default_writers
-from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.utils import comm
 
 from ..data.build import build_pretrain_loader, get_pretrain_dataset_dicts
-from ..modeling.meta_arch import PretrainMetaArch
-from ..solver import build_lr_multiplier, build_optimizer, resolve_schedule
+from ..data.method_data import build_mapper, prepare_dataset_dicts
+from ..modeling.meta_arch import build_pretrain_model, pretrain_method_class
+from ..solver import build_lr_multiplier, build_optimizer, iterations_per_epoch, resolve_schedule
 from .checkpoint import PretrainCheckpointer
 from .hooks import MethodStepHook, RNGStateHook
 from .trainer import PretrainTrainer
 
-__all__ = ["meta_arch_class", "saved_config", "check_resumed_config", "build_pretrain_trainer", "run_pretraining"]
+__all__ = ["saved_config", "check_resumed_config", "build_pretrain_trainer", "run_pretraining"]
 
 logger = logging.getLogger(__name__)
-
-
-def meta_arch_class(cfg: CfgNode) -> type:
-    """The registered class of ``MODEL.META_ARCHITECTURE``; it must be a PretrainMetaArch."""
-    name = cfg.MODEL.META_ARCHITECTURE
-    try:
-        cls = META_ARCH_REGISTRY.get(name)
-    except KeyError:
-        raise KeyError(f"MODEL.META_ARCHITECTURE={name!r} is not registered") from None
-    if not (isinstance(cls, type) and issubclass(cls, PretrainMetaArch)):
-        raise TypeError(f"MODEL.META_ARCHITECTURE={name!r} is not a pretraining method (PretrainMetaArch)")
-    return cls
 
 
 def _data_seed(cfg: CfgNode) -> int:
@@ -90,22 +78,24 @@ def check_resumed_config(saved: Optional[CfgNode], cfg: CfgNode) -> None:
 
 
 def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[PretrainTrainer, int, CfgNode]:
-    """Data -> resolved schedule -> model -> optimiser -> trainer with hooks -> (resumed) state.
+    """Data (the method's preparation and mapper from ``soco.data.method_data``) -> resolved
+    schedule -> model (given the dataset size) -> optimiser -> trainer with hooks -> (resumed) state.
 
     Returns (trainer, start_iter, resolved cfg). ``cfg`` must be the merged, frozen config of
     this process (after ``default_setup``).
     """
     _check_device(cfg)
-    method = meta_arch_class(cfg)
+    method = pretrain_method_class(cfg)
     world_size = comm.get_world_size()
-    dicts = method.prepare_dataset_dicts(cfg, get_pretrain_dataset_dicts(cfg))
+    dicts = prepare_dataset_dicts(cfg, get_pretrain_dataset_dicts(cfg))
     cfg = resolve_schedule(cfg, len(dicts), world_size)
+    iters_per_epoch = iterations_per_epoch(len(dicts), cfg.SOLVER.IMS_PER_BATCH)
     logger.info(
         f"{method.__name__}: {cfg.PRETRAIN.NUM_IMAGES} images, batch {cfg.SOLVER.IMS_PER_BATCH}, "
         f"{cfg.SOLVER.MAX_ITER} iterations ({cfg.SOLVER.WARMUP_ITERS} warm-up)"
     )
 
-    model = build_model(cfg)  # on MODEL.DEVICE
+    model = build_pretrain_model(cfg, len(dicts))  # on MODEL.DEVICE
     on_gpu_ddp = world_size > 1 and cfg.MODEL.DEVICE.startswith("cuda")
     if cfg.PRETRAIN.SYNC_BN and on_gpu_ddp:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -117,7 +107,7 @@ def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[Pretrain
         train_model = torch.compile(train_model)
 
     loader = build_pretrain_loader(
-        cfg, dicts, method.build_mapper(cfg), _data_seed(cfg), comm.get_rank(), world_size
+        cfg, dicts, build_mapper(cfg), _data_seed(cfg), comm.get_rank(), world_size
     )
     trainer = PretrainTrainer(
         train_model, loader, optimizer, cfg.PRETRAIN.ACCUM_STEPS, cfg.SOLVER.AMP.ENABLED, cfg.MODEL.DEVICE
@@ -128,7 +118,7 @@ def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[Pretrain
         [
             MethodStepHook(model),
             hooks.IterationTimer(),
-            hooks.LRScheduler(scheduler=build_lr_multiplier(cfg, method.zero_lr_iterations(cfg))),
+            hooks.LRScheduler(scheduler=build_lr_multiplier(cfg, method.zero_lr_iterations(cfg, iters_per_epoch))),
             RNGStateHook(),
             hooks.PeriodicCheckpointer(checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD) if comm.is_main_process() else None,
             hooks.PeriodicWriter(default_writers(cfg.OUTPUT_DIR, cfg.SOLVER.MAX_ITER), period=cfg.PRETRAIN.LOG_PERIOD)

@@ -10,12 +10,13 @@ from typing import Dict, List, Tuple
 import numpy as np
 import torch
 from detectron2.config import CfgNode
-from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from fvcore.nn.precise_bn import update_bn_stats
 from torchvision.transforms import v2
 
 from ..data.embedded.cache import dataset_root
 from ..data.embedded.fashion_mnist import load_split
+from ..data.method_data import build_mapper
+from ..modeling.meta_arch import build_pretrain_model
 from ..solver import build_lr_scheduler, build_optimizer
 from .knn import knn_accuracy
 
@@ -85,8 +86,8 @@ def pretrain_in_memory(
     Returns {"model", "losses" (list of floats), "seconds_per_iter"}.
     """
     torch.manual_seed(seed)
-    model = build_model(cfg) if model is None else model
-    mapper = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE).build_mapper(cfg)
+    model = build_pretrain_model(cfg, len(images)) if model is None else model
+    mapper = build_mapper(cfg)
     optimizer = build_optimizer(cfg, model)
     schedule = cfg.clone()
     schedule.defrost()

@@ -1,10 +1,12 @@
 """Exponential moving average (EMA) of the online network and BYOL's cosine momentum schedule."""
 
 import math
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-__all__ = ["cosine_tau", "ema_update_"]
+__all__ = ["MomentumSchedule", "cosine_tau", "ema_update_"]
 
 
 def cosine_tau(iteration: int, max_iter: int, tau_base: float, tau_end: float = 1.0) -> float:
@@ -17,6 +19,27 @@ def cosine_tau(iteration: int, max_iter: int, tau_base: float, tau_end: float = 
         raise ValueError(f"cosine_tau needs max_iter > 0, got {max_iter}")
     k = min(max(iteration, 0), max_iter)
     return tau_end - (tau_end - tau_base) * (math.cos(math.pi * k / max_iter) + 1.0) / 2.0
+
+
+@dataclass(frozen=True)
+class MomentumSchedule:
+    """tau of the EMA target after step ``iteration`` of ``max_iter``: BYOL's cosine from
+    ``start`` to ``end`` (:func:`cosine_tau`), or ``start`` at every step when ``constant``
+    (MoCo's key encoder, SMoG's momentum network). Built once from ``MODEL.EMA``."""
+
+    start: float
+    end: float = 1.0
+    constant: bool = False
+
+    @classmethod
+    def from_config(cls, cfg, constant: bool = False) -> "MomentumSchedule":
+        """``MODEL.EMA.MOMENTUM`` -> ``MOMENTUM_END`` (cosine), or ``MOMENTUM`` throughout."""
+        return cls(float(cfg.MODEL.EMA.MOMENTUM), float(cfg.MODEL.EMA.MOMENTUM_END), constant)
+
+    def __call__(self, iteration: int, max_iter: int) -> float:
+        if self.constant:
+            return self.start
+        return cosine_tau(iteration, max_iter, self.start, self.end)
 
 
 @torch.no_grad()

@@ -19,6 +19,7 @@ from torch import nn
 from .lars import LARS
 
 __all__ = [
+    "iterations_per_epoch",
     "resolve_schedule",
     "scaled_lr",
     "lars_param_groups",
@@ -37,6 +38,11 @@ _NORM_TYPES = (
     nn.LayerNorm,
     nn.LocalResponseNorm,
 )
+
+
+def iterations_per_epoch(num_images: int, batch: int) -> int:
+    """Optimiser steps of ``batch`` images in one pass over ``num_images`` (incomplete batch dropped)."""
+    return num_images // batch
 
 
 def resolve_schedule(cfg: CfgNode, num_images: int, world_size: int = 1) -> CfgNode:
@@ -72,7 +78,7 @@ def resolve_schedule(cfg: CfgNode, num_images: int, world_size: int = 1) -> CfgN
         raise ValueError("the training set is empty (check DATASETS.TRAIN / PRETRAIN.IMAGE_ROOT)")
     max_iter = cfg.SOLVER.MAX_ITER
     if max_iter <= 0:
-        iters_per_epoch = num_images // batch
+        iters_per_epoch = iterations_per_epoch(num_images, batch)
         if iters_per_epoch == 0:
             raise ValueError(
                 f"the training set has {num_images} images, fewer than one batch "

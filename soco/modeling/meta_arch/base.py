@@ -8,7 +8,8 @@ Contract between the data, the methods and the trainer
   ``INPUT.FORMAT: RGB``). The ResNet uses ``MODEL.RESNETS.STRIDE_IN_1X1: False`` (stride in the
   3x3 conv, torchvision style). Fine-tune configs must use the same three settings.
 * **Batches.** The trainer calls ``forward(batched_inputs)`` with a list (one entry per image of
-  this process's micro-batch) of the dicts returned by ``build_mapper(cfg)``. Every mapper returns
+  this process's micro-batch) of the dicts returned by the method's mapper
+  (``soco.data.method_data``; the model never sees files, mappers or proposal formats). Every mapper returns
   ``{"views": [Tensor(3, H_v, W_v) uint8, ...], "image_id": str, ...}``: view v has the same size
   for every image, so ``preprocess_images(batched_inputs, "views")`` stacks view v of all images
   into one (N, 3, H_v, W_v) batch. Methods add their own keys (SoCo: per-view boxes; CoKe: the
@@ -19,7 +20,8 @@ Contract between the data, the methods and the trainer
 * **Steps.** The trainer calls ``on_step_start(iteration, max_iter)`` before the forward pass(es)
   of an optimiser step and ``on_step_end(iteration, max_iter)`` after the optimiser step
   (``iteration`` is 0-based, ``max_iter`` the resolved length). The default ``on_step_end``
-  moves the target network by EMA with BYOL's cosine momentum schedule (``MODEL.EMA``).
+  moves the target network by EMA with the model's ``MomentumSchedule`` (built from ``MODEL.EMA``:
+  BYOL's cosine, or constant for MoCo-style momentum encoders).
 * **Names.** Online modules carry stock Detectron2 names (``backbone`` = a Detectron2 ResNet for
   image-level methods); the EMA / momentum copy lives under ``target.`` with the same sub-names
   (``target.backbone.*``, ``target.projector.*``). State is buffers, so checkpoints resume.
@@ -28,17 +30,17 @@ Contract between the data, the methods and the trainer
 """
 
 import copy
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from detectron2.config import CfgNode
+from detectron2.config import CfgNode, configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import ResNet, build_resnet_backbone
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
-from ..ema import cosine_tau, ema_update_
-from ..heads import build_predictor, build_projector
+from ..ema import MomentumSchedule, ema_update_
+from ..heads import MLPHead, build_predictor, build_projector
 
 __all__ = [
     "PretrainMetaArch",
@@ -94,37 +96,61 @@ def put_scalars(**values: float) -> None:
 
 
 class PretrainMetaArch(nn.Module):
-    """Base of every pretraining method (see the module docstring for the full contract)."""
+    """Base of every pretraining method (see the module docstring for the full contract).
 
-    def __init__(self, cfg: CfgNode):
+    Built from explicit arguments; ``Method(cfg)`` goes through ``from_config`` (Detectron2's
+    ``@configurable``), which reads every key once. Models keep no cfg.
+    """
+
+    #: True for methods that keep per-image state (CoKe): the engine then passes the dataset size
+    #: ``num_images`` and ``iters_per_epoch`` to the constructor (``build_pretrain_model``).
+    needs_dataset_size = False
+
+    @configurable
+    def __init__(self, *, pixel_mean: Sequence[float], pixel_std: Sequence[float],
+                 ema: Optional[MomentumSchedule] = None, channels_last: bool = False):
+        """``pixel_mean`` / ``pixel_std``: per channel, 0-255 scale; ``ema``: the target's tau
+        schedule (unused by methods without a target); ``channels_last``: memory format of inputs."""
         super().__init__()
-        self.cfg = cfg
-        mean, std = cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD
+        mean, std = pixel_mean, pixel_std
         if len(mean) != len(std):
             raise ValueError(f"MODEL.PIXEL_MEAN {mean} and MODEL.PIXEL_STD {std} differ in length")
         self.register_buffer("pixel_mean", torch.tensor(mean).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std).view(-1, 1, 1), persistent=False)
-        self.channels_last = bool(cfg.PRETRAIN.CHANNELS_LAST)
+        self.channels_last = bool(channels_last)
+        self.ema = ema
         self.target: Optional[nn.ModuleDict] = None
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
+        return {
+            "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
+            "pixel_std": list(cfg.MODEL.PIXEL_STD),
+            "ema": MomentumSchedule.from_config(cfg),
+            "channels_last": bool(cfg.PRETRAIN.CHANNELS_LAST),
+        }
 
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
     # ----------------------------------------------------------------------------- inputs
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) RGB 0-255 (uint8 or float, any device) -> float, normalised, on the model's device."""
+        x = (images.to(self.device, non_blocking=True).float() - self.pixel_mean) / self.pixel_std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) RGB 0-255 -> (N, C) globally average-pooled res5 features of the online
+        ResNet: the representation that evaluation (kNN, linear probe) reads."""
+        raise NotImplementedError(f"{type(self).__name__} must implement image_features")
+
     def preprocess_images(self, batched_inputs: List[Dict[str, Any]], key: str = "views") -> List[torch.Tensor]:
         """Stack view v of every image: list over views of (N, 3, H_v, W_v) float normalised."""
         num_views = len(batched_inputs[0][key])
         if any(len(x[key]) != num_views for x in batched_inputs):
             raise ValueError(f"images of one batch carry different numbers of '{key}'")
-        out = []
-        for v in range(num_views):
-            x = torch.stack([b[key][v] for b in batched_inputs]).to(self.device, non_blocking=True)
-            x = (x.float() - self.pixel_mean) / self.pixel_std
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            out.append(x)
-        return out
+        return [self.normalize(torch.stack([b[key][v] for b in batched_inputs])) for v in range(num_views)]
 
     # ----------------------------------------------------------------------------- target
     def make_target(self, *names: str) -> None:
@@ -152,8 +178,10 @@ class PretrainMetaArch(nn.Module):
             target.load_state_dict(online.state_dict())
 
     def target_momentum(self, iteration: int, max_iter: int) -> float:
-        """tau of the EMA after step ``iteration``: BYOL's cosine from MODEL.EMA.MOMENTUM to _END."""
-        return cosine_tau(iteration, max_iter, self.cfg.MODEL.EMA.MOMENTUM, self.cfg.MODEL.EMA.MOMENTUM_END)
+        """tau of the EMA after step ``iteration``, from the schedule built once (``self.ema``)."""
+        if self.ema is None:
+            raise RuntimeError(f"{type(self).__name__} was built without an EMA schedule")
+        return self.ema(iteration, max_iter)
 
     # ----------------------------------------------------------------------------- hooks
     def on_step_start(self, iteration: int, max_iter: int) -> None:
@@ -168,18 +196,10 @@ class PretrainMetaArch(nn.Module):
 
     # ----------------------------------------------------------------------------- classmethods
     @classmethod
-    def build_mapper(cls, cfg: CfgNode) -> Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]:
-        """The callable turning one dataset dict into the method's views (see module docstring)."""
-        raise NotImplementedError(f"{cls.__name__} must implement build_mapper")
+    def zero_lr_iterations(cls, cfg: CfgNode, iters_per_epoch: int) -> int:
+        """Iterations at the start of the (resolved) schedule to run at lr 0. Default: none.
 
-    @classmethod
-    def prepare_dataset_dicts(cls, cfg: CfgNode, dicts: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-        """Attach per-image method data (SoCo: proposals) before mapping. Default: identity."""
-        return dicts
-
-    @classmethod
-    def zero_lr_iterations(cls, cfg: CfgNode) -> int:
-        """Iterations at the start of the (resolved) schedule to run at lr 0. Default: none."""
+        ``iters_per_epoch``: optimiser steps per pass over the data (``iterations_per_epoch``)."""
         return 0
 
     @classmethod
@@ -199,20 +219,36 @@ class ImageLevelMetaArch(PretrainMetaArch):
     copies ``backbone`` and ``projector`` when ``with_target``.
     """
 
-    def __init__(self, cfg: CfgNode, with_predictor: bool = True, with_target: bool = True,
-                 projector_output_bn: bool = False):
-        super().__init__(cfg)
-        self.backbone = build_pretrain_resnet(cfg, ("res5",))
+    @configurable
+    def __init__(self, *, backbone: ResNet, projector: MLPHead, predictor: Optional[MLPHead] = None,
+                 with_target: bool = True, **kwargs):
+        """``backbone``: ResNet with a ``res5`` output; ``projector``: res5 channels -> D;
+        ``predictor``: D -> D or None; ``with_target``: copy backbone and projector to ``target.``.
+        Other arguments go to :class:`PretrainMetaArch`."""
+        super().__init__(**kwargs)
+        self.backbone = backbone
         self.feature_dim = self.backbone.output_shape()["res5"].channels
-        self.projector = build_projector(cfg, self.feature_dim, projector_output_bn)
-        self.predictor = build_predictor(cfg) if with_predictor else None
+        self.projector = projector
+        self.predictor = predictor
         if with_target:
             self.make_target("backbone", "projector")
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, with_predictor: bool = True, projector_output_bn: bool = False) -> Dict[str, Any]:
+        """The base's arguments plus the networks, built in the order backbone, projector,
+        predictor (the order their random initialisations are drawn in)."""
+        backbone = build_pretrain_resnet(cfg, ("res5",))
+        projector = build_projector(cfg, backbone.output_shape()["res5"].channels, projector_output_bn)
+        predictor = build_predictor(cfg) if with_predictor else None
+        return {**super().from_config(cfg), "backbone": backbone, "projector": projector, "predictor": predictor}
 
     def pooled_features(self, images: torch.Tensor, target: bool = False) -> torch.Tensor:
         """(N, 3, H, W) normalised images -> (N, C) globally average-pooled res5 features."""
         backbone = self.target["backbone"] if target else self.backbone
         return backbone(images)["res5"].mean(dim=(2, 3))
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.pooled_features(self.normalize(images))
 
     def project(self, images: torch.Tensor, target: bool = False) -> torch.Tensor:
         """(N, 3, H, W) -> (N, PROJECTOR.OUT_DIM) projections z of the online or target network."""

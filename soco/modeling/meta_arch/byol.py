@@ -5,13 +5,11 @@ Two views of each image through online (backbone -> projector -> predictor) and 
 2 - 2 cos(q(view a), z'(view b)).
 """
 
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List
 
 import torch
-from detectron2.config import CfgNode
 from detectron2.modeling import META_ARCH_REGISTRY
 
-from ...data.image_level_mapper import ImageLevelMapper, build_byol_multi_crop
 from ..losses import normalized_regression_loss
 from .base import ImageLevelMetaArch
 
@@ -20,10 +18,8 @@ __all__ = ["BYOL"]
 
 @META_ARCH_REGISTRY.register()
 class BYOL(ImageLevelMetaArch):
-    """Image-level BYOL. Online: backbone, projector, predictor; target: EMA backbone, projector."""
-
-    def __init__(self, cfg: CfgNode):
-        super().__init__(cfg, with_predictor=True, with_target=True)
+    """Image-level BYOL. Online: backbone, projector, predictor; target: EMA backbone, projector
+    (the base's defaults: ``from_config`` builds the predictor, ``__init__`` the target)."""
 
     def forward(self, batched_inputs: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
         views = self.preprocess_images(batched_inputs, "views")
@@ -35,9 +31,3 @@ class BYOL(ImageLevelMetaArch):
         loss = normalized_regression_loss(predictions[0], targets[1]).mean()
         loss = loss + normalized_regression_loss(predictions[1], targets[0]).mean()
         return {"loss_byol": loss}
-
-    @classmethod
-    def build_mapper(cls, cfg: CfgNode) -> Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]:
-        """Two RandomResizedCrops of ``MODEL.BYOL.CROP_SIZE`` px (area scale ``MODEL.BYOL.CROP_SCALE``),
-        then BYOL's asymmetric augmentations T and T' (they differ in blur and solarisation)."""
-        return ImageLevelMapper({"views": build_byol_multi_crop(cfg.MODEL.BYOL.CROP_SIZE, cfg.MODEL.BYOL.CROP_SCALE)})

@@ -12,20 +12,17 @@ With one process there is nothing to shuffle across: the key encoder's BN sees t
 batch, as in MoCo's single-GPU runs; no sub-batch emulation is done.
 """
 
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from detectron2.config import CfgNode
+from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils import comm
 
-from ...data.image_level_mapper import ImageLevelMapper
-from ...data.transforms.clsa_strong import build_clsa_strong_views
-from ...data.transforms.mocov2 import build_mocov2_transform
-from ...data.transforms.multiview import CropSpec, MultiViewTransform
 from ..distributed import concat_all_gather
+from ..ema import MomentumSchedule
 from ..losses.clsa import contrast_logits, contrastive_loss, distributional_divergence_loss
 from .base import ImageLevelMetaArch, put_scalars
 
@@ -37,18 +34,30 @@ class CLSA(ImageLevelMetaArch):
     """Online: backbone, projector; target: momentum backbone, projector. Buffers: ``queue``
     (QUEUE_SIZE, D) unit rows, ``queue_ptr`` (next row to overwrite)."""
 
-    def __init__(self, cfg: CfgNode):
-        super().__init__(cfg, with_predictor=False, with_target=True)
-        c = cfg.MODEL.CLSA
-        self.temperature, self.beta, self.shuffle_bn = float(c.TEMPERATURE), float(c.BETA), bool(c.SHUFFLE_BN)
-        if c.QUEUE_SIZE <= 0:
-            raise ValueError(f"MODEL.CLSA.QUEUE_SIZE must be > 0, got {c.QUEUE_SIZE}")
-        self.register_buffer("queue", F.normalize(torch.randn(c.QUEUE_SIZE, self.projector.out_dim), dim=1))
+    @configurable
+    def __init__(self, *, queue_size: int, temperature: float = 0.2, beta: float = 1.0, shuffle_bn: bool = True,
+                 **kwargs):
+        """``queue_size``: negatives kept; ``temperature``, ``beta``, ``shuffle_bn`` as
+        ``MODEL.CLSA``. Other arguments go to :class:`ImageLevelMetaArch` (with a target)."""
+        super().__init__(with_target=True, **kwargs)
+        self.temperature, self.beta, self.shuffle_bn = float(temperature), float(beta), bool(shuffle_bn)
+        if queue_size <= 0:
+            raise ValueError(f"MODEL.CLSA.QUEUE_SIZE must be > 0, got {queue_size}")
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, self.projector.out_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
-    def target_momentum(self, iteration: int, max_iter: int) -> float:
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
         """MoCo's key-encoder momentum is constant: MODEL.EMA.MOMENTUM (MOMENTUM_END unused)."""
-        return float(self.cfg.MODEL.EMA.MOMENTUM)
+        c = cfg.MODEL.CLSA
+        return {
+            **super().from_config(cfg, with_predictor=False),
+            "ema": MomentumSchedule.from_config(cfg, constant=True),
+            "queue_size": c.QUEUE_SIZE,
+            "temperature": c.TEMPERATURE,
+            "beta": c.BETA,
+            "shuffle_bn": c.SHUFFLE_BN,
+        }
 
     @torch.no_grad()
     def encode_keys(self, images: torch.Tensor) -> torch.Tensor:
@@ -96,21 +105,3 @@ class CLSA(ImageLevelMetaArch):
             put_scalars(clsa_positive_prob=float(F.softmax(weak_logits, dim=1)[:, 0].mean()))
         self.enqueue(keys)
         return losses
-
-    @classmethod
-    def build_mapper(cls, cfg: CfgNode) -> Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]:
-        c = cfg.MODEL.CLSA
-        weak = build_mocov2_transform(c.CROP_SIZE, c.CROP_SCALE)
-        view_sets = {"views": MultiViewTransform([weak, weak])}
-        if c.BETA > 0:
-            lens = {len(c.STRONG_CROP_SIZES), len(c.STRONG_CROP_MIN_SCALES), len(c.STRONG_CROP_MAX_SCALES)}
-            if len(lens) != 1 or not c.STRONG_CROP_SIZES:
-                raise ValueError(
-                    "MODEL.CLSA.STRONG_CROP_SIZES / _MIN_SCALES / _MAX_SCALES must be non-empty lists of equal length"
-                )
-            specs = [
-                CropSpec(int(s), (float(lo), float(hi)))
-                for s, lo, hi in zip(c.STRONG_CROP_SIZES, c.STRONG_CROP_MIN_SCALES, c.STRONG_CROP_MAX_SCALES)
-            ]
-            view_sets["strong_views"] = build_clsa_strong_views(specs, c.NUM_STRONG_OPS, c.STRONG_OP_PROB)
-        return ImageLevelMapper(view_sets)

@@ -17,18 +17,17 @@ temperature 0.5 over them), and the centres are averaged over epochs instead of 
 The first ``INIT_EPOCHS`` only initialise the clusters: the method asks the trainer for lr 0
 during them (``zero_lr_iterations``), as the official code.
 
-Per-instance buffers are sized from the dataset (``PRETRAIN.NUM_IMAGES``, written by the
-trainer), unlike the official code's hard-coded ImageNet size.
+Per-instance buffers are sized from the dataset (``num_images``, passed by the engine with
+``iters_per_epoch``), unlike the official code's hard-coded ImageNet size.
 """
 
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Sequence
 
 import torch
 import torch.nn.functional as F
-from detectron2.config import CfgNode
+from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 
-from ...data.image_level_mapper import ImageLevelMapper, add_instance_indices, build_byol_multi_crop
 from ..distributed import concat_all_gather
 from ..losses.coke import (
     constrained_assignment,
@@ -55,25 +54,34 @@ class CoKe(ImageLevelMetaArch):
     ``label_ids`` / ``label_values`` (H, N, SECOND_STAGE_LABELS) sparse moving-average labels.
     """
 
-    def __init__(self, cfg: CfgNode):
-        c = cfg.MODEL.COKE
-        super().__init__(cfg, with_predictor=c.BETA > 0, with_target=False,
-                         projector_output_bn=c.PROJECTOR_OUTPUT_BN)
-        num_images = int(cfg.PRETRAIN.NUM_IMAGES)
+    needs_dataset_size = True
+
+    @configurable
+    def __init__(self, *, num_images: int, iters_per_epoch: int, num_clusters: Sequence[int], num_views: int = 2,
+                 temperature: float = 0.05, alpha: float = 0.2, beta: float = 0.5, dual_lr: float = 20.0,
+                 lower_bound_ratio: float = 0.4, init_epochs: int = 1, second_stage_epoch: int = -1,
+                 second_stage_labels: int = 5, second_stage_temperature: float = 0.5, **kwargs):
+        """``num_images``: training instances (one label each); ``iters_per_epoch``: optimiser
+        steps per epoch (the engine's ``iterations_per_epoch``); the rest as ``MODEL.COKE``.
+        Other arguments go to :class:`ImageLevelMetaArch` (no target network)."""
+        super().__init__(with_target=False, **kwargs)
         if num_images <= 0:
             raise ValueError(
-                "CoKe keeps one label per training image and needs PRETRAIN.NUM_IMAGES > 0 "
-                "(the trainer sets it from the dataset size)"
+                "CoKe keeps one label per training image and needs the dataset size num_images > 0 "
+                "(the engine passes it; a saved run records it as PRETRAIN.NUM_IMAGES)"
             )
-        if c.NUM_VIEWS < 1 or not 0.0 <= c.BETA <= 1.0 or not 0.0 <= c.ALPHA <= 1.0:
-            raise ValueError(f"MODEL.COKE: need NUM_VIEWS >= 1, 0 <= BETA <= 1, 0 <= ALPHA <= 1; got {c}")
-        self.num_clusters = [int(k) for k in c.NUM_CLUSTERS]
-        self.num_views = int(c.NUM_VIEWS)
-        self.temperature, self.alpha, self.beta = float(c.TEMPERATURE), float(c.ALPHA), float(c.BETA)
-        self.dual_lr, self.ratio, self.init_epochs = float(c.DUAL_LR), float(c.LOWER_BOUND_RATIO), int(c.INIT_EPOCHS)
-        self.iters_per_epoch = max(1, num_images // cfg.SOLVER.IMS_PER_BATCH)
-        self.second_stage = int(c.SECOND_STAGE_EPOCH)
-        self.label_temperature = float(c.SECOND_STAGE_TEMPERATURE)
+        if num_views < 1 or not 0.0 <= beta <= 1.0 or not 0.0 <= alpha <= 1.0:
+            raise ValueError(
+                f"MODEL.COKE: need NUM_VIEWS >= 1, 0 <= BETA <= 1, 0 <= ALPHA <= 1; got NUM_VIEWS={num_views}, "
+                f"BETA={beta}, ALPHA={alpha}"
+            )
+        self.num_clusters = [int(k) for k in num_clusters]
+        self.num_views = int(num_views)
+        self.temperature, self.alpha, self.beta = float(temperature), float(alpha), float(beta)
+        self.dual_lr, self.ratio, self.init_epochs = float(dual_lr), float(lower_bound_ratio), int(init_epochs)
+        self.iters_per_epoch = max(1, int(iters_per_epoch))
+        self.second_stage = int(second_stage_epoch)
+        self.label_temperature = float(second_stage_temperature)
         if self.second_stage >= 0 and (self.num_views != 1 or self.second_stage <= self.init_epochs):
             raise ValueError(
                 f"MODEL.COKE.SECOND_STAGE_EPOCH={self.second_stage} needs NUM_VIEWS = 1 (the supplementary "
@@ -90,14 +98,41 @@ class CoKe(ImageLevelMetaArch):
         self.register_buffer("labels", torch.full((len(self.num_clusters), num_images), -1, dtype=torch.long))
         self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
         if self.second_stage >= 0:
-            shape = (len(self.num_clusters), num_images, int(c.SECOND_STAGE_LABELS))
+            shape = (len(self.num_clusters), num_images, int(second_stage_labels))
             self.register_buffer("label_ids", torch.zeros(shape, dtype=torch.long))
             self.register_buffer("label_values", torch.zeros(shape))
 
     @classmethod
-    def zero_lr_iterations(cls, cfg: CfgNode) -> int:
+    def from_config(cls, cfg: CfgNode, num_images: int = 0, iters_per_epoch: int = 0) -> Dict[str, Any]:
+        c = cfg.MODEL.COKE
+        return {
+            **super().from_config(cfg, with_predictor=c.BETA > 0, projector_output_bn=c.PROJECTOR_OUTPUT_BN),
+            "num_images": int(num_images),
+            "iters_per_epoch": int(iters_per_epoch),
+            "num_clusters": list(c.NUM_CLUSTERS),
+            "num_views": c.NUM_VIEWS,
+            "temperature": c.TEMPERATURE,
+            "alpha": c.ALPHA,
+            "beta": c.BETA,
+            "dual_lr": c.DUAL_LR,
+            "lower_bound_ratio": c.LOWER_BOUND_RATIO,
+            "init_epochs": c.INIT_EPOCHS,
+            "second_stage_epoch": c.SECOND_STAGE_EPOCH,
+            "second_stage_labels": c.SECOND_STAGE_LABELS,
+            "second_stage_temperature": c.SECOND_STAGE_TEMPERATURE,
+        }
+
+    @classmethod
+    def zero_lr_iterations(cls, cfg: CfgNode, iters_per_epoch: int) -> int:
         """The INIT_EPOCHS epochs that only initialise the clusters run at lr 0 (official code)."""
-        return int(cfg.MODEL.COKE.INIT_EPOCHS) * (int(cfg.PRETRAIN.NUM_IMAGES) // cfg.SOLVER.IMS_PER_BATCH)
+        return int(cfg.MODEL.COKE.INIT_EPOCHS) * int(iters_per_epoch)
+
+    @torch.no_grad()
+    def cluster_assignments(self, images: torch.Tensor) -> List[torch.Tensor]:
+        """(N, 3, H, W) RGB 0-255 -> per head, (N,) index of the closest of last epoch's
+        centres to the normalised projection (what the loss classifies against)."""
+        z = F.normalize(self.project(self.normalize(images)), dim=1)
+        return [(z @ getattr(self, f"loss_centers_{h}").t()).argmax(dim=1) for h in range(len(self.num_clusters))]
 
     def in_second_stage(self) -> bool:
         return 0 <= self.second_stage <= int(self.epoch)
@@ -216,16 +251,3 @@ class CoKe(ImageLevelMetaArch):
                 centers.copy_(new)
                 getattr(self, f"counts_{h}").zero_()
             self.epoch += 1
-
-    # ----------------------------------------------------------------------------- data
-    @classmethod
-    def build_mapper(cls, cfg: CfgNode) -> Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]:
-        c = cfg.MODEL.COKE
-        views = build_byol_multi_crop(
-            c.CROP_SIZE, c.CROP_SCALE, c.NUM_SMALL_CROPS, c.SMALL_CROP_SIZE, c.SMALL_CROP_SCALE, c.NUM_VIEWS
-        )
-        return ImageLevelMapper({"views": views})
-
-    @classmethod
-    def prepare_dataset_dicts(cls, cfg: CfgNode, dicts: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-        return add_instance_indices(dicts)

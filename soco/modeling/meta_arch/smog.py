@@ -29,15 +29,16 @@ All state (groups, feature cache, counters) is in buffers and identical on every
 features are all-gathered before they touch the groups or the cache.
 """
 
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
-from detectron2.config import CfgNode
+from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY
+from torch import nn
 
-from ...data.image_level_mapper import ImageLevelMapper, build_byol_multi_crop
 from ..distributed import concat_all_gather, concat_all_gather_keep_local_grad
+from ..ema import MomentumSchedule
 from ..heads import build_predictor
 from ..losses.smog import assign_to_groups, group_contrastive_loss, momentum_group_update, spherical_kmeans
 from .base import ImageLevelMetaArch, put_scalars
@@ -50,38 +51,59 @@ class SMoG(ImageLevelMetaArch):
     """Buffers: ``groups`` (L, D) unit rows, ``groups_ready`` (bool), ``cache`` (M, D) ring of
     recent online features, ``cache_ptr``, ``cache_filled`` (valid rows)."""
 
-    def __init__(self, cfg: CfgNode):
+    @configurable
+    def __init__(self, *, momentum_predictor: Optional[nn.Module], cache_size: int, num_groups: int = 3000,
+                 temperature: float = 0.1, beta_start: float = 1.0, beta_end: float = 0.99, reset_period: int = 300,
+                 kmeans_iters: int = 10, **kwargs):
+        """``momentum_predictor``: the predictor of the literal reading (kept under
+        ``target.predictor``), or None when the predictor is online (``predictor`` argument);
+        ``cache_size``: rows of the feature cache (RESET_PERIOD x SOLVER.IMS_PER_BATCH); the
+        rest as ``MODEL.SMOG``. Other arguments go to :class:`ImageLevelMetaArch`."""
+        super().__init__(with_target=True, **kwargs)
+        if momentum_predictor is not None:
+            self.target["predictor"] = momentum_predictor.requires_grad_(False)
+        self.num_groups, self.temperature = int(num_groups), float(temperature)
+        self.beta_start, self.beta_end = float(beta_start), float(beta_end)
+        self.reset_period, self.kmeans_iters = int(reset_period), int(kmeans_iters)
+        if self.reset_period <= 0 or self.num_groups <= 0:
+            raise ValueError(
+                f"MODEL.SMOG.RESET_PERIOD and NUM_GROUPS must be > 0, got RESET_PERIOD={self.reset_period}, "
+                f"NUM_GROUPS={self.num_groups}"
+            )
+        dim = self.projector.out_dim
+        self.register_buffer("groups", torch.zeros(self.num_groups, dim))
+        self.register_buffer("groups_ready", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("cache", torch.zeros(int(cache_size), dim))
+        self.register_buffer("cache_ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("cache_filled", torch.zeros((), dtype=torch.long))
+        self._iteration, self._max_iter = 0, 1
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
+        """The Siamese momentum alpha is constant: MODEL.EMA.MOMENTUM (MOMENTUM_END unused)."""
         c = cfg.MODEL.SMOG
         if c.PREDICTOR_BRANCH not in ("momentum", "online"):
             raise ValueError(f"MODEL.SMOG.PREDICTOR_BRANCH must be 'momentum' or 'online', got {c.PREDICTOR_BRANCH!r}")
         online_predictor = c.PREDICTOR_BRANCH == "online"
-        super().__init__(cfg, with_predictor=online_predictor, with_target=False,
-                         projector_output_bn=c.PROJECTOR_OUTPUT_BN)
-        self.make_target("backbone", "projector")
-        if not online_predictor:
-            self.target["predictor"] = build_predictor(cfg).requires_grad_(False)
-        self.num_groups, self.temperature = int(c.NUM_GROUPS), float(c.TEMPERATURE)
-        self.beta_start, self.beta_end = float(c.BETA_START), float(c.BETA_END)
-        self.reset_period, self.kmeans_iters = int(c.RESET_PERIOD), int(c.KMEANS_ITERS)
-        if self.reset_period <= 0 or self.num_groups <= 0:
-            raise ValueError(f"MODEL.SMOG.RESET_PERIOD and NUM_GROUPS must be > 0, got {c}")
-        dim = self.projector.out_dim
-        self.register_buffer("groups", torch.zeros(self.num_groups, dim))
-        self.register_buffer("groups_ready", torch.zeros((), dtype=torch.bool))
-        self.register_buffer("cache", torch.zeros(self.reset_period * cfg.SOLVER.IMS_PER_BATCH, dim))
-        self.register_buffer("cache_ptr", torch.zeros((), dtype=torch.long))
-        self.register_buffer("cache_filled", torch.zeros((), dtype=torch.long))
-        self._iteration, self._max_iter = 0, 1
+        args = super().from_config(cfg, with_predictor=online_predictor, projector_output_bn=c.PROJECTOR_OUTPUT_BN)
+        return {
+            **args,
+            "momentum_predictor": None if online_predictor else build_predictor(cfg),
+            "ema": MomentumSchedule.from_config(cfg, constant=True),
+            "cache_size": c.RESET_PERIOD * cfg.SOLVER.IMS_PER_BATCH,
+            "num_groups": c.NUM_GROUPS,
+            "temperature": c.TEMPERATURE,
+            "beta_start": c.BETA_START,
+            "beta_end": c.BETA_END,
+            "reset_period": c.RESET_PERIOD,
+            "kmeans_iters": c.KMEANS_ITERS,
+        }
 
     # ----------------------------------------------------------------------------- schedule
     def group_momentum(self, iteration: int, max_iter: int) -> float:
         """beta: linear from BETA_START (iteration 0) to BETA_END (iteration max_iter)."""
         frac = min(max(iteration / max(max_iter, 1), 0.0), 1.0)
         return self.beta_start + (self.beta_end - self.beta_start) * frac
-
-    def target_momentum(self, iteration: int, max_iter: int) -> float:
-        """The Siamese momentum alpha is constant: MODEL.EMA.MOMENTUM (MOMENTUM_END unused)."""
-        return float(self.cfg.MODEL.EMA.MOMENTUM)
 
     def on_step_start(self, iteration: int, max_iter: int) -> None:
         self._iteration, self._max_iter = iteration, max_iter
@@ -157,9 +179,3 @@ class SMoG(ImageLevelMetaArch):
             used = torch.unique(assignment).numel()
             put_scalars(smog_beta=beta, smog_groups_used=float(used))
         return {"loss_smog": loss}
-
-    @classmethod
-    def build_mapper(cls, cfg: CfgNode) -> Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]:
-        c = cfg.MODEL.SMOG
-        views = build_byol_multi_crop(c.CROP_SIZE, c.CROP_SCALE, c.NUM_SMALL_CROPS, c.SMALL_CROP_SIZE, c.SMALL_CROP_SCALE)
-        return ImageLevelMapper({"views": views})

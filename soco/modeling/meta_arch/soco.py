@@ -13,10 +13,10 @@ trainer. Module names are those of a stock Detectron2 detector (``backbone.botto
 ``backbone.fpn_*``, ``roi_heads.box_head.*``; C4: ``backbone.*``, ``roi_heads.res5.*``).
 """
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 import torch
-from detectron2.config import CfgNode
+from detectron2.config import CfgNode, configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.backbone.fpn import build_resnet_fpn_backbone
@@ -25,40 +25,20 @@ from detectron2.modeling.roi_heads import Res5ROIHeads, build_box_head
 from detectron2.structures import Boxes
 from torch import nn
 
-from ...data.soco_mapper import SoCoMapper, attach_proposals
-from ..heads import build_predictor, build_projector
+from ...config.method_soco import SOCO_FPN_LEVELS, check_soco_config
+from ..heads import MLPHead, build_predictor, build_projector
 from ..level_assignment import scale_aware_roi_pool
 from ..losses.soco import soco_pair_loss
 from .base import ExportSpec, PretrainMetaArch, backbone_build_cfg, build_pretrain_resnet
 
-__all__ = ["SoCo", "check_soco_config"]
+__all__ = ["SoCo"]
 
-FPN_LEVELS = ("p2", "p3", "p4", "p5")
 # (online view, its box set) paired with (other view, its box set), per loss term.
 VIEW_PAIRS = {
     "loss_v1_v2": (("v1", "v1"), ("v2", "v2")),
     "loss_v1_v3": (("v1", "v1"), ("v3", "v3")),
     "loss_v1_v4": (("v1", "v1_v4"), ("v4", "v4")),
 }
-
-
-def check_soco_config(cfg: CfgNode) -> None:
-    """Raise ValueError naming the key when the SoCo settings contradict each other."""
-    c = cfg.MODEL.SOCO
-    if c.VARIANT not in ("FPN", "C4"):
-        raise ValueError(f"MODEL.SOCO.VARIANT must be 'FPN' or 'C4', got {c.VARIANT!r}")
-    if c.VARIANT == "C4" and c.USE_VIEW3:
-        raise ValueError("MODEL.SOCO.VARIANT C4 discards V3 (paper, section 3.3): set MODEL.SOCO.USE_VIEW3 False")
-    thresholds = list(c.LEVEL_THRESHOLDS)
-    if len(thresholds) != len(FPN_LEVELS) - 1 or thresholds != sorted(thresholds):
-        raise ValueError(f"MODEL.SOCO.LEVEL_THRESHOLDS must be 3 increasing sizes (P2|P3|P4|P5), got {thresholds}")
-    if c.VARIANT == "FPN":
-        if list(cfg.MODEL.FPN.IN_FEATURES) != ["res2", "res3", "res4", "res5"]:
-            raise ValueError(
-                f"MODEL.FPN.IN_FEATURES must be res2..res5 to give P2-P5, got {cfg.MODEL.FPN.IN_FEATURES}"
-            )
-        if cfg.MODEL.ROI_BOX_HEAD.NAME != "FastRCNNConvFCHead":
-            raise ValueError(f"MODEL.ROI_BOX_HEAD.NAME must be FastRCNNConvFCHead, got {cfg.MODEL.ROI_BOX_HEAD.NAME!r}")
 
 
 def _head_build_cfg(cfg: CfgNode) -> CfgNode:
@@ -76,40 +56,66 @@ class SoCo(PretrainMetaArch):
     """Online: ``backbone``, ``roi_heads`` (``box_head`` or ``res5``), ``projector``, ``predictor``;
     target: EMA copies of ``backbone``, ``roi_heads``, ``projector``."""
 
-    def __init__(self, cfg: CfgNode):
-        super().__init__(cfg)
+    @configurable
+    def __init__(self, *, variant: str, backbone: nn.Module, roi_heads: nn.ModuleDict, pooler: ROIPooler,
+                 projector: MLPHead, predictor: MLPHead, level_thresholds: Sequence[float] = (48, 96, 192),
+                 use_view3: bool = True, use_view4: bool = False, **kwargs):
+        """``variant``: "FPN" (``roi_heads["box_head"]`` on P2-P5) or "C4" (``roi_heads["res5"]``
+        on res4); ``pooler``: RoIAlign per pooled level; ``level_thresholds``: sqrt-area bounds
+        P2|P3|P4|P5 in view pixels; ``use_view3`` / ``use_view4``: the views the batch carries.
+        Other arguments go to :class:`PretrainMetaArch`."""
+        super().__init__(**kwargs)
+        self.variant = variant
+        self.level_thresholds = tuple(float(t) for t in level_thresholds)
+        self.view_names = ["v1", "v2"] + (["v3"] if use_view3 else []) + (["v4"] if use_view4 else [])
+        self.loss_pairs = {k: v for k, v in VIEW_PAIRS.items() if v[1][0] in self.view_names}
+        self.backbone = backbone
+        self.roi_heads = roi_heads
+        # The pooler has no parameters; its per-level RoIAlign modules are reused by
+        # scale_aware_roi_pool with SoCo's level assignment.
+        self.pooler = pooler
+        self.projector = projector
+        self.predictor = predictor
+        self.make_target("backbone", "roi_heads", "projector")
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
+        """Networks built in the order backbone, RoI head, projector, predictor."""
         check_soco_config(cfg)
         c = cfg.MODEL.SOCO
-        self.variant = c.VARIANT
-        self.level_thresholds = tuple(float(t) for t in c.LEVEL_THRESHOLDS)
-        self.view_names = ["v1", "v2"] + (["v3"] if c.USE_VIEW3 else []) + (["v4"] if c.USE_VIEW4 else [])
-        self.loss_pairs = {k: v for k, v in VIEW_PAIRS.items() if v[1][0] in self.view_names}
         bcfg = _head_build_cfg(cfg)
         head_cfg = cfg.MODEL.ROI_BOX_HEAD
         resolution = head_cfg.POOLER_RESOLUTION
-        if self.variant == "FPN":
-            self.backbone = build_resnet_fpn_backbone(bcfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
-            shapes = self.backbone.output_shape()
-            scales = [1.0 / shapes[f].stride for f in FPN_LEVELS]
+        if c.VARIANT == "FPN":
+            backbone = build_resnet_fpn_backbone(bcfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
+            shapes = backbone.output_shape()
+            scales = [1.0 / shapes[f].stride for f in SOCO_FPN_LEVELS]
             head = build_box_head(bcfg, ShapeSpec(channels=shapes["p2"].channels, height=resolution, width=resolution))
-            self.roi_heads = nn.ModuleDict({"box_head": head})
+            roi_heads = nn.ModuleDict({"box_head": head})
             feature_dim = head.output_shape.channels
         else:
-            self.backbone = build_pretrain_resnet(cfg, ("res4",))
-            scales = [1.0 / self.backbone.output_shape()["res4"].stride]
+            backbone = build_pretrain_resnet(cfg, ("res4",))
+            scales = [1.0 / backbone.output_shape()["res4"].stride]
             res5, feature_dim = Res5ROIHeads._build_res5_block(bcfg)
-            self.roi_heads = nn.ModuleDict({"res5": res5})
-        # The pooler has no parameters; its per-level RoIAlign modules are reused by
-        # scale_aware_roi_pool with SoCo's level assignment.
-        self.pooler = ROIPooler(
+            roi_heads = nn.ModuleDict({"res5": res5})
+        pooler = ROIPooler(
             output_size=resolution,
             scales=scales,
             sampling_ratio=head_cfg.POOLER_SAMPLING_RATIO,
             pooler_type=head_cfg.POOLER_TYPE,
         )
-        self.projector = build_projector(cfg, feature_dim)
-        self.predictor = build_predictor(cfg)
-        self.make_target("backbone", "roi_heads", "projector")
+        return {
+            **super().from_config(cfg),
+            "variant": c.VARIANT,
+            "backbone": backbone,
+            "roi_heads": roi_heads,
+            "pooler": pooler,
+            "projector": build_projector(cfg, feature_dim),
+            "predictor": build_predictor(cfg),
+            "level_thresholds": tuple(c.LEVEL_THRESHOLDS),
+            "use_view3": c.USE_VIEW3,
+            "use_view4": c.USE_VIEW4,
+        }
 
     # ----------------------------------------------------------------------------- features
     def object_features(self, images: torch.Tensor, box_sets: List[List[torch.Tensor]], target: bool) -> List[torch.Tensor]:
@@ -123,13 +129,21 @@ class SoCo(PretrainMetaArch):
         roi_heads = self.target["roi_heads"] if target else self.roi_heads
         features = backbone(self.pad_to_divisible(images, backbone.size_divisibility))
         if self.variant == "FPN":
-            levels = [features[f] for f in FPN_LEVELS]
+            levels = [features[f] for f in SOCO_FPN_LEVELS]
             pooled = [scale_aware_roi_pool(self.pooler, levels, boxes, self.level_thresholds) for boxes in box_sets]
             h = roi_heads["box_head"](torch.cat(pooled))
         else:
             pooled = [self.pooler([features["res4"]], [Boxes(b) for b in boxes]) for boxes in box_sets]
             h = roi_heads["res5"](torch.cat(pooled)).mean(dim=(2, 3))
         return list(h.split([p.shape[0] for p in pooled]))
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) RGB 0-255 -> (N, 2048 or res5 width) pooled res5 of the online ResNet
+        (FPN: the bottom-up network; C4: res4 backbone, then the RoI head's res5)."""
+        x = self.normalize(images)
+        if self.variant == "FPN":
+            return self.backbone.bottom_up(x)["res5"].mean(dim=(2, 3))
+        return self.roi_heads["res5"](self.backbone(x)["res4"]).mean(dim=(2, 3))
 
     @staticmethod
     def pad_to_divisible(images: torch.Tensor, divisor: int) -> torch.Tensor:
@@ -183,15 +197,6 @@ class SoCo(PretrainMetaArch):
         }
 
     # ----------------------------------------------------------------------------- classmethods
-    @classmethod
-    def build_mapper(cls, cfg: CfgNode) -> SoCoMapper:
-        check_soco_config(cfg)
-        return SoCoMapper.from_config(cfg)
-
-    @classmethod
-    def prepare_dataset_dicts(cls, cfg: CfgNode, dicts: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-        return attach_proposals(dicts, cfg.MODEL.SOCO.PROPOSALS)
-
     @classmethod
     def export_spec(cls, cfg: CfgNode) -> ExportSpec:
         if cfg.MODEL.SOCO.VARIANT == "C4":
