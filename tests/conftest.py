@@ -1,10 +1,22 @@
-"""Shared test set-up: deterministic CPU runs with a fixed intra-op thread count."""
+"""Shared test set-up: deterministic CPU runs with a fixed intra-op thread count, and
+``load_tool`` for the command-line scripts of tools/ (scripts, not a package)."""
 
+import importlib.util
 import os
 
 import pytest
 import torch
 from detectron2.utils.env import seed_all_rng
+
+TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+
+
+def load_tool(name: str):
+    """``tools/<name>.py`` imported as a fresh module (its ``main`` is not run)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(TOOLS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,7 +1,6 @@
 """tools/demo.py: the end-to-end smoke run (slow: every step of the pipeline on CPU), and its
 failure message and report pieces (fast)."""
 
-import importlib.util
 import json
 import math
 import os
@@ -11,15 +10,14 @@ import sys
 
 import pytest
 
+from conftest import load_tool
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "tools", "demo.py")
 
 
 def load_demo():
-    spec = importlib.util.spec_from_file_location("demo", DEMO)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("demo")
 
 
 def test_missing_step_fails_with_a_clear_message(tmp_path):

@@ -272,13 +272,9 @@ def test_user_folder_with_raw_idx_files(built, monkeypatch):
 
 def test_cli_prints_what_it_wrote(built, capsys):
     config, _ = built
-    import importlib.util
+    from conftest import load_tool
 
-    spec = importlib.util.spec_from_file_location(
-        "build_embedded_data", Path(__file__).resolve().parents[1] / "tools" / "build_embedded_data.py"
-    )
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_tool("build_embedded_data")
     args = ["--root", config.root, "--num-photos", "14", "--det-train", "6", "--det-val", "3", "--fashion-limit", "40"]
     assert cli.main(args) == 0
     out = capsys.readouterr().out

@@ -2,17 +2,15 @@
 the eval_representation CLI end to end on a tiny ImageFolder."""
 
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from conftest import load_tool
 from soco.evaluation import clustering_accuracy, clustering_metrics, knn_accuracy, knn_predict, linear_probe_accuracy
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_knn_weights_are_exp_cosine_over_temperature():
@@ -63,10 +61,16 @@ def _image_folder(root, per_class=6):
 
 
 def test_eval_cli_on_image_folder(tmp_path, capsys):
-    _image_folder(tmp_path)
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    import eval_representation
+    """Random init already separates the two colours (kNN > 0.9); a checkpoint whose res5 is
+    zeroed gives constant features, so its kNN falls to chance (0.5): the numbers come from the
+    checkpoint's weights, read through soco.checkpoint, and not from a fresh network."""
+    import json
 
+    from soco.config import load_pretrain_config
+    from soco.modeling.meta_arch import build_pretrain_model
+
+    _image_folder(tmp_path)
+    eval_representation = load_tool("eval_representation")
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(
         "MODEL:\n  META_ARCHITECTURE: CLSA\n  RESNETS: {DEPTH: 18, RES2_OUT_CHANNELS: 64}\n"
@@ -79,11 +83,22 @@ def test_eval_cli_on_image_folder(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "knn top1 (k=3, T=0.07)" in printed and "linear probe top1" in printed
-    import json
-
     results = json.loads(out.read_text())
-    assert results["train/test images"] == "12/12"
+    assert results["train/test images"] == "12/12" and results["weights"] == "random init"
     assert results["knn top1 (k=3, T=0.07)"] > 0.9  # colours separate even at random init
+
+    full_cfg = load_pretrain_config(str(cfg))
+    full_cfg.MODEL.DEVICE = "cpu"
+    model = build_pretrain_model(full_cfg, 1)
+    state = {k: (torch.zeros_like(v) if k.startswith("backbone.res5.") and v.is_floating_point() else v)
+             for k, v in model.state_dict().items()}
+    weights = tmp_path / "zeroed.pth"
+    torch.save({"model": state, "cfg": full_cfg.dump(), "iteration": 0}, weights)
+    args = ["--config-file", str(cfg), "--dataset", str(tmp_path / "train"), "--knn-k", "3", "--weights", str(weights)]
+    assert eval_representation.main(args + ["--output", str(out)]) == 0
+    zeroed = json.loads(out.read_text())
+    assert zeroed["weights"] == str(weights)
+    assert zeroed["knn top1 (k=3, T=0.07)"] == 0.5  # constant features: every test image gets one class
     with pytest.raises(FileNotFoundError):
         eval_representation.main(["--config-file", str(cfg), "--dataset", str(tmp_path / "train"), "--weights", "nope.pth"])
 

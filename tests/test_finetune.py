@@ -2,7 +2,6 @@
 from converted SoCo weights runs and evaluates on CPU."""
 
 import glob
-import importlib.util
 import json
 import os
 import pickle
@@ -15,6 +14,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser
 from detectron2.modeling import META_ARCH_REGISTRY
 
+from conftest import load_tool
 import soco.data.embedded  # noqa: F401  (registers the embedded datasets)
 import soco.modeling.meta_arch  # noqa: F401  (registers SoCo)
 from soco.checkpoint import convert
@@ -35,13 +35,6 @@ def finetune_cfg(path):
     cfg = get_cfg()
     cfg.merge_from_file(path)
     return cfg
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ------------------------------------------------------------------------- configs

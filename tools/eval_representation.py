@@ -18,14 +18,10 @@ import sys
 import tempfile
 
 import torch
-import torch.nn.functional as F
-from detectron2.modeling import META_ARCH_REGISTRY, build_model
 
 from soco.config import get_pretrain_cfg
-from soco.evaluation import clustering_metrics, knn_accuracy, linear_probe_accuracy
-from soco.evaluation.features import default_test_split, extract_features, labelled_dicts, subsample
-from soco.modeling import meta_arch  # noqa: F401  (registers the methods)
-from soco.modeling.meta_arch.base import build_pretrain_resnet
+from soco.evaluation.features import default_test_split, labelled_dicts, subsample
+from soco.evaluation.representation import evaluate_representation, format_table, method_crop_size
 
 
 def parse_args(argv=None):
@@ -55,102 +51,21 @@ def load_cfg(args):
     return cfg
 
 
-def method_crop_size(cfg) -> int:
-    name = cfg.MODEL.META_ARCHITECTURE.upper()
-    section = cfg.MODEL.get(name, None)
-    return int(section.CROP_SIZE) if section is not None and "CROP_SIZE" in section else 224
-
-
-def load_state(path: str) -> dict:
-    if not path:
-        return {}
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--weights {path}: no such file")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    return ckpt.get("model", ckpt)
-
-
-def build_encoder(cfg, state: dict, device: str):
-    """The method's online backbone with the checkpoint's weights: uint8 images -> pooled res5."""
-    method = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
-    prefix = method.export_spec(cfg)["backbone"][0][0]
-    backbone = build_pretrain_resnet(cfg, ("res5",))
-    if state:
-        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        missing, unexpected = backbone.load_state_dict(sub, strict=False)
-        if missing:
-            raise KeyError(f"checkpoint lacks backbone weights under '{prefix}': {missing[:5]} ...")
-    backbone.to(device).eval()
-    mean = torch.tensor(cfg.MODEL.PIXEL_MEAN, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(cfg.MODEL.PIXEL_STD, device=device).view(1, -1, 1, 1)
-
-    def encode(images: torch.Tensor) -> torch.Tensor:
-        x = (images.to(device).float() - mean) / std
-        return backbone(x)["res5"].mean(dim=(2, 3))
-
-    return encode
-
-
-def coke_cluster_metrics(cfg, state: dict, dicts, image_size: int, batch_size: int, device: str) -> dict:
-    """ACC/NMI/ARI of each CoKe head: nearest centre of the normalised projection."""
-    cfg = cfg.clone()
-    cfg.defrost()
-    cfg.PRETRAIN.NUM_IMAGES = int(state["labels"].shape[1])
-    model = build_model(cfg)
-    model.load_state_dict(state)
-    model.eval()
-    heads = {h: [] for h in range(len(model.num_clusters))}
-
-    def encode(images):
-        z = F.normalize(model.project(model.preprocess_images([{"v": [im]} for im in images], "v")[0]), dim=1)
-        for h in heads:
-            heads[h].append((z @ getattr(model, f"loss_centers_{h}").t()).argmax(dim=1).cpu())
-        return z
-
-    _, labels = extract_features(encode, dicts, image_size, batch_size)
-    return {
-        f"head{h} (K={model.num_clusters[h]})": clustering_metrics(labels.numpy(), torch.cat(p).numpy())
-        for h, p in heads.items()
-    }
-
-
 def evaluate(args) -> dict:
     cfg = load_cfg(args)
-    image_size = args.image_size or method_crop_size(cfg)
     train = subsample(labelled_dicts(args.dataset), args.max_train)
     test = subsample(labelled_dicts(args.test_dataset or default_test_split(args.dataset)), args.max_test)
-    state = load_state(args.weights)
-    encode = build_encoder(cfg, state, args.device)
-    train_x, train_y = extract_features(encode, train, image_size, args.batch_size)
-    test_x, test_y = extract_features(encode, test, image_size, args.batch_size)
-    results = {
-        "method": cfg.MODEL.META_ARCHITECTURE,
-        "weights": args.weights or "random init",
-        "train/test images": f"{len(train)}/{len(test)}",
-        f"knn top1 (k={args.knn_k}, T={args.knn_t})": knn_accuracy(train_x, train_y, test_x, test_y, args.knn_k, args.knn_t),
-    }
-    if not args.no_linear:
-        results["linear probe top1"] = linear_probe_accuracy(train_x, train_y, test_x, test_y)
-    if cfg.MODEL.META_ARCHITECTURE == "CoKe" and state:
-        with torch.no_grad():
-            for head, metrics in coke_cluster_metrics(cfg, state, test, image_size, args.batch_size, args.device).items():
-                for name, value in metrics.items():
-                    results[f"{head} {name}"] = value
-    return results
-
-
-def print_table(results: dict) -> None:
-    width = max(len(k) for k in results)
-    for key, value in results.items():
-        shown = f"{100 * value:.2f}%" if isinstance(value, float) else str(value)
-        print(f"{key:<{width}}  {shown}")
+    return evaluate_representation(
+        cfg, args.weights, train, test, args.image_size or method_crop_size(cfg),
+        args.knn_k, args.knn_t, linear=not args.no_linear, batch_size=args.batch_size,
+    )
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_flush_denormal(True)
     results = evaluate(args)
-    print_table(results)
+    print(format_table(results))
     if args.output:
         folder = os.path.dirname(os.path.abspath(args.output))
         with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as f:
