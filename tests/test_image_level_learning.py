@@ -12,9 +12,14 @@ METHODS = ["CoKe", "CLSA", "SMoG"]
 
 @pytest.mark.parametrize("method", METHODS)
 def test_fashion_mnist_pipeline_runs(method):
-    """Fast variant of the learning check: the in-memory Fashion-MNIST run trains and evaluates."""
+    """Fast variant of the learning check: the in-memory Fashion-MNIST run trains and evaluates.
+
+    Chance is 0.1 (10 classes); the random-init ResNet-18's kNN reads 0.50 here and 0.54-0.58
+    after two steps, so both must stay well above chance: broken images, labels, normalisation
+    or features (e.g. constant ones) fall to about 0.1."""
     before, after, run, stem = fashion_mnist_run(method, steps=2, crop=16, batch=16, train=200, test=100)
-    assert all(math.isfinite(x) for x in run["losses"]) and 0.0 <= before <= 1.0 and 0.0 <= after <= 1.0
+    assert len(run["losses"]) == 2 and all(math.isfinite(x) for x in run["losses"])
+    assert before > 0.3 and after > 0.3, (before, after)
     assert not torch.equal(run["model"].backbone.stem.conv1.weight, stem)
 
 

@@ -52,11 +52,23 @@ def test_strong_sequence_probability_and_count(monkeypatch):
         CLSAStrongAugment(ops=["Cutout"])
 
 
-def test_magnitudes_stay_in_range():
+def test_magnitudes_cover_table1_ranges_uniformly():
+    """2000 draws per operation: integer magnitudes reach both ends of Table 1's range (inclusive),
+    real ones fill it uniformly (mean at the midpoint, extremes near both ends), operations
+    without a magnitude get 0."""
     torch.manual_seed(0)
-    for op in CLSA_OPERATIONS.values():
-        values = [CLSAStrongAugment.sample_magnitude(op) for _ in range(50)]
-        assert min(values) >= op.low and max(values) <= op.high
+    for name, op in CLSA_OPERATIONS.items():
+        values = np.array([CLSAStrongAugment.sample_magnitude(op) for _ in range(2000)], dtype=np.float64)
+        span = op.high - op.low
+        assert values.min() >= op.low and values.max() <= op.high, name
+        if span == 0:
+            assert (values == 0).all(), name
+        elif op.integer:
+            assert (values == np.round(values)).all(), name
+            assert values.min() == op.low and values.max() == op.high, name
+        else:
+            assert abs(values.mean() - (op.low + op.high) / 2) < 0.03 * span, name
+            assert values.min() < op.low + 0.01 * span and values.max() > op.high - 0.01 * span, name
 
 
 def test_clsa_crops_and_determinism():

@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 
 Mapper = Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]
 
+# Epoch e of seed s shuffles with the generator seeded s * EPOCH_SEED_STRIDE + e: a prime larger
+# than any number of epochs, so that (seed, epoch) pairs never share a permutation seed.
+EPOCH_SEED_STRIDE = 1_000_003
+
 
 def get_pretrain_dataset_dicts(cfg: CfgNode) -> List[Dict[str, Any]]:
     """Images of ``PRETRAIN.IMAGE_ROOT`` (+ optional ``PRETRAIN.IMAGE_LIST``) if set, else the
@@ -76,7 +80,7 @@ class PositionSampler(Sampler):
         if not self.shuffle:
             return torch.arange(self.size)
         g = torch.Generator()
-        g.manual_seed(self.seed * 1_000_003 + epoch)
+        g.manual_seed(self.seed * EPOCH_SEED_STRIDE + epoch)
         return torch.randperm(self.size, generator=g)
 
     def __iter__(self) -> Iterator[Tuple[int, int]]:
