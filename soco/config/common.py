@@ -20,11 +20,12 @@ def add_common_config(cfg: CN) -> None:
     # (e.g. on the command line) overrides the length, and every schedule (lr warm-up and
     # cosine, EMA momentum, method-specific ramps) follows the overridden length. The trainer
     # writes the resolved values into SOLVER.MAX_ITER, SOLVER.WARMUP_ITERS and
-    # PRETRAIN.NUM_IMAGES before it builds the model, so models may read them.
+    # PRETRAIN.NUM_IMAGES, so the saved config records the run.
     cfg.PRETRAIN.EPOCHS = 100
     cfg.PRETRAIN.WARMUP_EPOCHS = 10
-    # Filled by the trainer (number of training images after prepare_dataset_dicts); lets a
-    # method size per-instance buffers without hard-coding the dataset. 0 = not resolved yet.
+    # Filled by the trainer (number of training images after the method's dataset preparation):
+    # a record of the run, checked on --resume and used to rebuild a model from a checkpoint (the
+    # engine passes the size to CoKe's constructor itself). 0 = not resolved yet.
     cfg.PRETRAIN.NUM_IMAGES = 0
     # lr = SOLVER.BASE_LR * SOLVER.IMS_PER_BATCH / LR_REFERENCE_BATCH (linear scaling rule).
     cfg.PRETRAIN.LR_REFERENCE_BATCH = 256
