@@ -9,10 +9,10 @@ Contract between the data, the methods and the trainer
   3x3 conv, torchvision style). Fine-tune configs must use the same three settings.
 * **Batches.** The trainer calls ``forward(batched_inputs)`` with a list (one entry per image of
   this process's micro-batch) of the dicts returned by the method's mapper
-  (``soco.data.method_data``; the model never sees files, mappers or proposal formats). Every mapper returns
-  ``{"views": [Tensor(3, H_v, W_v) uint8, ...], "image_id": str, ...}``: view v has the same size
-  for every image, so ``preprocess_images(batched_inputs, "views")`` stacks view v of all images
-  into one (N, 3, H_v, W_v) batch. Methods add their own keys (SoCo: per-view boxes; CoKe: the
+  (``soco.data.method_data``; the model never sees files, mappers or proposal formats).
+  Every mapper returns ``{"views": [Tensor(3, H_v, W_v) uint8, ...], "image_id": str, ...}``:
+  view v has the same size for every image, so ``preprocess_images(batched_inputs, "views")``
+  stacks view v of all images into one (N, 3, H_v, W_v) batch. Methods add their own keys (SoCo: per-view boxes; CoKe: the
   dataset index) and may keep several view lists under other keys (e.g. CLSA's strong views).
   A mapper may return ``None`` for an unreadable image; the loader then takes the next image.
 * **Losses.** ``forward`` returns a dict: entries whose names start with ``loss_`` are summed
