@@ -1,6 +1,7 @@
 """SoCo (Wei et al. 2021): object-level BYOL over a detector's backbone, neck and RoI head.
 
-FPN variant: Detectron2 ResNet + FPN (P2-P5; P6 is built, as in the detector, but unused),
+FPN variant: Detectron2 ResNet + FPN (P2-P5; P6 is built, as in the detector, but unused; by
+default ``soco.modeling.fpn.LateralSizeFPN``, same tensors, so V3 runs at 112 px unpadded),
 7x7 ROIAlignV2 with SoCo's scale-aware level assignment, the 4conv1fc ``FastRCNNConvFCHead``.
 C4 variant: ResNet up to res4, 14x14 ROIAlignV2 on C4, then res5 (as ``Res5ROIHeads`` builds it)
 and a spatial mean; no V3. Projector g and predictor q: Linear(4096)-BN-ReLU-Linear(256).
@@ -26,6 +27,7 @@ from detectron2.structures import Boxes
 from torch import nn
 
 from ...data.soco_mapper import SoCoMapper, attach_proposals
+from ..fpn import build_resnet_lateral_size_fpn_backbone
 from ..heads import build_predictor, build_projector
 from ..level_assignment import scale_aware_roi_pool
 from ..losses.soco import soco_pair_loss
@@ -40,6 +42,13 @@ VIEW_PAIRS = {
     "loss_v1_v3": (("v1", "v1"), ("v3", "v3")),
     "loss_v1_v4": (("v1", "v1_v4"), ("v4", "v4")),
 }
+# MODEL.SOCO.VIEWS "official": V3 has its own V1 boxes (an independent crop, or SoCo*'s V2 resized
+# with V1 boxes jittered anew), as the official data pipeline pairs them.
+OFFICIAL_V3_PAIR = (("v1", "v1_v3"), ("v3", "v3"))
+FPN_BUILDERS = {
+    "lateral_size": build_resnet_lateral_size_fpn_backbone,
+    "scale2": build_resnet_fpn_backbone,
+}
 
 
 def check_soco_config(cfg: CfgNode) -> None:
@@ -52,6 +61,10 @@ def check_soco_config(cfg: CfgNode) -> None:
     thresholds = list(c.LEVEL_THRESHOLDS)
     if len(thresholds) != len(FPN_LEVELS) - 1 or thresholds != sorted(thresholds):
         raise ValueError(f"MODEL.SOCO.LEVEL_THRESHOLDS must be 3 increasing sizes (P2|P3|P4|P5), got {thresholds}")
+    if c.FPN_UPSAMPLE not in FPN_BUILDERS:
+        raise ValueError(f"MODEL.SOCO.FPN_UPSAMPLE must be one of {sorted(FPN_BUILDERS)}, got {c.FPN_UPSAMPLE!r}")
+    if c.VIEWS not in ("paper", "official"):
+        raise ValueError(f"MODEL.SOCO.VIEWS must be 'paper' or 'official', got {c.VIEWS!r}")
     if c.VARIANT == "FPN":
         if list(cfg.MODEL.FPN.IN_FEATURES) != ["res2", "res3", "res4", "res5"]:
             raise ValueError(
@@ -83,12 +96,13 @@ class SoCo(PretrainMetaArch):
         self.variant = c.VARIANT
         self.level_thresholds = tuple(float(t) for t in c.LEVEL_THRESHOLDS)
         self.view_names = ["v1", "v2"] + (["v3"] if c.USE_VIEW3 else []) + (["v4"] if c.USE_VIEW4 else [])
-        self.loss_pairs = {k: v for k, v in VIEW_PAIRS.items() if v[1][0] in self.view_names}
+        pairs = dict(VIEW_PAIRS, loss_v1_v3=OFFICIAL_V3_PAIR) if c.VIEWS == "official" else VIEW_PAIRS
+        self.loss_pairs = {k: v for k, v in pairs.items() if v[1][0] in self.view_names}
         bcfg = _head_build_cfg(cfg)
         head_cfg = cfg.MODEL.ROI_BOX_HEAD
         resolution = head_cfg.POOLER_RESOLUTION
         if self.variant == "FPN":
-            self.backbone = build_resnet_fpn_backbone(bcfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
+            self.backbone = FPN_BUILDERS[c.FPN_UPSAMPLE](bcfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
             shapes = self.backbone.output_shape()
             scales = [1.0 / shapes[f].stride for f in FPN_LEVELS]
             head = build_box_head(bcfg, ShapeSpec(channels=shapes["p2"].channels, height=resolution, width=resolution))
@@ -135,9 +149,10 @@ class SoCo(PretrainMetaArch):
     def pad_to_divisible(images: torch.Tensor, divisor: int) -> torch.Tensor:
         """Zero-pad (N, C, H, W) normalised images at the bottom/right to multiples of ``divisor``.
 
-        Detectron2's FPN upsamples by exactly 2, so its input must be a multiple of 32 (V3 is 112 px);
-        padding with 0 after normalisation is padding with the mean pixel, as Detectron2's
-        ``ImageList`` does, and leaves box coordinates unchanged.
+        Only with MODEL.SOCO.FPN_UPSAMPLE "scale2": Detectron2's FPN upsamples by exactly 2, so its
+        input must be a multiple of 32 (V3 is 112 px); the default ``LateralSizeFPN`` has divisor 1
+        and runs every view unpadded. Padding with 0 after normalisation is padding with the mean
+        pixel, as Detectron2's ``ImageList`` does, and leaves box coordinates unchanged.
         """
         if divisor <= 1:
             return images
