@@ -237,3 +237,43 @@ def test_command_line(tmp_path, capsys):
     assert "wrote proposals of 1 images" in capsys.readouterr().out
     assert main(["checkpoint", str(tmp_path / "missing.pth"), str(tmp_path / "o.pth")]) == 1
     assert "missing.pth: no such file" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- mmdetection export
+# mmdetection's names, from its source: mmdet/models/backbones/resnet.py (stem ``conv1`` +
+# ``bn1`` = build_norm_layer(postfix=1); ``layer{1-4}``; Bottleneck ``conv{1-3}`` / ``bn{1-3}``;
+# ``downsample`` = Sequential(conv, norm)); mmdet/models/necks/fpn.py (``lateral_convs`` and
+# ``fpn_convs``: ModuleLists of mmcv ConvModule, whose conv is ``.conv`` and whose BN is ``.bn``);
+# mmdet/models/roi_heads/bbox_heads/convfc_bbox_head.py (Shared4Conv1FCBBoxHead:
+# ``shared_convs`` of 4 ConvModules, ``shared_fcs`` of 1 Linear) under ``roi_head.bbox_head``;
+# and the official converter_mmdetection/convert_mmdetection_Head.py, which writes these names.
+def mmdet_expected_names() -> set:
+    names = {f"backbone.{n}" for n in torchvision.models.resnet50().state_dict() if not n.startswith("fc.")}
+    for i in range(4):
+        for kind in ("lateral_convs", "fpn_convs"):
+            names.add(f"neck.{kind}.{i}.conv.weight")
+            names |= {f"neck.{kind}.{i}.bn.{p}" for p in ("weight", "bias", "running_mean", "running_var",
+                                                          "num_batches_tracked")}
+    for j in range(4):
+        names.add(f"roi_head.bbox_head.shared_convs.{j}.conv.weight")
+        names |= {f"roi_head.bbox_head.shared_convs.{j}.bn.{p}" for p in ("weight", "bias", "running_mean",
+                                                                          "running_var", "num_batches_tracked")}
+    names |= {"roi_head.bbox_head.shared_fcs.0.weight", "roi_head.bbox_head.shared_fcs.0.bias"}
+    return names
+
+
+def test_mmdet_export_uses_mmdetection_names(tmp_path):
+    src = tmp_path / "ckpt_epoch_100.pth"
+    official = write_official(src, "SoCo_FPN")
+    import_official(str(src), str(tmp_path / "soco.pth"), verify=False)
+    export = convert(str(tmp_path / "soco.pth"), str(tmp_path / "mmdet.pth"), fmt="mmdet", verify=False)
+    saved = torch.load(tmp_path / "mmdet.pth", weights_only=True)
+    assert set(saved) == {"state_dict", "meta"}
+    assert set(saved["state_dict"]) == mmdet_expected_names()
+    # The official converter's own renaming of the same tensors gives the same values.
+    assert torch.equal(saved["state_dict"]["backbone.layer3.5.bn2.running_var"],
+                       official["module.encoder.layer3.5.bn2.running_var"])
+    assert torch.equal(saved["state_dict"]["neck.fpn_convs.2.bn.weight"], official["module.neck.fpn_convs.2.bn.weight"])
+    assert torch.equal(saved["state_dict"]["roi_head.bbox_head.shared_convs.3.bn.bias"], official["module.head.bn4.bias"])
+    assert torch.equal(saved["state_dict"]["roi_head.bbox_head.shared_fcs.0.weight"], official["module.head.fc1.weight"])
+    assert len(export.tensors) == len(saved["state_dict"])
