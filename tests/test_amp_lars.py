@@ -8,7 +8,6 @@ as the CUDA one.
 
 import copy
 
-import pytest
 import torch
 
 from soco.modeling.ema import ema_update_

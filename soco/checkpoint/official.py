@@ -41,7 +41,6 @@ OFFICIAL_MODELS = {
     "SoCo_C4": ("c4", {100: "SoCo_R50_C4_100ep.yaml", 400: "SoCo_R50_C4_400ep.yaml"}),
 }
 IGNORED = ("queue", "queue_ptr")
-_ONLINE = {"encoder": "", "neck": "", "head": "", "projector": "", "predictor": ""}
 
 # torchvision ResNet name -> Detectron2 ResNet name (the inverse of resnet_names' rules).
 _RESNET_RULES = [
