@@ -10,7 +10,7 @@ from detectron2.modeling.backbone.fpn import build_resnet_fpn_backbone
 from soco.config.defaults import load_pretrain_config
 from soco.data.box_cutout import box_cutout
 from soco.data.soco_official_views import clip_to, jitter_corner, overlapping, select_with_padding
-from soco.data.soco_views import SoCoViewBuilder, SoCoViewParams
+from soco.data.soco_views import SoCoViewBuilder, SoCoViewParams, keep_visible
 from soco.modeling.fpn import build_resnet_lateral_size_fpn_backbone
 from soco.modeling.meta_arch.soco import SoCo
 
@@ -224,3 +224,21 @@ def test_paper_configs_train_with_amp_and_the_paper_views(name):
     assert cfg.SOLVER.AMP.ENABLED and cfg.MODEL.SOCO.VIEWS == "paper" and cfg.MODEL.SOCO.CUTOUT_PROB == 0
     assert cfg.MODEL.SOCO.CROP_SCALE[0] == (0.6 if "C4" in name else 0.5)
     assert not _cfg("SoCo_demo_R18_FPN_cpu.yaml").SOLVER.AMP.ENABLED
+
+
+def test_official_geometry_on_a_fixed_crop_by_hand():
+    """Crop = right half of a 200 x 100 image: V1 keeps the whole proposal, V2 its visible part;
+    a proposal with 2 of its 42 px inside is kept (any overlap), one outside is not."""
+    builder = _builder(num_proposals=2, view3_size=0)
+    builder._crop_v2.make_params = lambda images: {"top": 0, "left": 100, "height": 100, "width": 100}
+    image = torch.zeros(3, 100, 200, dtype=torch.uint8)
+    proposals = torch.tensor([[20.0, 10, 180, 90], [60, 10, 102, 20], [0, 0, 50, 50]])
+    images, boxes = builder._official_geometry(image, proposals)
+    assert set(boxes) == {"v1", "v2"}
+    order = boxes["v1"][:, 0].argsort()  # the two kept proposals, in a random order
+    v1 = boxes["v1"][order] / torch.tensor([64 / 200, 64 / 100] * 2)
+    v2 = boxes["v2"][order] / (64 / 100) + torch.tensor([100.0, 0, 100, 0])
+    torch.testing.assert_close(v1, proposals[[0, 1]])  # whole proposals (jitter_prob 0)
+    torch.testing.assert_close(v2, torch.tensor([[100.0, 10, 180, 90], [100, 10, 102, 20]]))
+    # The paper's reading on the same crop (V1 pixels: top 0, left 32, 64 x 32) keeps only the first.
+    assert len(keep_visible(proposals * torch.tensor([64 / 200, 64 / 100] * 2), (0, 32, 64, 32), 0.5)) == 1
