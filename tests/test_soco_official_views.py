@@ -122,7 +122,6 @@ def test_official_v1_boxes_are_whole_proposals_and_crop_boxes_their_visible_part
         for name, size in (("v2", 64), ("v3", 32)):
             b = out["boxes"][name]
             assert (b >= -1e-4).all() and (b <= size + 1e-4).all()
-    # Paired IoU < 1 happens: V1's box is the whole proposal, V2's only its visible part.
 
 
 def test_official_v3_is_an_independent_crop_and_star_resizes_v2():
