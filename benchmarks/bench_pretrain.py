@@ -13,6 +13,7 @@ In one run, on the same images (the embedded demo photos, or --image-root):
 
     python benchmarks/bench_pretrain.py                       # CPU: batch 2, a few iterations
     python benchmarks/bench_pretrain.py --device cuda --batch 64 --iters 20 --output bench.json
+    python benchmarks/bench_pretrain.py --variants   # VIEWS paper vs official+cutout, fp32 vs AMP
 
 On CPU the loader's workers and the model share the same cores, so the two throughputs are
 measured one after the other; on a shared machine the absolute numbers vary from run to run,
@@ -37,7 +38,7 @@ CONFIGS = {
 }
 
 
-def load_cfg(method, args, proposal_file=""):
+def load_cfg(method, args, proposal_file="", extra_opts=()):
     from soco.config.defaults import load_pretrain_config
 
     opts = [
@@ -50,7 +51,7 @@ def load_cfg(method, args, proposal_file=""):
     ]
     if method == "SoCo":
         opts += ["MODEL.SOCO.PROPOSALS", proposal_file]
-    return load_pretrain_config(CONFIGS[method], opts)
+    return load_pretrain_config(CONFIGS[method], opts + list(extra_opts))
 
 
 def dataset_dicts(args, count):
@@ -70,15 +71,19 @@ def write_proposals(dicts, path):
     save_proposals(path, [d["image_id"] for d in dicts], [propose_file(d["file_name"], "vectorized", 160)[0] for d in dicts])
 
 
-def build_training_step(method, args, proposal_file):
-    """(step(iteration, total) -> loss, views per image) for ``method`` on the benchmark batch."""
+def build_training_step(method, args, proposal_file, extra_opts=(), amp=False):
+    """(step(iteration, total) -> loss, views per image) for ``method`` on the benchmark batch.
+
+    ``amp``: autocast as the trainer does (float16 + GradScaler on CUDA, bfloat16 on CPU)."""
+    import contextlib
+
     import torch
 
     from soco.data.method_data import build_mapper, prepare_dataset_dicts
     from soco.modeling.meta_arch import build_pretrain_model
     from soco.solver import build_optimizer
 
-    cfg = load_cfg(method, args, proposal_file)
+    cfg = load_cfg(method, args, proposal_file, extra_opts)
     dicts = prepare_dataset_dicts(cfg, dataset_dicts(args, args.batch))
     mapper = build_mapper(cfg)
     torch.manual_seed(0)
@@ -86,14 +91,23 @@ def build_training_step(method, args, proposal_file):
     model = build_pretrain_model(cfg, len(dicts))
     model.train()
     optimizer = build_optimizer(cfg, model)
+    device_type = torch.device(args.device).type
+    scaler = torch.amp.GradScaler("cuda") if amp and device_type == "cuda" else None
+    dtype = torch.float16 if device_type == "cuda" else torch.bfloat16
 
     def step(it, total):
         model.on_step_start(it, total)
-        losses = model(batch)
+        with torch.autocast(device_type, dtype=dtype) if amp else contextlib.nullcontext():
+            losses = model(batch)
         loss = sum(v for k, v in losses.items() if k.startswith("loss_"))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         model.on_step_end(it, total)
         return loss.item()
 
@@ -147,6 +161,65 @@ def measure_speed(args, proposal_file):
     return times
 
 
+# SoCo variants of issue 17: the paper's views against the official pipeline with cutout (the
+# official FPN 100-epoch script), and fp32 against mixed precision.
+VARIANTS = {
+    "paper fp32": ((), False),
+    "official+cutout fp32": (("MODEL.SOCO.VIEWS", "official", "MODEL.SOCO.CUTOUT_PROB", "0.5"), False),
+    "paper AMP": ((), True),
+}
+
+
+def measure_variants(args, proposal_file):
+    """Runs in a fresh process: per-step seconds of each SoCo variant, steps interleaved, and the
+    mapper's milliseconds per image of the two view modes."""
+    torch = _setup_torch(args)
+    cuda = args.device.startswith("cuda")
+    steps = {name: build_training_step("SoCo", args, proposal_file, opts, amp)[0]
+             for name, (opts, amp) in VARIANTS.items()}
+    total = args.warmup + args.iters
+    times = {name: [] for name in steps}
+    for it in range(total):
+        for name, step in steps.items():
+            if cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            step(it, total)
+            if cuda:
+                torch.cuda.synchronize()
+            if it >= args.warmup:
+                times[name].append(time.perf_counter() - start)
+    from soco.engine.pretrain import meta_arch_class
+
+    mapper_ms = {}
+    for name in ("paper fp32", "official+cutout fp32"):
+        cfg = load_cfg("SoCo", args, proposal_file, VARIANTS[name][0])
+        cls = meta_arch_class(cfg)
+        dicts = cls.prepare_dataset_dicts(cfg, dataset_dicts(args, args.loader_images))
+        mapper = cls.build_mapper(cfg)
+        start = time.perf_counter()
+        for d in dicts:
+            mapper(d)
+        mapper_ms[name.split(" ")[0]] = 1000 * (time.perf_counter() - start) / len(dicts)
+    return times, mapper_ms
+
+
+def report_variants(args, proposal_file):
+    times, mapper_ms = in_subprocess(measure_variants, args, proposal_file)
+    base = times["paper fp32"]
+    summary = {"device": args.device, "batch": args.batch, "variants": {}, "mapper_ms_per_image": mapper_ms}
+    print(f"\nSoCo R50-FPN variants, device {args.device}, batch {args.batch}, {args.iters} timed rounds (median)\n")
+    print("| variant | s/step | vs paper fp32 (median of per-round ratios) |")
+    print("|---|---|---|")
+    for name, t in times.items():
+        ratio = statistics.median(a / b for a, b in zip(t, base))
+        summary["variants"][name] = {"step_seconds": t, "over_paper_fp32": ratio}
+        print(f"| {name} | {statistics.median(t):.3f} | {ratio:.2f}x |")
+    print(f"\nmapper ms/image: paper {mapper_ms['paper']:.1f}, official+cutout {mapper_ms['official+cutout']:.1f} "
+          f"({mapper_ms['official+cutout'] / mapper_ms['paper']:.2f}x)")
+    return summary
+
+
 def measure_loader(args, proposal_file, num_batches):
     """Images/s of SoCo's mapper through the project's resumable loader (default workers)."""
     from soco.data.build import build_pretrain_loader
@@ -182,8 +255,18 @@ def main():
     parser.add_argument("--loader-images", type=int, default=64)
     parser.add_argument("--image-root", default="", help="image folder instead of the embedded demo photos")
     parser.add_argument("--output", default="", help="write the results as JSON here")
+    parser.add_argument("--variants", action="store_true",
+                        help="instead of SoCo vs BYOL: SoCo's VIEWS paper vs official (with cutout) "
+                             "and fp32 vs AMP (bfloat16 autocast on CPU, float16 + GradScaler on GPU)")
     args = parser.parse_args()
     sys.path.insert(0, REPO)
+    if args.variants:
+        with tempfile.TemporaryDirectory() as tmp:
+            proposal_file = os.path.join(tmp, "proposals.pkl")
+            write_proposals(dataset_dicts(args, max(args.batch, args.loader_images)), proposal_file)
+            summary = report_variants(args, proposal_file)
+        write_json(args.output, summary)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         proposal_file = os.path.join(tmp, "proposals.pkl")
@@ -229,11 +312,15 @@ def main():
         f"loader ({loader['workers']} workers): {loader['images_per_s']:.2f} img/s vs SoCo model "
         f"{soco['images_per_s']:.2f} img/s -> {summary['loader_over_soco_consumption']:.1f}x"
     )
-    if args.output:
-        tmp_path = args.output + ".tmp"
+    write_json(args.output, summary)
+
+
+def write_json(path, summary):
+    if path:
+        tmp_path = path + ".tmp"
         with open(tmp_path, "w") as f:
             json.dump(summary, f, indent=1)
-        os.replace(tmp_path, args.output)
+        os.replace(tmp_path, path)
 
 
 if __name__ == "__main__":

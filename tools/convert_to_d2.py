@@ -9,7 +9,8 @@ the method (from its config) declares which of its modules transfer, so nothing 
 method-specific. The ResNet is always exported; --include picks the method's optional parts
 (SoCo-FPN: fpn, head; "none" for the ResNet only); --layout places the ResNet for an FPN
 (backbone.bottom_up.*) or a C4 detector (backbone.* + roi_heads.res5.*), default: the method's
-own. The projector, predictor, the other network and method state (queues, ...) are left out,
+own. --format mmdet writes mmdetection names (as the official convert_mmdetection_* scripts).
+The projector, predictor, the other network and method state (queues, ...) are left out,
 and the summary says so. --format torchvision writes a resnet<depth> state_dict (no fc).
 """
 
@@ -34,7 +35,8 @@ def parse_args(argv=None):
                              "'none': ResNet only (default: every part the method declares)")
     parser.add_argument("--format", dest="fmt", choices=FORMATS, default="d2",
                         help="d2: Detectron2 model-zoo pickle (default); torchvision: resnet "
-                             "state_dict")
+                             "state_dict; mmdet: mmdetection checkpoint (backbone, neck and "
+                             "shared 4conv1fc bbox head names)")
     parser.add_argument("--layout", choices=LAYOUTS, default=None,
                         help="detector the ResNet is placed for (default: the method's own)")
     parser.add_argument("--no-verify", action="store_true",

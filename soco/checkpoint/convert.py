@@ -1,9 +1,9 @@
 """One call from a pretraining checkpoint to a Detectron2 ``.pkl`` or a torchvision state dict."""
 
-from .export import Export, relayout, select, to_torchvision
-from .files import ConversionError, load_pretrain_checkpoint, save_detectron2, save_torchvision
+from .export import Export, relayout, select, to_mmdet, to_torchvision
+from .files import ConversionError, load_pretrain_checkpoint, save_detectron2, save_mmdet, save_torchvision
 
-FORMATS = ("d2", "torchvision")
+FORMATS = ("d2", "torchvision", "mmdet")
 
 
 def convert(input_path: str, output_path: str, network: str = "online", include=None,
@@ -12,7 +12,8 @@ def convert(input_path: str, output_path: str, network: str = "online", include=
 
     network: "online" (default, as the official SoCo converter) or "target" (the EMA network).
     include: optional parts besides the ResNet (e.g. ["fpn", "head"]); None: all declared.
-    fmt: "d2" (Detectron2 model-zoo pickle) or "torchvision" (``resnet<depth>`` state dict).
+    fmt: "d2" (Detectron2 model-zoo pickle), "torchvision" (``resnet<depth>`` state dict) or
+    "mmdet" (mmdetection ``{"state_dict", "meta"}``: ResNet, FPN neck and shared 4conv1fc head).
     layout: "fpn" or "c4" to place the ResNet for that detector; None: the method's own.
     verify: check the checkpoint against the method built from its own config first.
     """
@@ -23,6 +24,9 @@ def convert(input_path: str, output_path: str, network: str = "online", include=
     if fmt == "torchvision":
         export = to_torchvision(export, ckpt.cfg)
         save_torchvision(export.tensors, output_path)
+    elif fmt == "mmdet":
+        export = to_mmdet(export, ckpt.cfg)
+        save_mmdet(export.tensors, output_path)
     else:
         if layout is not None:
             export = relayout(export, layout, explicit_parts=include is not None)

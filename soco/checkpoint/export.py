@@ -8,6 +8,7 @@ can be re-placed for another detector layout (``fpn``/``c4``) or renamed for tor
 parts (``fpn``, ``head``) only exist in the layout the method was pretrained with.
 """
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -253,6 +254,59 @@ def to_torchvision(export: Export, cfg) -> Export:
     _fit_torchvision(out.tensors, resnets.DEPTH)
     out.notes.append(f"torchvision resnet{resnets.DEPTH} without its classifier: load with "
                      "strict=False (missing: fc.weight, fc.bias) or after model.fc = Identity()")
+    return out
+
+
+# mmdetection's names (mmdet/models/backbones/resnet.py: ``conv1``, ``bn1``, ``layer{1-4}.{i}.
+# conv{1-3}`` / ``bn{1-3}`` / ``downsample.{0,1}``, i.e. torchvision's; mmdet/models/necks/fpn.py:
+# ``lateral_convs.{i}`` / ``fpn_convs.{i}``, i = level - 2 for P2..P5; mmdet/models/roi_heads/
+# bbox_heads/convfc_bbox_head.py: ``shared_convs.{j}``, ``shared_fcs.{j}``; mmcv's ConvModule:
+# ``.conv`` and the norm named by build_norm_layer, "bn" for BN/SyncBN, "gn" for GN), as the
+# official convert_mmdetection_Backbone/Head scripts write them.
+_MMDET_FPN = re.compile(r"^backbone\.fpn_(lateral|output)(\d)\.(norm\.)?(\w+)$")
+_MMDET_HEAD = re.compile(r"^roi_heads\.box_head\.(conv|fc)(\d+)\.(norm\.)?(\w+)$")
+_MMDET_NORM = {"BN": "bn", "SyncBN": "bn", "GN": "gn"}
+
+
+def mmdet_name(name: str, part: str, fpn_norm: str = "bn", head_norm: str = "bn") -> str:
+    """A Detectron2 detector name (``export.tensors`` key) -> mmdetection's name."""
+    if part in RESNET_PARTS:
+        return "backbone." + torchvision_name(resnet_name(name))
+    match = _MMDET_FPN.match(name) if part == "fpn" else _MMDET_HEAD.match(name) if part == "head" else None
+    if match is None:
+        raise NameMappingError(f"'{name}' (part '{part}') has no mmdetection counterpart")
+    kind, index, norm, param = match.groups()
+    if part == "fpn":
+        module = f"neck.{'lateral_convs' if kind == 'lateral' else 'fpn_convs'}.{int(index) - 2}"
+        return f"{module}.{fpn_norm if norm else 'conv'}.{param}"
+    if kind == "fc":
+        return f"roi_head.bbox_head.shared_fcs.{int(index) - 1}.{param}"
+    return f"roi_head.bbox_head.shared_convs.{int(index) - 1}.{head_norm if norm else 'conv'}.{param}"
+
+
+def to_mmdet(export: Export, cfg) -> Export:
+    """Rename every exported tensor for mmdetection (ResNet ``backbone.*``, FPN ``neck.*``, the
+    4conv1fc head ``roi_head.bbox_head.shared_convs/shared_fcs.*``). A C4 ResNet's res5 goes to
+    ``backbone.layer4`` as the official converter puts it (an mmdet C4 detector's
+    ``roi_head.shared_head.layer4`` loads it with its own init_cfg mapping)."""
+    norms = {}
+    for key, part, norm in (("fpn_norm", "fpn", cfg.MODEL.FPN.NORM), ("head_norm", "head", cfg.MODEL.ROI_BOX_HEAD.NORM)):
+        if part in export.part.values() and norm and norm not in _MMDET_NORM:
+            raise ConversionError(f"mmdet format: the {part}'s norm '{norm}' has no mmdetection name "
+                                  f"(supported: {', '.join(_MMDET_NORM)})")
+        norms[key] = _MMDET_NORM.get(norm, "bn")
+    out = Export(tensors={}, source={}, part={}, left_out=Counter(export.left_out), notes=list(export.notes))
+    for name, tensor in export.tensors.items():
+        part = export.part[name]
+        try:
+            new = mmdet_name(name, part, **norms)
+        except NameMappingError as exc:
+            raise ConversionError(f"mmdet format: {exc}") from None
+        out.tensors[new] = tensor
+        out.source[new] = export.source[name]
+        out.part[new] = part
+    out.notes.append("mmdetection names (load with init_cfg=dict(type='Pretrained', checkpoint=...) "
+                     "or load_from)")
     return out
 
 

@@ -119,3 +119,11 @@ def save_torchvision(tensors: dict, path: str) -> None:
     """Write a torchvision ``state_dict`` (``torch.save`` of name -> tensor)."""
     state = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     _write_atomically(path, lambda f: torch.save(state, f))
+
+
+def save_mmdet(tensors: dict, path: str) -> None:
+    """Write an mmdetection checkpoint (``{"state_dict": names -> tensors, "meta": {}}``, the
+    layout of the official convert_mmdetection_* scripts)."""
+    payload = {"state_dict": {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+               "meta": {"converted_by": "soco"}}
+    _write_atomically(path, lambda f: torch.save(payload, f))

@@ -55,6 +55,31 @@ def add_soco_config(cfg: CN) -> None:
     # <= T[2] -> P4, else P5 (official code's reading of the paper's 0-48^2 / 49^2-96^2 / ... ranges).
     cfg.MODEL.SOCO.LEVEL_THRESHOLDS = (48, 96, 192)
 
+    # FPN top-down upsampling. "lateral_size": interpolate each coarser level to the size of the
+    # lateral it is added to (soco.modeling.fpn.LateralSizeFPN, as the official code's
+    # mmdetection FPN), so V3 runs at 112 px unpadded. "scale2": Detectron2's FPN (upsampling by
+    # exactly 2), views zero-padded (mean pixel) to multiples of 32; padding enters BN statistics.
+    # Both have the same modules and tensors, so conversion and fine-tuning do not change.
+    cfg.MODEL.SOCO.FPN_UPSAMPLE = "lateral_size"
+
+    # How views and their boxes are made. "paper" (default): V3 = V2 downsampled; a proposal
+    # stays when MIN_VISIBLE_FRACTION of it is inside the crop and is clipped to it in every view
+    # (paired boxes cover the same pixels); every view's boxes are jittered (JITTER_*).
+    # "official" (hologerry/SoCo's data pipeline): V2 and V4 are crops of the original image;
+    # without V4, V3 is an independent VIEW3_SIZE crop with its own K proposals (with V4, as the
+    # official SoCo* script, V3 is V2 resized); a proposal stays when it overlaps the crop at all;
+    # V1's boxes are the whole (jittered) proposals and the other view's boxes the part inside its
+    # crop; only V1's boxes are jittered, the top-left corner and size moving by r * (w, h) with
+    # one r per coordinate (JITTER_PER_COORDINATE is implied); fewer than K proposals are padded
+    # with jittered copies.
+    cfg.MODEL.SOCO.VIEWS = "paper"
+    # Box-aware cutout (official FPN 100-epoch and C4 scripts; not in the paper): in every view
+    # but V1, per box with probability CUTOUT_PROB, a square of CUTOUT_SCALE = (lo, hi) x the
+    # box's area (uniform) centred at a uniform point of the box is set to the mean pixel (0
+    # after normalisation, as the official code zeroes normalised tensors). 0: off.
+    cfg.MODEL.SOCO.CUTOUT_PROB = 0.0
+    cfg.MODEL.SOCO.CUTOUT_SCALE = (0.1, 0.3)
+
 
 def check_soco_config(cfg: CN) -> None:
     """Raise ValueError naming the key when the SoCo settings contradict each other.
@@ -66,6 +91,10 @@ def check_soco_config(cfg: CN) -> None:
         raise ValueError(f"MODEL.SOCO.VARIANT must be 'FPN' or 'C4', got {c.VARIANT!r}")
     if c.VARIANT == "C4" and c.USE_VIEW3:
         raise ValueError("MODEL.SOCO.VARIANT C4 discards V3 (paper, section 3.3): set MODEL.SOCO.USE_VIEW3 False")
+    if c.FPN_UPSAMPLE not in ("lateral_size", "scale2"):
+        raise ValueError(f"MODEL.SOCO.FPN_UPSAMPLE must be 'lateral_size' or 'scale2', got {c.FPN_UPSAMPLE!r}")
+    if c.VIEWS not in ("paper", "official"):
+        raise ValueError(f"MODEL.SOCO.VIEWS must be 'paper' or 'official', got {c.VIEWS!r}")
     thresholds = list(c.LEVEL_THRESHOLDS)
     if len(thresholds) != len(SOCO_FPN_LEVELS) - 1 or thresholds != sorted(thresholds):
         raise ValueError(f"MODEL.SOCO.LEVEL_THRESHOLDS must be 3 increasing sizes (P2|P3|P4|P5), got {thresholds}")

@@ -24,6 +24,13 @@ coordinate instead), then clipped to the view.
 Each view then gets BYOL's augmentation without crop (horizontal flip moves the boxes): V1 gets
 BYOL's T (blur p=1), V2/V3/V4 get T' (blur p=0.1, solarize p=0.2), as the official code does.
 Randomness comes from torch's global generator (seeded per data-loader worker by Detectron2).
+
+``views="official"`` replaces the geometry above by the official code's (``soco_official_views``
+lists the differences): V2 (and V4) are crops of the original image; V3 is an independent crop
+with its own proposals (or V2 resized when V4 is on, as the official SoCo* script); each cropped
+view is paired with its own set of V1 boxes (``v1`` for V2, ``v1_v3`` for V3, ``v1_v4`` for V4),
+which alone are jittered. Box-aware cutout (``cutout_prob`` > 0, ``box_cutout``) applies to every
+view but V1 in both modes.
 """
 
 from dataclasses import dataclass
@@ -34,6 +41,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from .box_cutout import box_cutout
+from .soco_official_views import clip_to, jitter_corner, overlapping, select_with_padding
 from .transforms.byol import build_byol_transform
 
 __all__ = [
@@ -64,6 +73,10 @@ class SoCoViewParams:
     jitter_prob: float = 0.5
     jitter_ratio: float = 0.1
     jitter_per_coordinate: bool = False
+    views: str = "paper"  # "paper" | "official"
+    cutout_prob: float = 0.0
+    cutout_scale: Tuple[float, float] = (0.1, 0.3)
+    cutout_fill: Tuple[int, int, int] = (124, 116, 104)  # the mean pixel (RGB, rounded)
     # False: only the horizontal flip of BYOL's pipeline (geometry tests, visualisation).
     photometric: bool = True
 
@@ -84,6 +97,10 @@ class SoCoViewParams:
             jitter_prob=c.JITTER_PROB,
             jitter_ratio=c.JITTER_RATIO,
             jitter_per_coordinate=c.JITTER_PER_COORDINATE,
+            views=c.VIEWS,
+            cutout_prob=c.CUTOUT_PROB,
+            cutout_scale=tuple(c.CUTOUT_SCALE),
+            cutout_fill=tuple(int(round(m)) for m in cfg.MODEL.PIXEL_MEAN),
         )
 
     def __post_init__(self):
@@ -99,6 +116,15 @@ class SoCoViewParams:
             raise ValueError(f"MODEL.SOCO.CROP_SCALE must satisfy 0 < lo <= hi <= 1, got {self.crop_scale}")
         if not 0.0 <= self.jitter_ratio < 1.0:
             raise ValueError(f"MODEL.SOCO.JITTER_RATIO must be in [0, 1), got {self.jitter_ratio}")
+        if self.views not in ("paper", "official"):
+            raise ValueError(f"MODEL.SOCO.VIEWS must be 'paper' or 'official', got {self.views!r}")
+        if not 0.0 <= self.cutout_prob <= 1.0:
+            raise ValueError(f"MODEL.SOCO.CUTOUT_PROB must be in [0, 1], got {self.cutout_prob}")
+        lo, hi = self.cutout_scale
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"MODEL.SOCO.CUTOUT_SCALE must satisfy 0 < lo <= hi <= 1, got {self.cutout_scale}")
+        if len(self.cutout_fill) != 3:
+            raise ValueError(f"MODEL.PIXEL_MEAN must have 3 values for the cutout fill, got {self.cutout_fill}")
 
 
 def _area(boxes: torch.Tensor) -> torch.Tensor:
@@ -178,6 +204,7 @@ class SoCoViewBuilder:
         self.params = params
         p = params
         self._crop_v2 = v2.RandomResizedCrop(p.view2_size, scale=p.crop_scale, ratio=p.crop_ratio)
+        self._crop_v3 = v2.RandomResizedCrop(p.view3_size, scale=p.crop_scale, ratio=p.crop_ratio) if p.view3_size else None
         self._crop_v4 = (
             v2.RandomResizedCrop(p.view4_size, scale=p.crop_scale, ratio=p.crop_ratio) if p.view4_size else None
         )
@@ -216,6 +243,38 @@ class SoCoViewBuilder:
         proposals = torch.as_tensor(proposals, dtype=torch.float32).reshape(-1, 4)
         if len(proposals) == 0:
             proposals = torch.tensor([[0.0, 0.0, width, height]])
+        if p.views == "official":
+            images, boxes = self._official_geometry(image, proposals)
+        else:
+            images, boxes = self._paper_geometry(image, proposals)
+        out_images, out_boxes = {}, {}
+        for name, img in images.items():
+            size = img.shape[-1]
+            # Every box set drawn in this view (V1 carries two with V4) is jittered independently
+            # and moves with the view's flip.
+            names = [b for b in boxes if b == name or b.startswith(name + "_")]
+            # (the official geometry has jittered V1's boxes already).
+            bbs = [
+                tv_tensors.BoundingBoxes(
+                    boxes[b] if p.views == "official" else self._jitter(boxes[b], size),
+                    format="XYXY",
+                    canvas_size=(size, size),
+                )
+                for b in names
+            ]
+            img_out, *bbs_out = self._augment[name](img, *bbs)
+            for b, bb in zip(names, bbs_out):
+                out_boxes[b] = bb.as_subclass(torch.Tensor).float()
+            img_out = img_out.as_subclass(torch.Tensor)
+            if p.cutout_prob > 0 and name != "v1":
+                img_out = box_cutout(img_out, out_boxes[name], p.cutout_prob, p.cutout_scale, p.cutout_fill)
+            out_images[name] = img_out.contiguous()
+        return {"images": out_images, "boxes": out_boxes}
+
+    def _paper_geometry(self, image: torch.Tensor, proposals: torch.Tensor):
+        """Views (uint8, before augmentation) and box sets of the paper's reading."""
+        p = self.params
+        height, width = image.shape[1:]
         s1 = p.view1_size
         v1 = F.resize(image, [s1, s1], antialias=True)
         boxes_v1 = F.resize(tv_tensors.BoundingBoxes(proposals, format="XYXY", canvas_size=(height, width)), [s1, s1])
@@ -232,21 +291,60 @@ class SoCoViewBuilder:
             crop4, boxes["v1_v4"] = self._crop_with_proposals(v1, boxes_v1, self._crop_v4)
             images["v4"], boxes["v4"] = self._resized_crop(v1, boxes["v1_v4"], crop4, p.view4_size)
 
-        out_images, out_boxes = {}, {}
-        for name, img in images.items():
-            size = img.shape[-1]
-            # Every box set drawn in this view (V1 carries two with V4) is jittered independently
-            # and moves with the view's flip.
-            names = [b for b in boxes if b == name or b.startswith(name + "_")]
-            bbs = [
-                tv_tensors.BoundingBoxes(self._jitter(boxes[b], size), format="XYXY", canvas_size=(size, size))
-                for b in names
-            ]
-            img_out, *bbs_out = self._augment[name](img, *bbs)
-            out_images[name] = img_out.as_subclass(torch.Tensor).contiguous()
-            for b, bb in zip(names, bbs_out):
-                out_boxes[b] = bb.as_subclass(torch.Tensor).float()
-        return {"images": out_images, "boxes": out_boxes}
+        return images, boxes
+
+    def _official_geometry(self, image: torch.Tensor, proposals: torch.Tensor):
+        """Views (uint8, before augmentation) and box sets of the official code's pipeline."""
+        p = self.params
+        height, width = image.shape[1:]
+        whole = (0.0, 0.0, float(width), float(height))
+        crops = {"v2": (self._crop_v2, p.view2_size)}
+        if p.view3_size and self._crop_v4 is None:
+            crops["v3"] = (self._crop_v3, p.view3_size)
+        if self._crop_v4 is not None:
+            crops["v4"] = (self._crop_v4, p.view4_size)
+        least = max(p.num_proposals // 2, 1)
+        for _ in range(p.max_crop_attempts):
+            params = {v: rrc.make_params([image]) for v, (rrc, _) in crops.items()}
+            regions = {
+                v: (float(q["left"]), float(q["top"]), float(q["left"] + q["width"]), float(q["top"] + q["height"]))
+                for v, q in params.items()
+            }
+            kept = {v: proposals[overlapping(proposals, regions[v])] for v in crops}
+            if all(len(k) >= least for k in kept.values()):
+                break
+            least = max(least // 2, 1)
+        s1 = p.view1_size
+        images = {"v1": F.resize(image, [s1, s1], antialias=True)}
+        boxes = {}
+        to_v1 = proposals.new_tensor([s1 / width, s1 / height] * 2)
+        for v, (_, size) in crops.items():
+            region = regions[v]
+            # No proposal overlaps after every attempt: the crop itself is the proposal.
+            chosen = kept[v] if len(kept[v]) else proposals.new_tensor([region])
+            index, padded = select_with_padding(len(chosen), p.num_proposals)
+            chosen = chosen[index]
+            v1_set = "v1" if v == "v2" else "v1_" + v
+            boxes[v1_set] = self._official_v1_boxes(chosen, padded, whole) * to_v1
+            in_crop = clip_to(chosen, region)
+            in_crop = clip_to(jitter_corner(in_crop, padded.float(), p.jitter_ratio), region)
+            q = params[v]
+            images[v] = F.resized_crop(image, q["top"], q["left"], q["height"], q["width"], [size, size], antialias=True)
+            offset = in_crop.new_tensor([region[0], region[1]] * 2)
+            scale = in_crop.new_tensor([size / q["width"], size / q["height"]] * 2)
+            boxes[v] = (in_crop - offset) * scale
+            if v == "v2" and p.view3_size and "v3" not in crops:
+                # Official SoCo*: the small view is V2 resized, with V1 boxes jittered anew.
+                images["v3"] = F.resize(images["v2"], [p.view3_size] * 2, antialias=True)
+                boxes["v3"] = boxes["v2"] * (p.view3_size / size)
+                boxes["v1_v3"] = self._official_v1_boxes(chosen, padded, whole) * to_v1
+        return images, boxes
+
+    def _official_v1_boxes(self, chosen: torch.Tensor, padded: torch.Tensor, whole) -> torch.Tensor:
+        """Whole proposals jittered (padding copies always), clipped to the image (original pixels)."""
+        p = self.params
+        prob = torch.where(padded, torch.ones(len(padded)), torch.full((len(padded),), p.jitter_prob))
+        return clip_to(jitter_corner(chosen, prob, p.jitter_ratio), whole)
 
     @staticmethod
     def _resized_crop(v1: torch.Tensor, boxes: torch.Tensor, crop: Crop, size: int):

@@ -15,7 +15,8 @@ def object_level_loss(predictions: torch.Tensor, targets: torch.Tensor) -> torch
     Every image has K proposals, so the mean over all M rows equals the batch mean of eq. 6.
     """
     # -2 cos = ||a/|a| - b/|b|||^2 - 2: BYOL's normalised regression minus its constant.
-    return (normalized_regression_loss(predictions, targets) - 2.0).mean()
+    # In float32 under mixed precision: F.normalize's eps (1e-12) is 0 in float16.
+    return (normalized_regression_loss(predictions.float(), targets.float()) - 2.0).mean()
 
 
 def soco_pair_loss(

@@ -1,6 +1,7 @@
 """SoCo (Wei et al. 2021): object-level BYOL over a detector's backbone, neck and RoI head.
 
-FPN variant: Detectron2 ResNet + FPN (P2-P5; P6 is built, as in the detector, but unused),
+FPN variant: Detectron2 ResNet + FPN (P2-P5; P6 is built, as in the detector, but unused; by
+default ``soco.modeling.fpn.LateralSizeFPN``, same tensors, so V3 runs at 112 px unpadded),
 7x7 ROIAlignV2 with SoCo's scale-aware level assignment, the 4conv1fc ``FastRCNNConvFCHead``.
 C4 variant: ResNet up to res4, 14x14 ROIAlignV2 on C4, then res5 (as ``Res5ROIHeads`` builds it)
 and a spatial mean; no V3. Projector g and predictor q: Linear(4096)-BN-ReLU-Linear(256).
@@ -26,6 +27,7 @@ from detectron2.structures import Boxes
 from torch import nn
 
 from ...config.method_soco import SOCO_FPN_LEVELS, check_soco_config
+from ..fpn import build_resnet_lateral_size_fpn_backbone
 from ..heads import MLPHead, build_predictor, build_projector
 from ..level_assignment import scale_aware_roi_pool
 from ..losses.soco import soco_pair_loss
@@ -38,6 +40,13 @@ VIEW_PAIRS = {
     "loss_v1_v2": (("v1", "v1"), ("v2", "v2")),
     "loss_v1_v3": (("v1", "v1"), ("v3", "v3")),
     "loss_v1_v4": (("v1", "v1_v4"), ("v4", "v4")),
+}
+# MODEL.SOCO.VIEWS "official": V3 has its own V1 boxes (an independent crop, or SoCo*'s V2 resized
+# with V1 boxes jittered anew), as the official data pipeline pairs them.
+OFFICIAL_V3_PAIR = (("v1", "v1_v3"), ("v3", "v3"))
+FPN_BUILDERS = {
+    "lateral_size": build_resnet_lateral_size_fpn_backbone,
+    "scale2": build_resnet_fpn_backbone,
 }
 
 
@@ -59,16 +68,18 @@ class SoCo(PretrainMetaArch):
     @configurable
     def __init__(self, *, variant: str, backbone: nn.Module, roi_heads: nn.ModuleDict, pooler: ROIPooler,
                  projector: MLPHead, predictor: MLPHead, level_thresholds: Sequence[float] = (48, 96, 192),
-                 use_view3: bool = True, use_view4: bool = False, **kwargs):
+                 use_view3: bool = True, use_view4: bool = False, official_views: bool = False, **kwargs):
         """``variant``: "FPN" (``roi_heads["box_head"]`` on P2-P5) or "C4" (``roi_heads["res5"]``
         on res4); ``pooler``: RoIAlign per pooled level; ``level_thresholds``: sqrt-area bounds
-        P2|P3|P4|P5 in view pixels; ``use_view3`` / ``use_view4``: the views the batch carries.
+        P2|P3|P4|P5 in view pixels; ``use_view3`` / ``use_view4``: the views the batch carries;
+        ``official_views``: V3 is paired with its own V1 boxes (``MODEL.SOCO.VIEWS`` "official").
         Other arguments go to :class:`PretrainMetaArch`."""
         super().__init__(**kwargs)
         self.variant = variant
         self.level_thresholds = tuple(float(t) for t in level_thresholds)
         self.view_names = ["v1", "v2"] + (["v3"] if use_view3 else []) + (["v4"] if use_view4 else [])
-        self.loss_pairs = {k: v for k, v in VIEW_PAIRS.items() if v[1][0] in self.view_names}
+        pairs = dict(VIEW_PAIRS, loss_v1_v3=OFFICIAL_V3_PAIR) if official_views else VIEW_PAIRS
+        self.loss_pairs = {k: v for k, v in pairs.items() if v[1][0] in self.view_names}
         self.backbone = backbone
         self.roi_heads = roi_heads
         # The pooler has no parameters; its per-level RoIAlign modules are reused by
@@ -87,7 +98,7 @@ class SoCo(PretrainMetaArch):
         head_cfg = cfg.MODEL.ROI_BOX_HEAD
         resolution = head_cfg.POOLER_RESOLUTION
         if c.VARIANT == "FPN":
-            backbone = build_resnet_fpn_backbone(bcfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
+            backbone = FPN_BUILDERS[c.FPN_UPSAMPLE](bcfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
             shapes = backbone.output_shape()
             scales = [1.0 / shapes[f].stride for f in SOCO_FPN_LEVELS]
             head = build_box_head(bcfg, ShapeSpec(channels=shapes["p2"].channels, height=resolution, width=resolution))
@@ -115,6 +126,7 @@ class SoCo(PretrainMetaArch):
             "level_thresholds": tuple(c.LEVEL_THRESHOLDS),
             "use_view3": c.USE_VIEW3,
             "use_view4": c.USE_VIEW4,
+            "official_views": c.VIEWS == "official",
         }
 
     # ----------------------------------------------------------------------------- features
@@ -149,9 +161,10 @@ class SoCo(PretrainMetaArch):
     def pad_to_divisible(images: torch.Tensor, divisor: int) -> torch.Tensor:
         """Zero-pad (N, C, H, W) normalised images at the bottom/right to multiples of ``divisor``.
 
-        Detectron2's FPN upsamples by exactly 2, so its input must be a multiple of 32 (V3 is 112 px);
-        padding with 0 after normalisation is padding with the mean pixel, as Detectron2's
-        ``ImageList`` does, and leaves box coordinates unchanged.
+        Only with MODEL.SOCO.FPN_UPSAMPLE "scale2": Detectron2's FPN upsamples by exactly 2, so its
+        input must be a multiple of 32 (V3 is 112 px); the default ``LateralSizeFPN`` has divisor 1
+        and runs every view unpadded. Padding with 0 after normalisation is padding with the mean
+        pixel, as Detectron2's ``ImageList`` does, and leaves box coordinates unchanged.
         """
         if divisor <= 1:
             return images
