@@ -8,6 +8,10 @@ temperature (eq. 3-7; DESIGN.md on the garbled indexing). With BETA = 0 this is 
 
 Shuffle-BN (MoCo): under DDP the key batch is gathered, shuffled across processes, encoded
 and un-shuffled, so the key encoder's BN statistics never come from the query's own images.
+This needs per-process BN, as in MoCo v2 and CLSA: the CLSA configs set PRETRAIN.SYNC_BN False
+(with SyncBN the key BN would see the whole global batch and the shuffle would do nothing;
+it stays an option). The queue and the momentum encoder are global state: the queue is filled
+from all-gathered keys and broadcast from rank 0 at the start, so it is identical everywhere.
 With one process there is nothing to shuffle across: the key encoder's BN sees the whole local
 batch, as in MoCo's single-GPU runs; no sub-batch emulation is done.
 """
@@ -73,7 +77,8 @@ class CLSA(ImageLevelMetaArch):
         keys = concat_all_gather(keys)
         size = self.queue.shape[0]
         rows = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % size
-        self.queue[rows] = keys[-size:] if keys.shape[0] > size else keys
+        # Under AMP the keys are float16 / bfloat16; the queue stays float32.
+        self.queue[rows] = (keys[-size:] if keys.shape[0] > size else keys).to(self.queue.dtype)
         self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
 
     def forward(self, batched_inputs: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
