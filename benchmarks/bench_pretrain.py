@@ -77,6 +77,7 @@ def build_training_step(method, args, proposal_file):
 
     import soco.modeling.meta_arch  # noqa: F401
     from soco.engine.pretrain import meta_arch_class
+    from soco.engine.step import training_step
     from soco.solver import build_optimizer
 
     cfg = load_cfg(method, args, proposal_file)
@@ -90,14 +91,8 @@ def build_training_step(method, args, proposal_file):
     optimizer = build_optimizer(cfg, model)
 
     def step(it, total):
-        model.on_step_start(it, total)
-        losses = model(batch)
-        loss = sum(v for k, v in losses.items() if k.startswith("loss_"))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        model.on_step_end(it, total)
-        return loss.item()
+        metrics, _ = training_step(model, lambda: batch, optimizer, it, total)
+        return float(sum(v for k, v in metrics.items() if k.startswith("loss_")))
 
     return step, len(batch[0]["views"])
 

@@ -52,7 +52,8 @@ def training_step(
     ``next_batch()`` returns one micro-batch (a list of mapped dicts); it is called
     ``accum_steps`` times. ``scheduler`` (optional) is stepped after the optimiser (the trainer
     leaves that to Detectron2's LRScheduler hook instead). ``method_hooks=False`` skips
-    ``on_step_start`` / ``on_step_end`` (a caller that runs them itself).
+    ``on_step_start`` / ``on_step_end`` (a caller that runs them itself); a model without them
+    (a plain ``nn.Module``) runs without.
 
     Returns (metrics, data_time): every scalar entry of the model's output dicts averaged over
     the micro-batches as detached 0-d tensors (no device sync: callers reduce and log them when
@@ -60,6 +61,8 @@ def training_step(
     """
     assert model.training, "training_step needs the model in training mode"
     method = unwrap_model(model)
+    # A plain nn.Module (no PretrainMetaArch) has no step hooks to call.
+    method_hooks = method_hooks and hasattr(method, "on_step_start")
     if method_hooks:
         method.on_step_start(iteration, max_iter)
     optimizer.zero_grad(set_to_none=True)
