@@ -23,7 +23,8 @@ from soco.modeling.distributed import GlobalStateMismatch, check_global_state, g
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 GLOBAL_BATCH = 4
-STEPS = 3
+STEPS = 3  # compared with world size 1 (BN frozen)
+REAL_STEPS = 2  # with per-process BN, the state checked every step
 NUM_IMAGES = 8  # 2 iterations per epoch: CoKe's epoch end and SMoG's re-grouping happen
 
 # Per method: demo config (the method's real settings, CPU-sized) and what shrinks it further.
@@ -146,9 +147,11 @@ def worker(root: str, out_dir: str, methods: List[str]) -> None:
     rank = comm.get_rank()
     for method in methods:
         run_dir = os.path.join(out_dir, f"{method}_frozen")
-        _save(out_dir, f"{method}_frozen", train_and_record(method_cfg(method, root, run_dir), frozen_bn=True))
+        cfg = method_cfg(method, root, run_dir, "PRETRAIN.STATE_CHECK_PERIOD", 0)
+        _save(out_dir, f"{method}_frozen", train_and_record(cfg, frozen_bn=True))
         run_dir = os.path.join(out_dir, f"{method}_real")
-        _save(out_dir, f"{method}_real", train_and_record(method_cfg(method, root, run_dir), frozen_bn=False))
+        cfg = method_cfg(method, root, run_dir, "SOLVER.MAX_ITER", REAL_STEPS)
+        _save(out_dir, f"{method}_real", train_and_record(cfg, frozen_bn=False))
 
     # The cross-rank check names a buffer that one rank changed.
     trainer, _, _ = build_pretrain_trainer(method_cfg("CoKe", root, os.path.join(out_dir, "check")))

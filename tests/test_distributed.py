@@ -68,8 +68,6 @@ def test_two_processes_reproduce_one_process(method, two_processes, one_process)
     for k in integer:  # CoKe's labels, pointers, counters: exactly equal
         assert torch.equal(rank0["weights"][k], ref["weights"][k]), k
     assert max_abs_diff(rank0["weights"], ref["weights"]) < WEIGHT_TOL
-    moved = max_abs_diff(rank0["weights"], {k: v for k, v in two_processes(f"{method}_real")[0]["weights"].items()})
-    assert moved > 0  # the frozen-BN stand-in really differs from the real runs (BN statistics)
 
 
 @pytest.mark.parametrize("method", list(METHODS))

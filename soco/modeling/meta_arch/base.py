@@ -119,12 +119,22 @@ class PretrainMetaArch(nn.Module):
             raise ValueError(f"images of one batch carry different numbers of '{key}'")
         out = []
         for v in range(num_views):
-            x = torch.stack([b[key][v] for b in batched_inputs]).to(self.device, non_blocking=True)
+            x = self._stack_for_device([b[key][v] for b in batched_inputs])
             x = (x.float() - self.pixel_mean) / self.pixel_std
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             out.append(x)
         return out
+
+    def _stack_for_device(self, tensors: List[torch.Tensor]) -> torch.Tensor:
+        """Stack CPU tensors and move them to the model's device. For a GPU, the stack is
+        written into pinned memory when the inputs are pinned (the loader's pin_memory), so
+        the copy is really asynchronous (a pageable stack would make it synchronous)."""
+        first = tensors[0]
+        if self.device.type == "cuda" and first.device.type == "cpu" and first.is_pinned():
+            stacked = torch.empty((len(tensors), *first.shape), dtype=first.dtype, pin_memory=True)
+            return torch.stack(tensors, out=stacked).to(self.device, non_blocking=True)
+        return torch.stack(tensors).to(self.device, non_blocking=True)
 
     # ----------------------------------------------------------------------------- target
     def make_target(self, *names: str) -> None:
