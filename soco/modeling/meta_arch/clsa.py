@@ -31,7 +31,7 @@ from ...data.transforms.mocov2 import build_mocov2_transform
 from ...data.transforms.multiview import CropSpec, MultiViewTransform
 from ..distributed import concat_all_gather
 from ..losses.clsa import contrast_logits, contrastive_loss, distributional_divergence_loss
-from .base import ImageLevelMetaArch, put_scalars
+from .base import ImageLevelMetaArch
 
 __all__ = ["CLSA"]
 
@@ -89,7 +89,10 @@ class CLSA(ImageLevelMetaArch):
         keys = self.encode_keys(weak[1])
         queue = self.queue.clone().detach()
         weak_logits = contrast_logits(query, keys, queue, self.temperature)
-        losses = {"loss_contrast": contrastive_loss(weak_logits).mean()}
+        # Logged metric as a tensor: the trainer reads it at LOG_PERIOD (no per-step sync).
+        with torch.no_grad():
+            positive_prob = F.softmax(weak_logits.float(), dim=1)[:, 0].mean()
+        losses = {"loss_contrast": contrastive_loss(weak_logits).mean(), "clsa_positive_prob": positive_prob}
         if self.beta > 0:
             strong = self.preprocess_images(batched_inputs, "strong_views")
             divergence = sum(
@@ -97,8 +100,6 @@ class CLSA(ImageLevelMetaArch):
                 for s in strong
             )
             losses["loss_divergence"] = self.beta * divergence
-        with torch.no_grad():
-            put_scalars(clsa_positive_prob=float(F.softmax(weak_logits, dim=1)[:, 0].mean()))
         self.enqueue(keys)
         return losses
 
