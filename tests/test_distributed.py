@@ -7,6 +7,7 @@ references run in the test process.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -37,6 +38,7 @@ def two_processes(root, tmp_path_factory):
     def load(name):
         return [torch.load(os.path.join(out, f"{name}.rank{r}.pt"), weights_only=False) for r in (0, 1)]
 
+    load.out = out
     return load
 
 
@@ -103,6 +105,22 @@ def test_resume_at_world_size_2_reproduces_an_uninterrupted_run(two_processes):
         assert sorted(resumed["loss"]) == [2, 3]
         assert all(resumed["loss"][i] == straight["loss"][i] for i in (2, 3))
         assert resumed["fingerprints"] == straight["fingerprints"]
+
+
+def test_resume_at_world_size_1_from_a_world_size_2_checkpoint_continues(two_processes, root, tmp_path, caplog):
+    """Another world size continues the run: resumed at world size 1 after step 1 of the
+    2-process CoKe run (BN on running statistics), step 2's loss and the final weights and
+    buffers are the 2-process run's; the RNG states fall back with a warning."""
+    shutil.copy(os.path.join(two_processes.out, "CoKe_frozen", "model_0000001.pth"), tmp_path)
+    (tmp_path / "last_checkpoint").write_text("model_0000001.pth")
+    with caplog.at_level("WARNING"):
+        resumed = train_and_record(method_cfg("CoKe", root, str(tmp_path)), frozen_bn=True, resume=True)
+    assert "holds the RNG states of 2 processes, this run has 1" in caplog.text
+    rank0, rank1 = two_processes("CoKe_frozen")
+    assert sorted(resumed["loss"]) == [2]
+    assert resumed["loss"][2]["loss_coke"] == pytest.approx((rank0["loss"][2]["loss_coke"] + rank1["loss"][2]["loss_coke"]) / 2, abs=LOSS_TOL)
+    assert torch.equal(resumed["weights"]["labels"], rank0["weights"]["labels"])
+    assert max_abs_diff(resumed["weights"], rank0["weights"]) < WEIGHT_TOL
 
 
 def test_resume_from_a_folder_the_ranks_do_not_share_stops_every_rank(two_processes):
