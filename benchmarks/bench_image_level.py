@@ -90,6 +90,7 @@ def make_batch(cfg, images):
 
 def time_one(name: str, args) -> dict:
     """Runs in a subprocess: speed and peak memory of one method's training step."""
+    from soco.engine.step import training_step
     from soco.modeling.meta_arch import build_pretrain_model
     from soco.solver import build_optimizer
 
@@ -108,13 +109,7 @@ def time_one(name: str, args) -> dict:
         torch.cuda.reset_peak_memory_stats()
 
     def step(it):
-        model.on_step_start(it, 1000)
-        losses = model(batch)
-        loss = sum(v for k, v in losses.items() if k.startswith("loss_"))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        model.on_step_end(it, 1000)
+        training_step(model, lambda: batch, optimizer, it, 1000)
 
     for it in range(args.warmup):
         step(it)

@@ -75,11 +75,10 @@ def build_training_step(method, args, proposal_file, extra_opts=(), amp=False):
     """(step(iteration, total) -> loss, views per image) for ``method`` on the benchmark batch.
 
     ``amp``: autocast as the trainer does (float16 + GradScaler on CUDA, bfloat16 on CPU)."""
-    import contextlib
-
     import torch
 
     from soco.data.method_data import build_mapper, prepare_dataset_dicts
+    from soco.engine.step import make_grad_scaler, training_step
     from soco.modeling.meta_arch import build_pretrain_model
     from soco.solver import build_optimizer
 
@@ -92,24 +91,12 @@ def build_training_step(method, args, proposal_file, extra_opts=(), amp=False):
     model.train()
     optimizer = build_optimizer(cfg, model)
     device_type = torch.device(args.device).type
-    scaler = torch.amp.GradScaler("cuda") if amp and device_type == "cuda" else None
-    dtype = torch.float16 if device_type == "cuda" else torch.bfloat16
+    scaler = make_grad_scaler(amp, device_type)
 
     def step(it, total):
-        model.on_step_start(it, total)
-        with torch.autocast(device_type, dtype=dtype) if amp else contextlib.nullcontext():
-            losses = model(batch)
-        loss = sum(v for k, v in losses.items() if k.startswith("loss_"))
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        model.on_step_end(it, total)
-        return loss.item()
+        metrics, _ = training_step(model, lambda: batch, optimizer, it, total, amp=amp,
+                                   device_type=device_type, grad_scaler=scaler)
+        return float(sum(v for k, v in metrics.items() if k.startswith("loss_")))
 
     return step, len(batch[0]["views"])
 
@@ -189,14 +176,13 @@ def measure_variants(args, proposal_file):
                 torch.cuda.synchronize()
             if it >= args.warmup:
                 times[name].append(time.perf_counter() - start)
-    from soco.engine.pretrain import meta_arch_class
+    from soco.data.method_data import build_mapper, prepare_dataset_dicts
 
     mapper_ms = {}
     for name in ("paper fp32", "official+cutout fp32"):
         cfg = load_cfg("SoCo", args, proposal_file, VARIANTS[name][0])
-        cls = meta_arch_class(cfg)
-        dicts = cls.prepare_dataset_dicts(cfg, dataset_dicts(args, args.loader_images))
-        mapper = cls.build_mapper(cfg)
+        dicts = prepare_dataset_dicts(cfg, dataset_dicts(args, args.loader_images))
+        mapper = build_mapper(cfg)
         start = time.perf_counter()
         for d in dicts:
             mapper(d)

@@ -8,6 +8,7 @@ from detectron2.modeling.backbone.fpn import build_resnet_fpn_backbone
 
 from soco.config import get_pretrain_cfg
 from soco.data.method_data import build_mapper
+from soco.engine.step import training_step
 from soco.modeling.meta_arch import build_pretrain_model, clsa, coke, smog  # noqa: F401  (register the methods)
 
 
@@ -57,12 +58,7 @@ def train_steps(model, batch, steps: int, start: int = 0, max_iter: int = 10, lr
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=0.9)
     model.train()
     for it in range(start, start + steps):
-        model.on_step_start(it, max_iter)
-        losses = model(batch)
-        opt.zero_grad()
-        sum(v for k, v in losses.items() if k.startswith("loss_")).backward()
-        opt.step()
-        model.on_step_end(it, max_iter)
+        losses, _ = training_step(model, lambda: batch, opt, it, max_iter)
     return losses
 
 

@@ -54,7 +54,7 @@ def test_model_queue_momentum_round_trip(tmp_path):
     queue_before = model.queue.clone()
     target_before = model.target["backbone"].stem.conv1.weight.clone()
     losses = train_steps(model, batch, steps=1)
-    assert set(losses) == {"loss_contrast", "loss_divergence"}
+    assert set(losses) == {"loss_contrast", "loss_divergence", "clsa_positive_prob"}
     assert int(model.queue_ptr) == 8
     assert not torch.equal(model.queue[:8], queue_before[:8]) and torch.equal(model.queue[8:], queue_before[8:])
     assert torch.allclose(model.queue[:8].norm(dim=1), torch.ones(8))
@@ -70,7 +70,7 @@ def test_beta_zero_is_mocov2_without_strong_views():
     model = build_model(cfg)
     batch = random_batch(cfg, 4)
     assert "strong_views" not in batch[0]
-    assert set(train_steps(model, batch, steps=1)) == {"loss_contrast"}
+    assert set(train_steps(model, batch, steps=1)) == {"loss_contrast", "clsa_positive_prob"}
 
 
 def test_clsa_star_mapper_gives_five_strong_crops():

@@ -11,6 +11,7 @@ from detectron2.modeling import build_model
 from detectron2.modeling.poolers import ROIPooler
 
 from soco.config import get_pretrain_cfg
+from soco.engine.step import training_step
 from soco.modeling.level_assignment import assign_levels_by_size, scale_aware_roi_pool
 from soco.modeling.losses.soco import object_level_loss, soco_pair_loss
 from soco.config.method_soco import check_soco_config
@@ -201,15 +202,9 @@ def test_a_few_cpu_iterations_lower_the_loss(tmp_path):
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
     totals = []
     for it in range(6):
-        model.on_step_start(it, 6)
-        losses = model(batch)
+        losses, _ = training_step(model, lambda: batch, optimizer, it, 6)
         assert set(losses) == {"loss_v1_v2", "loss_v1_v3", "loss_v1_v4"}
-        total = sum(losses.values())
-        optimizer.zero_grad()
-        total.backward()
-        optimizer.step()
-        model.on_step_end(it, 6)
-        totals.append(total.item())
+        totals.append(float(sum(losses.values())))
     assert all(math.isfinite(t) for t in totals)
     assert totals[-1] < totals[0] - 0.1, totals
     # The target moved towards the online network (EMA), but is not a copy of it.
@@ -267,7 +262,7 @@ def test_resume_reproduces_the_losses_of_an_uninterrupted_soco_run(tmp_path):
             "MODEL.DEVICE", "cpu", "PRETRAIN.IMAGE_ROOT", image_root,
             "PRETRAIN.IMAGE_LIST", str(tmp_path / "list.txt"), "DATASETS.TRAIN", "()",
             "SOLVER.IMS_PER_BATCH", 2, "SOLVER.MAX_ITER", 4, "SOLVER.CHECKPOINT_PERIOD", 2,
-            "DATALOADER.NUM_WORKERS", 0, "OUTPUT_DIR", str(out), "SEED", 3,
+            "DATALOADER.NUM_WORKERS", 0, "OUTPUT_DIR", str(out), "SEED", 3, "PRETRAIN.LOG_PERIOD", 1,
         ])
         cfg.freeze()
         trainer = run_pretraining(cfg, resume=resume)
@@ -298,13 +293,7 @@ def _backbone_drift(cfg, batch, steps: int) -> float:
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
     for it in range(steps):
-        model.on_step_start(it, cfg.SOLVER.MAX_ITER)
-        loss = sum(model(batch).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        model.on_step_end(it, cfg.SOLVER.MAX_ITER)
+        training_step(model, lambda: batch, optimizer, it, cfg.SOLVER.MAX_ITER, scheduler=scheduler)
     moved = torch.stack([(w.detach() - w0).norm() for w, w0 in zip(convs, start)]).norm()
     return float(moved / torch.stack([w0.norm() for w0 in start]).norm())
 

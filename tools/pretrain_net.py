@@ -19,6 +19,13 @@ independent work such as proposal shards):
   (--resume makes a requeued job continue from the last checkpoint.)
 Resume (continues from OUTPUT_DIR/last_checkpoint with the same data order, lr, EMA and
 method state; losses on CPU match an uninterrupted run exactly): add --resume.
+Several CPU processes (gloo; the same launcher path, trainer, sampler and checkpointer as on
+GPUs; Detectron2's own launch needs CUDA): --num-gpus N with MODEL.DEVICE cpu, e.g.
+    python tools/pretrain_net.py --config-file configs/BYOL/byol_R18_cpu_demo.yaml --num-gpus 2
+  (--num-gpus is then the number of processes per machine; the threads of the machine are
+  shared among them unless OMP_NUM_THREADS is set.)
+OUTPUT_DIR must be one folder shared by all machines (checkpoints, --resume): every process
+reads last_checkpoint, and the job stops with an error if they do not find the same file.
 Short runs: SOLVER.MAX_ITER N on the command line overrides the epochs; every schedule follows.
 With few GPUs, keep the paper's batch with PRETRAIN.ACCUM_STEPS (gradient accumulation).
 The console prints, every PRETRAIN.LOG_PERIOD iterations, ETA, iteration, losses, time per
@@ -26,13 +33,14 @@ iteration, data time, lr and memory; OUTPUT_DIR gets metrics.json, TensorBoard e
 config.yaml and checkpoints model_XXXXXXX.pth / model_final.pth (with the config inside).
 """
 
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import soco.modeling.meta_arch  # noqa: F401  (registers the methods in META_ARCH_REGISTRY)
 from soco.config.defaults import load_pretrain_config
 from soco.engine import run_pretraining
+from soco.engine.launch import launch
 
 
 def setup(args):
@@ -63,4 +71,5 @@ if __name__ == "__main__":
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
         args=(args,),
+        device=load_pretrain_config(args.config_file, args.opts).MODEL.DEVICE,
     )

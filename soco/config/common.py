@@ -39,7 +39,12 @@ def add_common_config(cfg: CN) -> None:
     # Convert every BatchNorm (backbone, FPN, heads, projector, target) to SyncBatchNorm when
     # training on GPU with more than one process. Ignored on CPU and with one process, where
     # plain BN is used, so world size 1 on CPU always works.
+    # MoCo v2 and CLSA set it False: their key encoder uses per-process BN with shuffle-BN.
     cfg.PRETRAIN.SYNC_BN = True
+    # Every STATE_CHECK_PERIOD iterations (and at the start and the end) the processes compare
+    # a hash of the global state (parameters, EMA copies, queues, clusters, groups) and stop
+    # with an error naming the tensor if they differ. 0 disables it; one process: no cost.
+    cfg.PRETRAIN.STATE_CHECK_PERIOD = 1000
     # Metrics go to the console (with ETA), OUTPUT_DIR/metrics.json and TensorBoard every
     # LOG_PERIOD iterations.
     cfg.PRETRAIN.LOG_PERIOD = 20

@@ -19,6 +19,10 @@ def add_smog_config(cfg: CN) -> None:
     # the online one. The cache holds RESET_PERIOD * SOLVER.IMS_PER_BATCH features.
     cfg.MODEL.SMOG.RESET_PERIOD = 300
     cfg.MODEL.SMOG.KMEANS_ITERS = 10
+    # The re-grouping k-means scores the cached features against the groups in chunks of rows
+    # whose similarity block stays under this many MiB (the full M x L matrix at the paper's
+    # 800-epoch cache, 1,228,800 x 3000 floats, is 14.7 GB); the result does not depend on it.
+    cfg.MODEL.SMOG.KMEANS_CHUNK_MB = 1024
     # "online" (default): the predictor on the online branch, BYOL-style (lightly's
     # implementation). "momentum": the literal reading of the paper's text ("f_eta has an extra
     # prediction head stacked on the projection head"); there the predictor gets no gradient and

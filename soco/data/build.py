@@ -64,17 +64,24 @@ def get_pretrain_dataset_dicts(cfg: CfgNode) -> List[Dict[str, Any]]:
 class PositionSampler(Sampler):
     """Infinite stream of ``(position, index)`` pairs for this process.
 
-    Global positions p = start, start+1, ... are dealt round-robin to the ``world_size``
-    processes (process r gets start+r, start+r+W, ...); position p maps to
-    ``perm_e[p % size]`` with ``perm_e`` the permutation of epoch e = p // size, seeded by
-    (seed, e) (identity when ``shuffle`` is False).
+    Global positions p = start, start+1, ... are dealt to the ``world_size`` processes in
+    blocks of ``block`` (the per-process micro-batch): process r gets start + r*block + j for
+    j < block, then the next W*block positions' r-th block, and so on. So the micro-batches of
+    all processes, concatenated rank-major (as ``all_gather`` does), are the global positions
+    in order: the same images in the same order as one process with the whole batch, which
+    is what makes world size W reproduce world size 1. Position p maps to ``perm_e[p % size]``
+    with ``perm_e`` the permutation of epoch e = p // size, seeded by (seed, e) (identity when
+    ``shuffle`` is False); every epoch is the dataset exactly once across processes.
     """
 
-    def __init__(self, size: int, seed: int, start: int = 0, rank: int = 0, world_size: int = 1, shuffle: bool = True):
+    def __init__(self, size: int, seed: int, start: int = 0, rank: int = 0, world_size: int = 1, shuffle: bool = True,
+                 block: int = 1):
         if size <= 0:
             raise ValueError("PositionSampler needs a non-empty dataset")
+        if block < 1:
+            raise ValueError(f"PositionSampler block must be >= 1, got {block}")
         self.size, self.seed, self.start = size, seed, start
-        self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
+        self.rank, self.world_size, self.shuffle, self.block = rank, world_size, shuffle, block
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if not self.shuffle:
@@ -84,14 +91,16 @@ class PositionSampler(Sampler):
         return torch.randperm(self.size, generator=g)
 
     def __iter__(self) -> Iterator[Tuple[int, int]]:
-        position = self.start + self.rank
         epoch, perm = -1, None
+        step = 0
         while True:
+            position = self.start + (step // self.block) * self.world_size * self.block + self.rank * self.block
+            position += step % self.block
             if position // self.size != epoch:
                 epoch = position // self.size
                 perm = self._permutation(epoch)
             yield position, int(perm[position % self.size])
-            position += self.world_size
+            step += 1
 
 
 class SeededMapDataset(Dataset):
@@ -159,7 +168,8 @@ class ResumableLoader:
     def __iter__(self):
         # A generator: nothing (no worker process) starts until the first batch is requested.
         sampler = PositionSampler(
-            len(self.dataset), self.seed, self.start_iter * self.samples_per_iter, self.rank, self.world_size
+            len(self.dataset), self.seed, self.start_iter * self.samples_per_iter, self.rank, self.world_size,
+            block=self.batch_size,
         )
         loader = DataLoader(
             self.dataset,

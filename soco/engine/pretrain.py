@@ -1,24 +1,33 @@
 """Assemble and run a pretraining job from a config (what tools/pretrain_net.py calls per process)."""
 
 import logging
+import os
 import weakref
 from typing import Optional, Tuple
 
 import torch
 from detectron2.config import CfgNode
 from detectron2.engine import hooks
-from detectron2.engine.defaults import create_ddp_model, default_writers
+from detectron2.engine.defaults import default_writers
 from detectron2.utils import comm
 
 from ..data.build import build_pretrain_loader, get_pretrain_dataset_dicts
 from ..data.method_data import build_mapper, prepare_dataset_dicts
+from ..modeling.distributed import broadcast_module_state
 from ..modeling.meta_arch import build_pretrain_model, pretrain_method_class
 from ..solver import build_lr_multiplier, build_optimizer, iterations_per_epoch, resolve_schedule
 from .checkpoint import PretrainCheckpointer
-from .hooks import MethodStepHook, RNGStateHook
+from .hooks import GlobalStateCheckHook, RNGStateHook
 from .trainer import PretrainTrainer
 
-__all__ = ["saved_config", "check_resumed_config", "build_pretrain_trainer", "run_pretraining"]
+__all__ = [
+    "saved_config",
+    "check_resumed_config",
+    "agreed_checkpoint",
+    "wrap_ddp",
+    "build_pretrain_trainer",
+    "run_pretraining",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +86,40 @@ def check_resumed_config(saved: Optional[CfgNode], cfg: CfgNode) -> None:
         )
 
 
+def agreed_checkpoint(checkpointer: PretrainCheckpointer) -> Optional[str]:
+    """The checkpoint every process resumes from (None: start from scratch).
+
+    Each process reads ``OUTPUT_DIR/last_checkpoint`` itself; if the processes do not all see
+    the same file (name and size), e.g. because OUTPUT_DIR is not a folder shared by every
+    machine, every process raises the same error instead of resuming at different iterations
+    and hanging in the first collective."""
+    path = checkpointer.get_checkpoint_file() if checkpointer.has_checkpoint() else None
+    size = os.path.getsize(path) if path and os.path.exists(path) else None
+    everyone = comm.all_gather((path, size))
+    if any(seen != everyone[0] for seen in everyone):
+        found = "; ".join(f"rank {r}: {p or 'no checkpoint'} ({s} bytes)" for r, (p, s) in enumerate(everyone))
+        raise RuntimeError(
+            "--resume: the processes found different checkpoints in OUTPUT_DIR (" + found + "). "
+            "OUTPUT_DIR must be one folder shared by every machine of the job."
+        )
+    if path is not None and size is None:
+        raise FileNotFoundError(f"--resume: {checkpointer.save_dir}/last_checkpoint names {path}, which does not exist")
+    return path
+
+
+def wrap_ddp(model: torch.nn.Module, device: str) -> torch.nn.Module:
+    """DistributedDataParallel over ``model`` when there are several processes.
+
+    Detectron2's ``create_ddp_model`` always passes ``device_ids=[local_rank]``, which DDP
+    refuses for a CPU module, hence this wrapper. Buffers are not broadcast every step: the
+    method's global buffers are kept equal by the method itself (and checked), and BN's running
+    statistics are per process (MoCo's shuffle-BN) or synchronised by SyncBN."""
+    if comm.get_world_size() == 1:
+        return model
+    device_ids = [comm.get_local_rank()] if torch.device(device).type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+
+
 def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[PretrainTrainer, int, CfgNode]:
     """Data (the method's preparation and mapper from ``soco.data.method_data``) -> resolved
     schedule -> model (given the dataset size) -> optimiser -> trainer with hooks -> (resumed) state.
@@ -96,13 +139,16 @@ def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[Pretrain
     )
 
     model = build_pretrain_model(cfg, len(dicts))  # on MODEL.DEVICE
+    # Random initialisations (weights, CoKe's centres, CLSA's queue) are drawn per process
+    # (seeds differ by rank): rank 0's become everyone's.
+    broadcast_module_state(model)
     on_gpu_ddp = world_size > 1 and cfg.MODEL.DEVICE.startswith("cuda")
     if cfg.PRETRAIN.SYNC_BN and on_gpu_ddp:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if cfg.PRETRAIN.CHANNELS_LAST:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, model)
-    train_model = create_ddp_model(model, broadcast_buffers=False)
+    train_model = wrap_ddp(model, cfg.MODEL.DEVICE)
     if cfg.PRETRAIN.COMPILE:
         train_model = torch.compile(train_model)
 
@@ -110,16 +156,17 @@ def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[Pretrain
         cfg, dicts, build_mapper(cfg), _data_seed(cfg), comm.get_rank(), world_size
     )
     trainer = PretrainTrainer(
-        train_model, loader, optimizer, cfg.PRETRAIN.ACCUM_STEPS, cfg.SOLVER.AMP.ENABLED, cfg.MODEL.DEVICE
+        train_model, loader, optimizer, cfg.PRETRAIN.ACCUM_STEPS, cfg.SOLVER.AMP.ENABLED, cfg.MODEL.DEVICE,
+        cfg.PRETRAIN.LOG_PERIOD,
     )
     # The unwrapped model is saved, so names never carry "module." or "_orig_mod.".
     checkpointer = PretrainCheckpointer(model, cfg.OUTPUT_DIR, cfg.dump(), trainer=weakref.proxy(trainer))
     trainer.register_hooks(
         [
-            MethodStepHook(model),
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=build_lr_multiplier(cfg, method.zero_lr_iterations(cfg, iters_per_epoch))),
-            RNGStateHook(),
+            RNGStateHook(cfg.SOLVER.CHECKPOINT_PERIOD),
+            GlobalStateCheckHook(model, cfg.PRETRAIN.STATE_CHECK_PERIOD),
             hooks.PeriodicCheckpointer(checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD) if comm.is_main_process() else None,
             hooks.PeriodicWriter(default_writers(cfg.OUTPUT_DIR, cfg.SOLVER.MAX_ITER), period=cfg.PRETRAIN.LOG_PERIOD)
             if comm.is_main_process()
@@ -127,11 +174,12 @@ def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[Pretrain
         ]
     )
     start_iter = 0
-    if resume and checkpointer.has_checkpoint():
-        check_resumed_config(saved_config(checkpointer.get_checkpoint_file()), cfg)
+    resume_from = agreed_checkpoint(checkpointer) if resume else None
+    if resume_from is not None:
+        check_resumed_config(saved_config(resume_from), cfg)
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=True)
         start_iter = trainer.iter + 1
-        logger.info(f"Resuming from {checkpointer.get_checkpoint_file()} at iteration {start_iter}")
+        logger.info(f"Resuming from {resume_from} at iteration {start_iter}")
     elif cfg.MODEL.WEIGHTS:
         checkpointer.load(cfg.MODEL.WEIGHTS, checkpointables=[])
     return trainer, start_iter, cfg

@@ -1,22 +1,24 @@
-"""The pretraining loop: Detectron2's SimpleTrainer with accumulation, AMP and loss filtering.
+"""The pretraining loop: Detectron2's SimpleTrainer whose step is :func:`soco.engine.step.training_step`.
 
-``run_step`` differs from SimpleTrainer's in three ways, which is why it is overridden:
-only ``loss_*`` entries of the model's dict are summed (others are logged); one optimiser step
-may accumulate gradients over ``accum_steps`` micro-batches (DDP syncs on the last only); AMP is
-an option of the same class (float16 + GradScaler on GPU, bfloat16 autocast on CPU) rather than
-a second trainer class, so accumulation and AMP combine.
+``run_step`` differs from SimpleTrainer's, which is why it is overridden: the step (the
+method's hooks, gradient accumulation, AMP, loss filtering) is the project's single
+``training_step``; and metrics are not synchronised every step: the step's loss tensors stay
+on the device and are reduced across processes and written to the EventStorage only at
+iterations ``k`` with ``(k + 1) % log_period == 0`` and at the last one (a ``.item()`` or a
+``comm.gather`` per step would stall the GPU queue every iteration). The values written are
+that iteration's, averaged over processes; the NaN check runs at those iterations too.
 """
 
-import contextlib
-import time
 from typing import Dict, Mapping
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from detectron2.engine import SimpleTrainer
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
-from torch.nn.parallel import DistributedDataParallel
+
+from .step import make_grad_scaler, training_step
 
 __all__ = ["PretrainTrainer"]
 
@@ -26,66 +28,56 @@ class PretrainTrainer(SimpleTrainer):
 
     ``data_loader`` yields per-process micro-batches; if it has a ``start_iter`` attribute
     (``soco.data.build.ResumableLoader``), ``train`` sets it so a resumed run sees the data an
-    uninterrupted run would.
+    uninterrupted run would. ``last_metrics`` holds the latest step's metrics (0-d tensors).
     """
 
-    def __init__(self, model, data_loader, optimizer, accum_steps: int = 1, amp: bool = False, device: str = "cpu"):
+    def __init__(self, model, data_loader, optimizer, accum_steps: int = 1, amp: bool = False,
+                 device: str = "cpu", log_period: int = 1):
         super().__init__(model, data_loader, optimizer)
         self.accum_steps = accum_steps
         self.amp = amp
         self.device_type = torch.device(device).type
-        use_scaler = amp and self.device_type == "cuda"
-        self.grad_scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        self.grad_scaler = make_grad_scaler(amp, self.device_type)
+        if log_period < 1:
+            raise ValueError(f"PRETRAIN.LOG_PERIOD must be >= 1, got {log_period}")
+        self.log_period = log_period
+        self.last_metrics: Dict[str, torch.Tensor] = {}
 
     def train(self, start_iter: int, max_iter: int):
         if hasattr(self.data_loader, "start_iter"):
             self.data_loader.start_iter = start_iter
         super().train(start_iter, max_iter)
 
-    def _autocast(self):
-        if not self.amp:
-            return contextlib.nullcontext()
-        dtype = torch.float16 if self.device_type == "cuda" else torch.bfloat16
-        return torch.autocast(self.device_type, dtype=dtype)
-
     def run_step(self):
         assert self.model.training, "[PretrainTrainer] model was changed to eval mode!"
-        self.optimizer.zero_grad(set_to_none=True)
-        metrics: Dict[str, float] = {}
-        data_time = 0.0
-        for micro in range(self.accum_steps):
-            start = time.perf_counter()
-            data = next(self._data_loader_iter)
-            data_time += time.perf_counter() - start
-            last = micro == self.accum_steps - 1
-            no_sync = isinstance(self.model, DistributedDataParallel) and not last
-            with self.model.no_sync() if no_sync else contextlib.nullcontext():
-                with self._autocast():
-                    out = self.model(data)
-                losses = [v for k, v in out.items() if k.startswith("loss_")]
-                if not losses:
-                    raise ValueError(f"the model returned no 'loss_*' entry, only {sorted(out)}")
-                loss = sum(losses) / self.accum_steps
-                (self.grad_scaler.scale(loss) if self.grad_scaler else loss).backward()
-            for k, v in out.items():
-                value = v.detach().float().item() if torch.is_tensor(v) else float(v)
-                metrics[k] = metrics.get(k, 0.0) + value / self.accum_steps
-        self.write_pretrain_metrics(metrics, data_time)
-        if self.grad_scaler is not None:
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            self.optimizer.step()
+        metrics, data_time = training_step(
+            self.model, lambda: next(self._data_loader_iter), self.optimizer, self.iter, self.max_iter,
+            self.accum_steps, self.amp, self.device_type, self.grad_scaler,
+        )
+        self.last_metrics = metrics
+        if (self.iter + 1) % self.log_period == 0 or self.iter + 1 >= self.max_iter:
+            self.write_pretrain_metrics(metrics, data_time)
 
     @staticmethod
-    def write_pretrain_metrics(metrics: Mapping[str, float], data_time: float) -> None:
-        """Average over processes; ``total_loss`` = sum of the ``loss_*`` entries only."""
-        all_metrics = comm.gather(dict(metrics, data_time=data_time))
+    def write_pretrain_metrics(metrics: Mapping[str, torch.Tensor], data_time: float) -> None:
+        """Average the metrics over processes (one all-reduce of a stacked vector, in float64,
+        so the mean does not depend on the reduction order); data_time is the slowest
+        process's; ``total_loss`` = sum of the ``loss_*`` entries only."""
+        names = sorted(metrics)
+        values = torch.stack([torch.as_tensor(metrics[k]).double().reshape(()).cpu() for k in names])
+        if comm.get_world_size() > 1:
+            device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+            values = values.to(device)
+            dist.all_reduce(values)
+            values = values / comm.get_world_size()
+            timing = torch.tensor([data_time], dtype=torch.float64, device=device)
+            dist.all_reduce(timing, op=dist.ReduceOp.MAX)
+            data_time = float(timing)
         if not comm.is_main_process():
             return
+        mean = dict(zip(names, values.cpu().tolist()))
         storage = get_event_storage()
-        storage.put_scalar("data_time", np.max([m.pop("data_time") for m in all_metrics]))
-        mean = {k: float(np.mean([m[k] for m in all_metrics])) for k in all_metrics[0]}
+        storage.put_scalar("data_time", data_time)
         total = sum(v for k, v in mean.items() if k.startswith("loss_"))
         if not np.isfinite(total):
             raise FloatingPointError(f"Loss became infinite or NaN at iteration={storage.iter}!\n{mean}")

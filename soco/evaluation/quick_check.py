@@ -16,6 +16,7 @@ from torchvision.transforms import v2
 from ..data.embedded.cache import dataset_root
 from ..data.embedded.fashion_mnist import load_split
 from ..data.method_data import build_mapper
+from ..engine.step import training_step
 from ..modeling.meta_arch import build_pretrain_model
 from ..solver import build_lr_scheduler, build_optimizer
 from .knn import knn_accuracy
@@ -106,13 +107,6 @@ def pretrain_in_memory(
             batch.append(item)
         if unpaired_views:
             batch = unpair_views(batch)
-        model.on_step_start(it, steps)
-        loss_dict = model(batch)
-        loss = sum(v for key, v in loss_dict.items() if key.startswith("loss_"))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        model.on_step_end(it, steps)
-        losses.append(float(loss.detach()))
+        metrics, _ = training_step(model, lambda: batch, optimizer, it, steps, scheduler=scheduler)
+        losses.append(float(sum(v for key, v in metrics.items() if key.startswith("loss_"))))
     return {"model": model, "losses": losses, "seconds_per_iter": (time.perf_counter() - start) / max(steps, 1)}

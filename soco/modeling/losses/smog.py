@@ -6,7 +6,13 @@ Pure functions of tensors. N instances, L groups, D feature size; group features
 import torch
 import torch.nn.functional as F
 
-__all__ = ["assign_to_groups", "momentum_group_update", "group_contrastive_loss", "spherical_kmeans"]
+__all__ = [
+    "assign_to_groups",
+    "momentum_group_update",
+    "group_contrastive_loss",
+    "nearest_centre",
+    "spherical_kmeans",
+]
 
 
 def assign_to_groups(features: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
@@ -51,9 +57,22 @@ def group_contrastive_loss(
     return F.cross_entropy(logits, target_groups, reduction="none")
 
 
+def nearest_centre(x: torch.Tensor, centres: torch.Tensor, chunk_bytes: int = 0) -> torch.Tensor:
+    """argmax_k <x_i, c_k> for every row of ``x`` (M, D) against ``centres`` (L, D): (M,) int64.
+
+    ``chunk_bytes`` > 0 scores at most chunk_bytes / (4 L) rows at a time, so the float32
+    similarity block stays under it instead of the full M x L matrix; every row's scores are
+    the same dot products either way, so the labels do not depend on the chunk size."""
+    if chunk_bytes <= 0:
+        return (x @ centres.t()).argmax(dim=1)
+    rows = max(1, chunk_bytes // (4 * centres.shape[0]))
+    return torch.cat([(part @ centres.t()).argmax(dim=1) for part in x.split(rows)])
+
+
 @torch.no_grad()
 def spherical_kmeans(
-    features: torch.Tensor, num_clusters: int, iters: int = 10, generator: torch.Generator = None
+    features: torch.Tensor, num_clusters: int, iters: int = 10, generator: torch.Generator = None,
+    chunk_bytes: int = 0,
 ) -> torch.Tensor:
     """k-means on the unit sphere (cosine similarity), for SMoG's group initialisation and its
     periodic re-grouping. Written here because it must run on the GPU over up to millions of
@@ -61,6 +80,7 @@ def spherical_kmeans(
 
     Centres start as distinct random features (features repeat, with a tiny perturbation, when
     there are fewer features than clusters); an empty cluster keeps its previous centre.
+    ``chunk_bytes``: memory bound of the assignment step (:func:`nearest_centre`); 0 = one block.
     features: (M, D). Returns (num_clusters, D) unit rows.
     """
     x = F.normalize(features.float(), dim=1)
@@ -75,7 +95,7 @@ def spherical_kmeans(
         noise = torch.randn(num_clusters, x.shape[1], generator=generator).to(x.device)
         centres = F.normalize(x[idx] + 1e-3 * noise, dim=1)
     for _ in range(iters):
-        labels = (x @ centres.t()).argmax(dim=1)
+        labels = nearest_centre(x, centres, chunk_bytes)
         sums = torch.zeros_like(centres).index_add_(0, labels, x)
         counts = torch.bincount(labels, minlength=num_clusters)
         centres = torch.where((counts > 0)[:, None], F.normalize(sums, dim=1), centres)

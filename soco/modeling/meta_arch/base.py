@@ -150,7 +150,17 @@ class PretrainMetaArch(nn.Module):
         num_views = len(batched_inputs[0][key])
         if any(len(x[key]) != num_views for x in batched_inputs):
             raise ValueError(f"images of one batch carry different numbers of '{key}'")
-        return [self.normalize(torch.stack([b[key][v] for b in batched_inputs])) for v in range(num_views)]
+        return [self.normalize(self._stack_for_device([b[key][v] for b in batched_inputs])) for v in range(num_views)]
+
+    def _stack_for_device(self, tensors: List[torch.Tensor]) -> torch.Tensor:
+        """Stack CPU tensors and move them to the model's device. For a GPU, the stack is
+        written into pinned memory when the inputs are pinned (the loader's pin_memory), so
+        the copy is really asynchronous (a pageable stack would make it synchronous)."""
+        first = tensors[0]
+        if self.device.type == "cuda" and first.device.type == "cpu" and first.is_pinned():
+            stacked = torch.empty((len(tensors), *first.shape), dtype=first.dtype, pin_memory=True)
+            return torch.stack(tensors, out=stacked).to(self.device, non_blocking=True)
+        return torch.stack(tensors).to(self.device, non_blocking=True)
 
     # ----------------------------------------------------------------------------- target
     def make_target(self, *names: str) -> None:

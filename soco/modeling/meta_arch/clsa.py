@@ -8,6 +8,10 @@ temperature (eq. 3-7; DESIGN.md on the garbled indexing). With BETA = 0 this is 
 
 Shuffle-BN (MoCo): under DDP the key batch is gathered, shuffled across processes, encoded
 and un-shuffled, so the key encoder's BN statistics never come from the query's own images.
+This needs per-process BN, as in MoCo v2 and CLSA: the CLSA configs set PRETRAIN.SYNC_BN False
+(with SyncBN the key BN would see the whole global batch and the shuffle would do nothing;
+it stays an option). The queue and the momentum encoder are global state: the queue is filled
+from all-gathered keys and broadcast from rank 0 at the start, so it is identical everywhere.
 With one process there is nothing to shuffle across: the key encoder's BN sees the whole local
 batch, as in MoCo's single-GPU runs; no sub-batch emulation is done.
 """
@@ -24,7 +28,7 @@ from detectron2.utils import comm
 from ..distributed import concat_all_gather
 from ..ema import MomentumSchedule
 from ..losses.clsa import contrast_logits, contrastive_loss, distributional_divergence_loss
-from .base import ImageLevelMetaArch, put_scalars
+from .base import ImageLevelMetaArch
 
 __all__ = ["CLSA"]
 
@@ -82,7 +86,8 @@ class CLSA(ImageLevelMetaArch):
         keys = concat_all_gather(keys)
         size = self.queue.shape[0]
         rows = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % size
-        self.queue[rows] = keys[-size:] if keys.shape[0] > size else keys
+        # Under AMP the keys are float16 / bfloat16; the queue stays float32.
+        self.queue[rows] = (keys[-size:] if keys.shape[0] > size else keys).to(self.queue.dtype)
         self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
 
     def forward(self, batched_inputs: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
@@ -93,7 +98,10 @@ class CLSA(ImageLevelMetaArch):
         keys = self.encode_keys(weak[1])
         queue = self.queue.clone().detach()
         weak_logits = contrast_logits(query, keys, queue, self.temperature)
-        losses = {"loss_contrast": contrastive_loss(weak_logits).mean()}
+        # Logged metric as a tensor: the trainer reads it at LOG_PERIOD (no per-step sync).
+        with torch.no_grad():
+            positive_prob = F.softmax(weak_logits.float(), dim=1)[:, 0].mean()
+        losses = {"loss_contrast": contrastive_loss(weak_logits).mean(), "clsa_positive_prob": positive_prob}
         if self.beta > 0:
             strong = self.preprocess_images(batched_inputs, "strong_views")
             divergence = sum(
@@ -101,7 +109,5 @@ class CLSA(ImageLevelMetaArch):
                 for s in strong
             )
             losses["loss_divergence"] = self.beta * divergence
-        with torch.no_grad():
-            put_scalars(clsa_positive_prob=float(F.softmax(weak_logits, dim=1)[:, 0].mean()))
         self.enqueue(keys)
         return losses

@@ -38,7 +38,7 @@ from ..losses.coke import (
     sparse_label_targets,
     two_view_soft_targets,
 )
-from .base import ImageLevelMetaArch, put_scalars
+from .base import ImageLevelMetaArch
 
 __all__ = ["CoKe"]
 
@@ -207,11 +207,12 @@ class CoKe(ImageLevelMetaArch):
         if pred is not None:
             loss = self.beta * self._head_losses(pred, targets, soft_from=proj) + (1.0 - self.beta) * loss
         counts = self.counts_0
-        put_scalars(
-            coke_epoch=float(self.epoch),
-            coke_min_cluster_frac=float(counts.min() * len(counts) / counts.sum().clamp_min(1)),
-        )
-        return {"loss_coke": loss}
+        # Logged metrics as tensors: the trainer reads them at LOG_PERIOD (no per-step sync).
+        return {
+            "loss_coke": loss,
+            "coke_epoch": self.epoch.float(),
+            "coke_min_cluster_frac": counts.min() * len(counts) / counts.sum().clamp_min(1),
+        }
 
     def _head_losses(self, feats: List[torch.Tensor], targets: List[torch.Tensor], soft_from=None) -> torch.Tensor:
         """Mean over heads and views of the (soft) cross-entropy of ``feats`` (list over views

@@ -26,7 +26,12 @@ the groups are updated with the online projections and c^b is picked with the mo
 projection. "momentum" keeps the literal reading (its predictor lives under ``target.predictor``).
 
 All state (groups, feature cache, counters) is in buffers and identical on every process:
-features are all-gathered before they touch the groups or the cache.
+features are all-gathered before they touch the groups or the cache, and the gather passes
+gradients back to the process that computed each feature, so the gradient through the group
+features is the single-process one at any world size. The cache (RESET_PERIOD x global batch
+rows, 629 MB at the 800-epoch setting) is a buffer, so checkpoints carry it and a resumed run
+re-groups exactly as an uninterrupted one; the re-grouping k-means works in chunks bounded by
+MODEL.SMOG.KMEANS_CHUNK_MB.
 """
 
 from typing import Any, Dict, List, Optional
@@ -37,7 +42,7 @@ from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
-from ..distributed import concat_all_gather, concat_all_gather_keep_local_grad
+from ..distributed import all_gather_with_grad, concat_all_gather
 from ..ema import MomentumSchedule
 from ..heads import build_predictor
 from ..losses.smog import assign_to_groups, group_contrastive_loss, momentum_group_update, spherical_kmeans
@@ -54,17 +59,19 @@ class SMoG(ImageLevelMetaArch):
     @configurable
     def __init__(self, *, momentum_predictor: Optional[nn.Module], cache_size: int, num_groups: int = 3000,
                  temperature: float = 0.1, beta_start: float = 1.0, beta_end: float = 0.99, reset_period: int = 300,
-                 kmeans_iters: int = 10, **kwargs):
+                 kmeans_iters: int = 10, kmeans_chunk_mb: int = 1024, **kwargs):
         """``momentum_predictor``: the predictor of the literal reading (kept under
         ``target.predictor``), or None when the predictor is online (``predictor`` argument);
         ``cache_size``: rows of the feature cache (RESET_PERIOD x SOLVER.IMS_PER_BATCH); the
-        rest as ``MODEL.SMOG``. Other arguments go to :class:`ImageLevelMetaArch`."""
+        rest as ``MODEL.SMOG`` (``kmeans_chunk_mb``: memory bound of the re-grouping k-means'
+        similarity blocks, MiB). Other arguments go to :class:`ImageLevelMetaArch`."""
         super().__init__(with_target=True, **kwargs)
         if momentum_predictor is not None:
             self.target["predictor"] = momentum_predictor.requires_grad_(False)
         self.num_groups, self.temperature = int(num_groups), float(temperature)
         self.beta_start, self.beta_end = float(beta_start), float(beta_end)
         self.reset_period, self.kmeans_iters = int(reset_period), int(kmeans_iters)
+        self.kmeans_chunk_bytes = int(kmeans_chunk_mb) * 2**20
         if self.reset_period <= 0 or self.num_groups <= 0:
             raise ValueError(
                 f"MODEL.SMOG.RESET_PERIOD and NUM_GROUPS must be > 0, got RESET_PERIOD={self.reset_period}, "
@@ -76,7 +83,10 @@ class SMoG(ImageLevelMetaArch):
         self.register_buffer("cache", torch.zeros(int(cache_size), dim))
         self.register_buffer("cache_ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("cache_filled", torch.zeros((), dtype=torch.long))
-        self._iteration, self._max_iter = 0, 1
+        # Set by on_step_start (outside any compiled graph, so torch.compile sees a bool and a
+        # 0-d tensor, not a new Python number every step, and compiles twice at most).
+        self._swap_views, self._init_groups = False, True
+        self.register_buffer("beta", torch.tensor(self.beta_start), persistent=False)
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
@@ -97,6 +107,7 @@ class SMoG(ImageLevelMetaArch):
             "beta_end": c.BETA_END,
             "reset_period": c.RESET_PERIOD,
             "kmeans_iters": c.KMEANS_ITERS,
+            "kmeans_chunk_mb": c.KMEANS_CHUNK_MB,
         }
 
     # ----------------------------------------------------------------------------- schedule
@@ -106,7 +117,11 @@ class SMoG(ImageLevelMetaArch):
         return self.beta_start + (self.beta_end - self.beta_start) * frac
 
     def on_step_start(self, iteration: int, max_iter: int) -> None:
-        self._iteration, self._max_iter = iteration, max_iter
+        self._swap_views = iteration % 2 == 1
+        self._init_groups = not bool(self.groups_ready)
+        beta = self.group_momentum(iteration, max_iter)
+        self.beta.fill_(beta)
+        put_scalars(smog_beta=beta)
 
     @torch.no_grad()
     def on_step_end(self, iteration: int, max_iter: int) -> None:
@@ -125,7 +140,9 @@ class SMoG(ImageLevelMetaArch):
         """Groups <- spherical k-means over the cached features (same seed on every process)."""
         cached = self.cache[: int(self.cache_filled)]
         gen = torch.Generator().manual_seed(int(seed))
-        self.groups.copy_(spherical_kmeans(cached, self.num_groups, self.kmeans_iters, generator=gen))
+        self.groups.copy_(
+            spherical_kmeans(cached, self.num_groups, self.kmeans_iters, generator=gen, chunk_bytes=self.kmeans_chunk_bytes)
+        )
         self.groups_ready.fill_(True)
 
     @torch.no_grad()
@@ -149,7 +166,7 @@ class SMoG(ImageLevelMetaArch):
         views = self.preprocess_images(batched_inputs, "views")
         if len(views) < 2:
             raise ValueError(f"SMoG expects at least 2 views, got {len(views)}")
-        a, b = (1, 0) if self._iteration % 2 else (0, 1)
+        a, b = (1, 0) if self._swap_views else (0, 1)
         online, projected = self.online_features(views[a])
         small = [self.online_features(v)[0] for v in views[2:]]
         with torch.no_grad():
@@ -157,25 +174,29 @@ class SMoG(ImageLevelMetaArch):
             if "predictor" in self.target:
                 momentum = self.target["predictor"](momentum)
             momentum = F.normalize(momentum, dim=1)
-            if not bool(self.groups_ready):
+            # _init_groups is False after the first step: no device sync (graph break) later.
+            if self._init_groups and not bool(self.groups_ready):
                 first = concat_all_gather(projected.detach())
                 gen = torch.Generator().manual_seed(0)
                 self.groups.copy_(spherical_kmeans(first, self.num_groups, self.kmeans_iters, generator=gen))
                 self.groups_ready.fill_(True)
+            self._init_groups = False
             target_groups = assign_to_groups(momentum, self.groups)
 
-        everyone = concat_all_gather_keep_local_grad(projected)
+        # Exact at any world size: the gather's backward sums every process's gradient of the
+        # group features into the rows of the process that computed them.
+        everyone = all_gather_with_grad(projected)
         assignment = assign_to_groups(everyone, self.groups)
-        beta = self.group_momentum(self._iteration, self._max_iter)
-        groups = momentum_group_update(self.groups, everyone, assignment, beta)
+        groups = momentum_group_update(self.groups, everyone, assignment, self.beta)
         loss = group_contrastive_loss(online, groups, target_groups, self.temperature).mean()
         for s in small:
             loss = loss + group_contrastive_loss(s, groups, target_groups, self.temperature).mean()
         loss = loss / (1 + len(small))
 
         with torch.no_grad():
-            self.groups.copy_(groups.detach())
+            # Rebind, not copy_: the old tensor may be saved for the backward pass (torch.compile's
+            # partitioner saves the buffer itself), and writing into it would break that pass.
+            self.groups = groups.detach()
             self.push_cache(everyone.detach())
-            used = torch.unique(assignment).numel()
-            put_scalars(smog_beta=beta, smog_groups_used=float(used))
-        return {"loss_smog": loss}
+            used = (torch.bincount(assignment, minlength=self.num_groups) > 0).sum().float()
+        return {"loss_smog": loss, "smog_groups_used": used}

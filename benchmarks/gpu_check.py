@@ -1,0 +1,203 @@
+#!/usr/bin/env python
+"""GPU check: speed, peak memory and model FLOP utilisation of SoCo R50-FPN and BYOL R50.
+
+For each method and variant it trains ``--steps`` steps (after ``--warmup``) on a synthetic
+batch through the project's own ``training_step`` (the trainer's step), in one process per
+GPU (``soco.engine.launch``, NCCL, DDP as in ``build_pretrain_trainer``), and prints per GPU:
+images/s, peak allocated memory and MFU = (FLOPs of one step, counted by PyTorch's
+FlopCounterMode on the eager model: forward + backward of online and target networks) x
+steps/s / peak dense TFLOPS of the GPU (``--peak-tflops``, default from the device name, the
+bf16/fp16 dense figure; the fp32 rows are measured against the same figure).
+
+Variants: fp32, amp (fp16 + GradScaler), amp+channels_last, amp+compile (torch.compile),
+amp+syncbn (SyncBatchNorm; needs 2+ GPUs, skipped on one). ``--smoke`` runs tiny R18 models
+on CPU for two steps, to check the script itself without a GPU.
+
+    bash benchmarks/gpu_check.sh                     # every GPU of the machine
+    python benchmarks/gpu_check.py --num-gpus 1 --methods BYOL --variants amp
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, REPO)
+
+CONFIGS = {"SoCo": "configs/SoCo/SoCo_R50_FPN_100ep.yaml", "BYOL": "configs/BYOL/byol_R50_300ep.yaml"}
+VARIANTS = ["fp32", "amp", "amp+channels_last", "amp+compile", "amp+syncbn"]
+# Dense bf16/fp16 tensor-core TFLOPS by device name (vendor data sheets, SXM parts).
+PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "V100": 125.0}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--num-gpus", type=int, default=max(torch.cuda.device_count(), 1))
+    p.add_argument("--methods", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    p.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--batch", type=int, default=0, help="images per GPU (default: SoCo 32, BYOL 64)")
+    p.add_argument("--peak-tflops", type=float, default=0.0, help="peak dense TFLOPS of one GPU (default: by name)")
+    p.add_argument("--output", default="", help="also write the results as JSON here")
+    p.add_argument("--smoke", action="store_true", help="tiny R18 models on CPU, 2 steps: checks the script")
+    return p.parse_args(argv)
+
+
+def build_cfg(method: str, variant: str, args, world: int):
+    from soco.config.defaults import load_pretrain_config
+
+    batch = args.batch or {"SoCo": 32, "BYOL": 64}[method]
+    opts = [
+        "MODEL.DEVICE", "cpu" if args.smoke else "cuda", "SOLVER.IMS_PER_BATCH", batch * world,
+        "SOLVER.MAX_ITER", 1000, "PRETRAIN.NUM_IMAGES", 1000 * batch * world,
+        "SOLVER.AMP.ENABLED", variant.startswith("amp"), "PRETRAIN.CHANNELS_LAST", "channels_last" in variant,
+        "PRETRAIN.COMPILE", "compile" in variant, "PRETRAIN.SYNC_BN", "syncbn" in variant,
+    ]
+    if args.smoke:
+        opts += ["MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64, "MODEL.PROJECTOR.HIDDEN_DIM", 64,
+                 "MODEL.PREDICTOR.HIDDEN_DIM", 64, "MODEL.BYOL.CROP_SIZE", 32, "MODEL.SOCO.VIEW1_SIZE", 64,
+                 "MODEL.SOCO.VIEW2_SIZE", 64, "MODEL.SOCO.VIEW3_SIZE", 32, "MODEL.FPN.OUT_CHANNELS", 32,
+                 "MODEL.ROI_BOX_HEAD.CONV_DIM", 32, "MODEL.ROI_BOX_HEAD.FC_DIM", 64, "MODEL.SOCO.LEVEL_THRESHOLDS", (12, 24, 48)]
+    cfg = load_pretrain_config(os.path.join(REPO, CONFIGS[method]), [str(o) for o in opts])
+    cfg.freeze()
+    return cfg
+
+
+def synthetic_batch(cfg, model, images: int):
+    """Mapped-looking inputs: uint8 views of the method's sizes (SoCo: its views and boxes)."""
+    from soco.data.method_data import build_mapper
+
+    gen = torch.Generator().manual_seed(0)
+    if cfg.MODEL.META_ARCHITECTURE == "BYOL":
+        size = cfg.MODEL.BYOL.CROP_SIZE
+        return [{"views": [torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=gen) for _ in range(2)],
+                 "image_id": str(i)} for i in range(images)]
+    mapper = build_mapper(cfg)
+    out = []
+    for i in range(images):
+        image = torch.randint(0, 256, (3, 320, 400), dtype=torch.uint8, generator=gen)
+        boxes = torch.tensor([[20.0, 30, 200, 220], [150, 60, 380, 300], [40, 100, 260, 310], [100, 20, 300, 200]])
+        views = mapper.build_views(image, boxes)
+        out.append({"views": [views["images"][v] for v in model.view_names], "boxes": views["boxes"], "image_id": str(i)})
+    return out
+
+
+def step_flops(model, batch, cfg) -> float:
+    """FLOPs of one training step (forward + backward) of the eager model, fp32."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from soco.engine.step import training_step
+
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
+    with FlopCounterMode(display=False) as counter:
+        training_step(model, lambda: batch, opt, 0, cfg.SOLVER.MAX_ITER, method_hooks=False)
+    return float(counter.get_total_flops())
+
+
+def run_variant(method: str, variant: str, args) -> dict:
+    from detectron2.utils import comm
+
+    from soco.engine.pretrain import wrap_ddp
+    from soco.engine.step import make_grad_scaler, training_step
+    from soco.modeling.distributed import broadcast_module_state
+    from soco.modeling.meta_arch import build_pretrain_model
+    from soco.solver import build_optimizer
+
+    world = comm.get_world_size()
+    if "syncbn" in variant and (world < 2 or args.smoke):
+        return {"skipped": "SyncBatchNorm runs on GPUs only" if args.smoke else "SyncBN needs 2+ GPUs"}
+    cfg = build_cfg(method, variant, args, world)
+    device = torch.device(cfg.MODEL.DEVICE)
+    torch.manual_seed(0)
+    model = build_pretrain_model(cfg, cfg.SOLVER.IMS_PER_BATCH)
+    broadcast_module_state(model)
+    batch = synthetic_batch(cfg, model, cfg.SOLVER.IMS_PER_BATCH // world)
+    flops = step_flops(model, batch, cfg)
+    if cfg.PRETRAIN.SYNC_BN:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if cfg.PRETRAIN.CHANNELS_LAST:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg, model)
+    train_model = wrap_ddp(model, cfg.MODEL.DEVICE)
+    if cfg.PRETRAIN.COMPILE:
+        train_model = torch.compile(train_model)
+    model.train()
+    scaler = make_grad_scaler(cfg.SOLVER.AMP.ENABLED, device.type)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def steps(start, count):
+        for it in range(start, start + count):
+            training_step(train_model, lambda: batch, optimizer, it, cfg.SOLVER.MAX_ITER, amp=cfg.SOLVER.AMP.ENABLED,
+                          device_type=device.type, grad_scaler=scaler)
+
+    compile_start = time.perf_counter()
+    steps(0, args.warmup)
+    sync()
+    warmup_s = time.perf_counter() - compile_start
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    steps(args.warmup, args.steps)
+    sync()
+    seconds = (time.perf_counter() - start) / args.steps
+    images = len(batch)
+    result = {
+        "images_per_s_per_gpu": images / seconds,
+        "seconds_per_step": seconds,
+        "warmup_s": warmup_s,
+        "peak_memory_GB": torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None,
+        "step_TFLOP_per_gpu": flops / 1e12,
+    }
+    peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if device.type == "cuda"
+                                     and k in torch.cuda.get_device_name()), 0.0)
+    result["MFU"] = flops / seconds / (peak * 1e12) if peak else None
+    del train_model, model, optimizer
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def worker(args) -> None:
+    from detectron2.utils import comm
+
+    torch.backends.cudnn.benchmark = True
+    results = {}
+    for method in args.methods:
+        for variant in args.variants:
+            try:
+                results[f"{method} {variant}"] = run_variant(method, variant, args)
+            except Exception as e:  # one failing variant must not hide the others' figures
+                results[f"{method} {variant}"] = {"error": f"{type(e).__name__}: {e}"[:500]}
+            if comm.is_main_process():
+                print(f"{method:5s} {variant:18s} {json.dumps(results[f'{method} {variant}'])}", flush=True)
+    if comm.is_main_process():
+        info = {"world_size": comm.get_world_size(), "torch": torch.__version__,
+                "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+        print(json.dumps(info))
+        if args.output:
+            with open(args.output, "w") as f:
+                json.dump({"info": info, "results": results}, f, indent=1)
+
+
+def main(argv=None) -> None:
+    from soco.engine.launch import launch
+
+    import soco.modeling.meta_arch  # noqa: F401  (registers the methods)
+
+    args = parse_args(argv)
+    if args.smoke:
+        args.steps, args.warmup, args.batch = 2, 1, args.batch or 2
+        args.variants = [v for v in args.variants if "compile" not in v]
+    launch(worker, args.num_gpus, dist_url="auto", args=(args,), device="cpu" if args.smoke else "cuda")
+
+
+if __name__ == "__main__":
+    main()
