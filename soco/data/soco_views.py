@@ -23,7 +23,10 @@ coordinate instead), then clipped to the view.
 
 Each view then gets BYOL's augmentation without crop (horizontal flip moves the boxes): V1 gets
 BYOL's T (blur p=1), V2/V3/V4 get T' (blur p=0.1, solarize p=0.2), as the official code does.
-Randomness comes from torch's global generator (seeded per data-loader worker by Detectron2).
+The colour operations run with the fast CPU kernels, the reference torchvision pipeline, or are
+deferred to the training device (``configure_augmentation``; see ``transforms/augment.py``):
+deferred, the views are returned flipped but without colour changes, with their parameters.
+Randomness comes from torch's global generator (seeded per sample by the pretraining loader).
 """
 
 from dataclasses import dataclass
@@ -34,6 +37,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from .transforms.augment import ViewAugmentation
 from .transforms.byol import build_byol_transform
 
 __all__ = [
@@ -171,7 +175,8 @@ class SoCoViewBuilder:
     names ``v1``, ``v2``, ``v3`` (if enabled), ``v4`` (if enabled) and box names ``v1``, ``v2``,
     ``v3`` (one proposal set: box i of each view is the same region) and, with V4, ``v1_v4`` /
     ``v4`` (V4's own set, its boxes in V1 and in V4). An image without proposals uses its whole
-    area as the proposal.
+    area as the proposal. With the photometric operations deferred
+    (``configure_augmentation(on="device")``) it also returns ``"params": {name: (NUM_PARAMS,)}``.
     """
 
     def __init__(self, params: SoCoViewParams):
@@ -185,6 +190,12 @@ class SoCoViewBuilder:
         self._augment = {
             name: self._build_augmentation(0 if name == "v1" else 1, size) for name, size in sizes.items() if size
         }
+
+    def configure_augmentation(self, impl: str = "fast", defer: bool = False) -> None:
+        """Colour operations by the fast kernels or the reference pipeline, or deferred (``defer``)."""
+        for aug in self._augment.values():
+            if isinstance(aug, ViewAugmentation):
+                aug.configure(impl, defer)
 
     def _build_augmentation(self, byol_view: int, size: int):
         if self.params.photometric:
@@ -232,7 +243,7 @@ class SoCoViewBuilder:
             crop4, boxes["v1_v4"] = self._crop_with_proposals(v1, boxes_v1, self._crop_v4)
             images["v4"], boxes["v4"] = self._resized_crop(v1, boxes["v1_v4"], crop4, p.view4_size)
 
-        out_images, out_boxes = {}, {}
+        out_images, out_boxes, out_params = {}, {}, {}
         for name, img in images.items():
             size = img.shape[-1]
             # Every box set drawn in this view (V1 carries two with V4) is jittered independently
@@ -242,11 +253,20 @@ class SoCoViewBuilder:
                 tv_tensors.BoundingBoxes(self._jitter(boxes[b], size), format="XYXY", canvas_size=(size, size))
                 for b in names
             ]
-            img_out, *bbs_out = self._augment[name](img, *bbs)
+            augment = self._augment[name]
+            if isinstance(augment, ViewAugmentation):
+                img_out, bbs_out, params = augment.apply(img, *bbs)
+                if params is not None:
+                    out_params[name] = params
+            else:
+                img_out, *bbs_out = augment(img, *bbs)
             out_images[name] = img_out.as_subclass(torch.Tensor).contiguous()
             for b, bb in zip(names, bbs_out):
                 out_boxes[b] = bb.as_subclass(torch.Tensor).float()
-        return {"images": out_images, "boxes": out_boxes}
+        out = {"images": out_images, "boxes": out_boxes}
+        if out_params:
+            out["params"] = out_params
+        return out
 
     @staticmethod
     def _resized_crop(v1: torch.Tensor, boxes: torch.Tensor, crop: Crop, size: int):

@@ -18,6 +18,8 @@ from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from torch.nn.parallel import DistributedDataParallel
 
+from ..data.transforms.device import apply_deferred_photometric
+
 __all__ = ["PretrainTrainer"]
 
 
@@ -57,6 +59,7 @@ class PretrainTrainer(SimpleTrainer):
             start = time.perf_counter()
             data = next(self._data_loader_iter)
             data_time += time.perf_counter() - start
+            data = apply_deferred_photometric(data, self.device_type)  # PRETRAIN.AUGMENT_ON "device"
             last = micro == self.accum_steps - 1
             no_sync = isinstance(self.model, DistributedDataParallel) and not last
             with self.model.no_sync() if no_sync else contextlib.nullcontext():

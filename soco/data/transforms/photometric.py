@@ -1,0 +1,359 @@
+"""The photometric augmentation of one view as a parameter vector: drawn once, applied anywhere.
+
+BYOL's T/T' and MoCo v2's augmentation are a horizontal flip, colour jitter (brightness,
+contrast, saturation, hue in a random order, p = ``jitter_p``), grayscale, Gaussian blur and
+solarisation. Here they are split in two steps so the same draw can be applied by either path:
+
+* :func:`sample_photometric_params` draws one view's parameters with torch's global generator,
+  **in exactly the order torchvision's v2 pipeline draws them** (``RandomHorizontalFlip``,
+  ``RandomApply(ColorJitter)``, ``RandomGrayscale``, ``RandomApply(GaussianBlur)``,
+  ``RandomSolarize``; MoCo v2 flips last). With the same seed, the fast and device paths therefore
+  see the same flips, factors, orders and sigmas as the reference pipeline
+  (:func:`build_reference_transform`), and the loader's per-sample seeding makes them
+  reproducible wherever they are applied.
+* :func:`apply_photometric_hwc` (CPU, OpenCV on float32, one conversion from and one back to
+  uint8 per view) and :func:`apply_photometric_batch` (torch, batched, any device) apply them.
+
+Both appliers reproduce torchvision's uint8 arithmetic: each colour operation computes in float
+and truncates to an integer as ``ColorJitter`` on a uint8 tensor does (floor after brightness,
+contrast, saturation and grayscale; x 255.999 and floor after hue), the blur rounds. So a view
+equals the reference pipeline's pixel for pixel up to float summation order: a few pixels per
+view differ by one level (tests/test_fast_augment.py measures it). The flip is geometric (it
+moves boxes) and stays with the caller; it commutes with every operation here (the blur kernel
+is symmetric and its border reflect-101).
+
+Parameter vector (float32, length :data:`NUM_PARAMS`, columns named by :data:`PARAM_NAMES`):
+flip (0/1), jitter (0/1), brightness, contrast, saturation, hue factors, the order of the four
+jitter operations (0 brightness, 1 contrast, 2 saturation, 3 hue, as torchvision numbers them),
+grayscale (0/1), blur sigma (0: no blur), blur kernel size (px, odd), solarisation threshold
+(256: none). A vector with jitter, grayscale and blur off and threshold 256 is the identity.
+"""
+
+from dataclasses import dataclass
+from typing import Tuple
+
+import cv2
+import numpy as np
+import torch
+
+__all__ = [
+    "PARAM_NAMES",
+    "NUM_PARAMS",
+    "PhotometricSpec",
+    "byol_spec",
+    "mocov2_spec",
+    "identity_params",
+    "sample_photometric_params",
+    "apply_photometric_hwc",
+    "apply_photometric_chw",
+    "apply_photometric_batch",
+    "build_reference_transform",
+]
+
+PARAM_NAMES = (
+    "flip", "jitter", "brightness", "contrast", "saturation", "hue",
+    "order0", "order1", "order2", "order3", "grayscale", "blur_sigma", "blur_kernel", "solarize_threshold",
+)  # fmt: skip
+NUM_PARAMS = len(PARAM_NAMES)
+_I = {name: i for i, name in enumerate(PARAM_NAMES)}
+FLIP, JITTER, BRIGHTNESS, CONTRAST, SATURATION, HUE = (_I[n] for n in PARAM_NAMES[:6])
+ORDER, GRAY, SIGMA, KERNEL, THRESHOLD = _I["order0"], _I["grayscale"], _I["blur_sigma"], _I["blur_kernel"], _I["solarize_threshold"]
+NO_SOLARIZE = 256.0
+
+# torchvision's rgb_to_grayscale weights (ITU-R 601-2 luma, rounded as torchvision rounds them).
+_GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
+# torchvision's float -> uint8 conversion multiplies by 255 + 1 - 1e-3 and truncates.
+_TO_UINT8_SCALE = 255.0 + 1.0 - 1e-3
+
+
+@dataclass(frozen=True)
+class PhotometricSpec:
+    """Probabilities and ranges of one view's flip + colour augmentation (torchvision semantics).
+
+    ``brightness``/``contrast``/``saturation`` v: factor ~ U[max(0, 1 - v), 1 + v]; ``hue`` v:
+    factor ~ U[-v, v]. ``blur_kernel``: odd size in px; ``blur_sigma``: U range of sigma (px).
+    ``flip_last``: the flip is drawn after the colour operations (MoCo v2) instead of first
+    (BYOL). ``blur_impl`` names the reference's blur kernel: "opencv" (``GaussianBlurCV2``,
+    BYOL here) or "torchvision" (``v2.GaussianBlur``, MoCo v2); both draw sigma the same way.
+    """
+
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    blur_p: float = 1.0
+    blur_kernel: int = 23
+    blur_sigma: Tuple[float, float] = (0.1, 2.0)
+    solarize_p: float = 0.0
+    solarize_threshold: int = 128
+    flip_p: float = 0.5
+    flip_last: bool = False
+    blur_impl: str = "opencv"
+
+    def __post_init__(self):
+        if self.blur_kernel % 2 == 0 or self.blur_kernel < 1:
+            raise ValueError(f"blur_kernel must be odd and positive, got {self.blur_kernel}")
+        if not 0.0 <= self.hue <= 0.5:
+            raise ValueError(f"hue must be in [0, 0.5], got {self.hue}")
+        if self.blur_impl not in ("opencv", "torchvision"):
+            raise ValueError(f"blur_impl must be 'opencv' or 'torchvision', got {self.blur_impl!r}")
+
+    def factor_range(self, name: str) -> Tuple[float, float]:
+        value = getattr(self, name)
+        return (-value, value) if name == "hue" else (max(0.0, 1.0 - value), 1.0 + value)
+
+
+def byol_spec(view: int, image_size: int, hflip: bool = True) -> PhotometricSpec:
+    """BYOL's T (``view`` 0: blur p=1, no solarisation) or T' (1: blur p=0.1, solarise p=0.2)."""
+    from .byol import BYOL_VIEW_PROBABILITIES, blur_kernel_size
+
+    if view not in (0, 1):
+        raise ValueError(f"BYOL has two augmentations, view must be 0 or 1, got {view}")
+    blur_p, solarize_p = BYOL_VIEW_PROBABILITIES[view]
+    return PhotometricSpec(
+        blur_p=blur_p, solarize_p=solarize_p, blur_kernel=blur_kernel_size(image_size), flip_p=0.5 if hflip else 0.0
+    )
+
+
+def mocov2_spec(image_size: int) -> PhotometricSpec:
+    """MoCo v2's augmentation after the crop (CLSA's weak T): saturation 0.4, blur p=0.5, flip last."""
+    from .byol import blur_kernel_size
+
+    return PhotometricSpec(
+        saturation=0.4, blur_p=0.5, blur_kernel=blur_kernel_size(image_size), flip_last=True, blur_impl="torchvision"
+    )
+
+
+def identity_params() -> torch.Tensor:
+    """(NUM_PARAMS,) float32: no flip, no jitter, no grayscale, no blur, no solarisation."""
+    p = torch.zeros(NUM_PARAMS)
+    p[[BRIGHTNESS, CONTRAST, SATURATION]] = 1.0
+    p[ORDER : ORDER + 4] = torch.arange(4.0)
+    p[THRESHOLD] = NO_SOLARIZE
+    return p
+
+
+def _uniform(lo: float, hi: float) -> float:
+    # The call torchvision makes (ColorJitter._generate_value, GaussianBlur.make_params).
+    return float(torch.empty(1).uniform_(lo, hi).item())
+
+
+def sample_photometric_params(spec: PhotometricSpec) -> torch.Tensor:
+    """One view's parameters (NUM_PARAMS,) float32, drawn from torch's global generator in the
+    same order and with the same calls as the reference v2 pipeline of ``spec``."""
+    p = identity_params()
+    p[KERNEL] = spec.blur_kernel
+
+    def flip():
+        # RandomHorizontalFlip(p) applies when torch.rand(1) < p (a p = 0 flip is not built).
+        if spec.flip_p > 0:
+            p[FLIP] = float(torch.rand(1) < spec.flip_p)
+
+    if not spec.flip_last:
+        flip()
+    if torch.rand(1) < spec.jitter_p:  # RandomApply([ColorJitter])
+        p[JITTER] = 1.0
+        p[ORDER : ORDER + 4] = torch.randperm(4).float()
+        for col, name in ((BRIGHTNESS, "brightness"), (CONTRAST, "contrast"), (SATURATION, "saturation"), (HUE, "hue")):
+            p[col] = _uniform(*spec.factor_range(name))
+    p[GRAY] = float(torch.rand(1) < spec.grayscale_p)  # RandomGrayscale
+    if torch.rand(1) < spec.blur_p:  # RandomApply([GaussianBlur])
+        p[SIGMA] = _uniform(*spec.blur_sigma)
+    if spec.solarize_p > 0 and torch.rand(1) < spec.solarize_p:  # RandomSolarize
+        p[THRESHOLD] = spec.solarize_threshold
+    if spec.flip_last:
+        flip()
+    return p
+
+
+# ----------------------------------------------------------------------------------------------
+# CPU: OpenCV on an (H, W, 3) float32 image holding integer values 0..255.
+
+
+def _gray_hw(x: np.ndarray) -> np.ndarray:
+    """floor(0.2989 R + 0.587 G + 0.114 B): (H, W) float32, as torchvision on uint8 images."""
+    return np.floor(cv2.transform(x, np.array([_GRAY_WEIGHTS], dtype=np.float32)))
+
+
+def _clip_floor(x: np.ndarray) -> np.ndarray:
+    np.clip(x, 0.0, 255.0, out=x)
+    return np.floor(x, out=x)
+
+
+def _hue_hwc(x: np.ndarray, factor: float) -> np.ndarray:
+    # OpenCV's float HSV: H in degrees [0, 360), S in [0, 1], V in the input's units.
+    hsv = cv2.cvtColor(x * np.float32(1.0 / 255.0), cv2.COLOR_RGB2HSV)
+    h = hsv[..., 0]
+    h += np.float32(factor * 360.0)
+    np.mod(h, np.float32(360.0), out=h)
+    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    rgb *= np.float32(_TO_UINT8_SCALE)
+    return _clip_floor(rgb)
+
+
+def apply_photometric_hwc(image: np.ndarray, params) -> np.ndarray:
+    """Colour jitter, grayscale, blur, solarisation of ``params`` on an (H, W, 3) uint8 RGB array.
+
+    The flip column is ignored (the caller flips, with its boxes). Returns a new (H, W, 3) uint8
+    array; one conversion to float32 and one back.
+    """
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"apply_photometric_hwc expects an (H, W, 3) uint8 array, got {image.dtype} {image.shape}")
+    p = np.asarray(params, dtype=np.float64)
+    x = image.astype(np.float32)
+    if p[JITTER]:
+        for op in p[ORDER : ORDER + 4].astype(int):
+            if op == 0:
+                x *= np.float32(p[BRIGHTNESS])
+                _clip_floor(x)
+            elif op == 1:
+                c = np.float32(p[CONTRAST])
+                mean = np.float32(_gray_hw(x).mean(dtype=np.float64))
+                x *= c
+                x += np.float32(1.0 - c) * mean
+                _clip_floor(x)
+            elif op == 2:
+                s = np.float32(p[SATURATION])
+                gray = _gray_hw(x)
+                gray *= np.float32(1.0 - s)
+                x *= s
+                x += gray[:, :, None]
+                _clip_floor(x)
+            else:
+                x = _hue_hwc(x, float(p[HUE]))
+    if p[GRAY]:
+        x = np.repeat(_gray_hw(x)[:, :, None], 3, axis=2)
+    if p[SIGMA] > 0:
+        k = int(p[KERNEL])
+        x = cv2.GaussianBlur(x, (k, k), float(p[SIGMA]), borderType=cv2.BORDER_REFLECT_101)
+        np.clip(x, 0.0, 255.0, out=x)
+        np.rint(x, out=x)
+    out = x.astype(np.uint8)
+    if p[THRESHOLD] <= 255:
+        lut = np.arange(256, dtype=np.uint8)
+        lut[int(np.ceil(p[THRESHOLD])) :] = 255 - lut[int(np.ceil(p[THRESHOLD])) :]
+        out = cv2.LUT(out, lut)
+    return out
+
+
+def apply_photometric_chw(image: torch.Tensor, params) -> torch.Tensor:
+    """:func:`apply_photometric_hwc` on a (3, H, W) uint8 CPU tensor; returns a contiguous one."""
+    if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError(f"expected a uint8 (3, H, W) image, got {image.dtype} {tuple(image.shape)}")
+    out = apply_photometric_hwc(np.ascontiguousarray(image.permute(1, 2, 0).numpy()), params)
+    return torch.from_numpy(out).permute(2, 0, 1).contiguous()
+
+
+# ----------------------------------------------------------------------------------------------
+# Batched torch: (N, 3, H, W) on any device, one parameter row per image.
+
+
+def _gray_n1hw(x: torch.Tensor) -> torch.Tensor:
+    w = _GRAY_WEIGHTS
+    return (x[:, 0:1] * w[0] + x[:, 1:2] * w[1] + x[:, 2:3] * w[2]).floor_()
+
+
+def _hue_batch(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    # torchvision's own RGB <-> HSV kernels work on batches; only the per-image shift is added.
+    from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
+
+    hsv = _rgb_to_hsv(x / 255.0)
+    h = (hsv[:, 0] + factor.view(-1, 1, 1)).remainder_(1.0)
+    rgb = _hsv_to_rgb(torch.stack((h, hsv[:, 1], hsv[:, 2]), dim=1))
+    return rgb.mul_(_TO_UINT8_SCALE).clamp_(0.0, 255.0).floor_()
+
+
+def _blur_batch(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Separable Gaussian per image (sigma 0: identity kernel), reflect-101 borders, rounded."""
+    n, c, h, w = x.shape
+    half = kernel_size // 2
+    offsets = torch.arange(-half, half + 1, device=x.device, dtype=x.dtype)
+    blurred = sigma > 0
+    safe = torch.where(blurred, sigma, torch.ones_like(sigma)).view(n, 1)
+    k1 = torch.exp(-0.5 * (offsets.view(1, -1) / safe) ** 2)
+    k1 = k1 / k1.sum(dim=1, keepdim=True)
+    delta = (offsets == 0).to(x.dtype).expand(n, -1)
+    k1 = torch.where(blurred.view(n, 1), k1, delta)
+    weight = k1.repeat_interleave(c, dim=0)  # (N*C, K): one kernel per channel of each image
+    y = torch.nn.functional.pad(x.reshape(1, n * c, h, w), (half, half, half, half), mode="reflect")
+    y = torch.nn.functional.conv2d(y, weight.view(n * c, 1, kernel_size, 1), groups=n * c)
+    y = torch.nn.functional.conv2d(y, weight.view(n * c, 1, 1, kernel_size), groups=n * c)
+    return y.view(n, c, h, w).clamp_(0.0, 255.0).round_()
+
+
+def apply_photometric_batch(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Colour jitter, grayscale, blur, solarisation on a batch, one parameter row per image.
+
+    Args:
+        images: (N, 3, H, W) uint8 RGB on any device.
+        params: (N, NUM_PARAMS) from :func:`sample_photometric_params` (any device); the flip
+            column is ignored (applied by the loader), the blur kernel size must be the same for
+            every row that blurs.
+
+    Returns:
+        (N, 3, H, W) uint8 on ``images``' device; row i equals ``apply_photometric_hwc`` of image i
+        up to float summation order.
+    """
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected uint8 (N, 3, H, W) images, got {images.dtype} {tuple(images.shape)}")
+    if params.shape != (images.shape[0], NUM_PARAMS):
+        raise ValueError(f"expected params of shape ({images.shape[0]}, {NUM_PARAMS}), got {tuple(params.shape)}")
+    p = params.to(device=images.device, dtype=torch.float32)
+    x = images.float()
+    n = x.shape[0]
+    jitter = p[:, JITTER] > 0
+    one = torch.ones(n, device=x.device)
+    for stage in range(4):
+        op = torch.where(jitter, p[:, ORDER + stage], torch.full_like(one, -1.0))
+        # Brightness, contrast and saturation with factor 1 leave integer images unchanged
+        # exactly, so images whose stage-th operation is another one get factor 1.
+        b = torch.where(op == 0, p[:, BRIGHTNESS], one).view(n, 1, 1, 1)
+        x = (x * b).clamp_(0.0, 255.0).floor_()
+        c = torch.where(op == 1, p[:, CONTRAST], one).view(n, 1, 1, 1)
+        mean = _gray_n1hw(x).mean(dim=(1, 2, 3), keepdim=True)
+        x = (x * c + (1.0 - c) * mean).clamp_(0.0, 255.0).floor_()
+        s = torch.where(op == 2, p[:, SATURATION], one).view(n, 1, 1, 1)
+        x = (x * s + (1.0 - s) * _gray_n1hw(x)).clamp_(0.0, 255.0).floor_()
+        hue_rows = op == 3
+        if bool(hue_rows.any()):
+            x = torch.where(hue_rows.view(n, 1, 1, 1), _hue_batch(x, p[:, HUE]), x)
+    gray = (p[:, GRAY] > 0).view(n, 1, 1, 1)
+    x = torch.where(gray, _gray_n1hw(x).expand_as(x), x)
+    sigma = p[:, SIGMA]
+    blurring = sigma > 0
+    if bool(blurring.any()):
+        kernels = torch.unique(p[blurring, KERNEL])
+        if len(kernels) != 1:
+            raise ValueError(f"one blur kernel size per batch expected, got {kernels.tolist()}")
+        x = _blur_batch(x, sigma, int(kernels[0]))
+    threshold = p[:, THRESHOLD].view(n, 1, 1, 1)
+    x = torch.where(x >= threshold, 255.0 - x, x)
+    return x.to(torch.uint8)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def build_reference_transform(spec: PhotometricSpec):
+    """The torchvision v2 pipeline of ``spec`` (the implementation before the fast path): flip and
+    uint8 colour operations one by one. Kept as the reference the fast and device paths are tested
+    against, and selectable with ``PRETRAIN.AUGMENT_IMPL: reference``."""
+    from torchvision.transforms import v2
+
+    from .byol import GaussianBlurCV2
+
+    jitter = v2.ColorJitter(brightness=spec.brightness, contrast=spec.contrast, saturation=spec.saturation, hue=spec.hue)
+    blur_cls = GaussianBlurCV2 if spec.blur_impl == "opencv" else v2.GaussianBlur
+    ops = [
+        v2.RandomApply([jitter], p=spec.jitter_p),
+        v2.RandomGrayscale(p=spec.grayscale_p),
+        v2.RandomApply([blur_cls(spec.blur_kernel, sigma=spec.blur_sigma)], p=spec.blur_p),
+    ]
+    if spec.solarize_p > 0:
+        ops.append(v2.RandomSolarize(threshold=spec.solarize_threshold, p=spec.solarize_p))
+    if spec.flip_p > 0:
+        flip = v2.RandomHorizontalFlip(p=spec.flip_p)
+        ops = ops + [flip] if spec.flip_last else [flip] + ops
+    return v2.Compose(ops)
