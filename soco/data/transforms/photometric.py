@@ -177,6 +177,14 @@ def _gray_hw(x: np.ndarray) -> np.ndarray:
     return np.floor(cv2.transform(x, np.array([_GRAY_WEIGHTS], dtype=np.float32)))
 
 
+def _blend(x: np.ndarray, ratio: float, other) -> np.ndarray:
+    """fl32(fl32(x * ratio) + (1 - ratio) * other) with one rounding for the sum, as torchvision's
+    ``image.mul(ratio).add_(other, alpha=1 - ratio)`` computes it (a fused multiply-add): the
+    sum is formed in float64, where the product is exact, and rounded once to float32."""
+    x *= np.float32(ratio)
+    return (x + np.float64(np.float32(1.0 - ratio)) * other).astype(np.float32)
+
+
 def _clip_floor(x: np.ndarray) -> np.ndarray:
     np.clip(x, 0.0, 255.0, out=x)
     return np.floor(x, out=x)
@@ -209,18 +217,12 @@ def apply_photometric_hwc(image: np.ndarray, params) -> np.ndarray:
                 x *= np.float32(p[BRIGHTNESS])
                 _clip_floor(x)
             elif op == 1:
-                c = np.float32(p[CONTRAST])
-                mean = np.float32(_gray_hw(x).mean(dtype=np.float64))
-                x *= c
-                x += np.float32(1.0 - c) * mean
-                _clip_floor(x)
-            elif op == 2:
-                s = np.float32(p[SATURATION])
                 gray = _gray_hw(x)
-                gray *= np.float32(1.0 - s)
-                x *= s
-                x += gray[:, :, None]
-                _clip_floor(x)
+                # Integer sums below 2**24 are exact in float32; one float32 division, as torch.
+                mean = np.float32(gray.sum(dtype=np.float64)) / np.float32(gray.size)
+                x = _clip_floor(_blend(x, p[CONTRAST], mean))
+            elif op == 2:
+                x = _clip_floor(_blend(x, p[SATURATION], _gray_hw(x)[:, :, None]))
             else:
                 x = _hue_hwc(x, float(p[HUE]))
     if p[GRAY]:
