@@ -257,14 +257,36 @@ def _gray_n1hw(x: torch.Tensor) -> torch.Tensor:
     return (x[:, 0:1] * w[0] + x[:, 1:2] * w[1] + x[:, 2:3] * w[2]).floor_()
 
 
+def _brightness_batch(x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (x * b).clamp_(0.0, 255.0).floor_()
+
+
+def _contrast_batch(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    mean = _gray_n1hw(x).mean(dim=(1, 2, 3), keepdim=True)
+    return (x * c + (1.0 - c) * mean).clamp_(0.0, 255.0).floor_()
+
+
+def _saturation_batch(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    return (x * s + (1.0 - s) * _gray_n1hw(x)).clamp_(0.0, 255.0).floor_()
+
+
 def _hue_batch(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     # torchvision's own RGB <-> HSV kernels work on batches; only the per-image shift is added.
     from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
 
     hsv = _rgb_to_hsv(x / 255.0)
-    h = (hsv[:, 0] + factor.view(-1, 1, 1)).remainder_(1.0)
+    h = (hsv[:, 0] + factor.view(-1, 1, 1)).remainder_(1.0)  # factor: (N,) or (N, 1, 1, 1)
     rgb = _hsv_to_rgb(torch.stack((h, hsv[:, 1], hsv[:, 2]), dim=1))
     return rgb.mul_(_TO_UINT8_SCALE).clamp_(0.0, 255.0).floor_()
+
+
+# (parameter column, kernel) of ColorJitter's operations 0..3.
+_JITTER_KERNELS = (
+    (BRIGHTNESS, _brightness_batch),
+    (CONTRAST, _contrast_batch),
+    (SATURATION, _saturation_batch),
+    (HUE, _hue_batch),
+)
 
 
 def _blur_batch(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
@@ -306,21 +328,13 @@ def apply_photometric_batch(images: torch.Tensor, params: torch.Tensor) -> torch
     x = images.float()
     n = x.shape[0]
     jitter = p[:, JITTER] > 0
-    one = torch.ones(n, device=x.device)
     for stage in range(4):
-        op = torch.where(jitter, p[:, ORDER + stage], torch.full_like(one, -1.0))
-        # Brightness, contrast and saturation with factor 1 leave integer images unchanged
-        # exactly, so images whose stage-th operation is another one get factor 1.
-        b = torch.where(op == 0, p[:, BRIGHTNESS], one).view(n, 1, 1, 1)
-        x = (x * b).clamp_(0.0, 255.0).floor_()
-        c = torch.where(op == 1, p[:, CONTRAST], one).view(n, 1, 1, 1)
-        mean = _gray_n1hw(x).mean(dim=(1, 2, 3), keepdim=True)
-        x = (x * c + (1.0 - c) * mean).clamp_(0.0, 255.0).floor_()
-        s = torch.where(op == 2, p[:, SATURATION], one).view(n, 1, 1, 1)
-        x = (x * s + (1.0 - s) * _gray_n1hw(x)).clamp_(0.0, 255.0).floor_()
-        hue_rows = op == 3
-        if bool(hue_rows.any()):
-            x = torch.where(hue_rows.view(n, 1, 1, 1), _hue_batch(x, p[:, HUE]), x)
+        op = torch.where(jitter, p[:, ORDER + stage], torch.full_like(p[:, ORDER], -1.0))
+        for op_id, (column, kernel) in enumerate(_JITTER_KERNELS):
+            # Only the images whose stage-th operation this is (one small sync per operation).
+            rows = (op == op_id).nonzero().squeeze(1)
+            if len(rows):
+                x[rows] = kernel(x[rows], p[rows, column].view(-1, 1, 1, 1))
     gray = (p[:, GRAY] > 0).view(n, 1, 1, 1)
     x = torch.where(gray, _gray_n1hw(x).expand_as(x), x)
     sigma = p[:, SIGMA]
