@@ -366,8 +366,13 @@ _JITTER_KERNELS = (
 
 
 def _blur_batch(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """Separable Gaussian per image (sigma 0: identity kernel), reflect-101 borders, rounded."""
-    n, c, h, w = x.shape
+    """Separable Gaussian per image (sigma 0: identity kernel), reflect-101 borders, rounded.
+
+    Written as sums of shifted copies rather than a grouped convolution so that it is exact
+    float32 on every device: cuDNN may run convolutions in TF32 (10-bit mantissa, a level of
+    error at 255) and pick algorithms per run, which would break bit-exact resumes.
+    """
+    n = x.shape[0]
     half = kernel_size // 2
     offsets = torch.arange(-half, half + 1, device=x.device, dtype=x.dtype)
     blurred = sigma > 0
@@ -375,12 +380,12 @@ def _blur_batch(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch
     k1 = torch.exp(-0.5 * (offsets.view(1, -1) / safe) ** 2)
     k1 = k1 / k1.sum(dim=1, keepdim=True)
     delta = (offsets == 0).to(x.dtype).expand(n, -1)
-    k1 = torch.where(blurred.view(n, 1), k1, delta)
-    weight = k1.repeat_interleave(c, dim=0)  # (N*C, K): one kernel per channel of each image
-    y = torch.nn.functional.pad(x.reshape(1, n * c, h, w), (half, half, half, half), mode="reflect")
-    y = torch.nn.functional.conv2d(y, weight.view(n * c, 1, kernel_size, 1), groups=n * c)
-    y = torch.nn.functional.conv2d(y, weight.view(n * c, 1, 1, kernel_size), groups=n * c)
-    return y.view(n, c, h, w).clamp_(0.0, 255.0).round_()
+    k1 = torch.where(blurred.view(n, 1), k1, delta).view(n, 1, 1, 1, kernel_size)
+    padded = torch.nn.functional.pad(x, (half, half, half, half), mode="reflect")
+    h, w = x.shape[-2:]
+    rows = sum(k1[..., j] * padded[:, :, j : j + h, :] for j in range(kernel_size))
+    out = sum(k1[..., j] * rows[:, :, :, j : j + w] for j in range(kernel_size))
+    return out.clamp_(0.0, 255.0).round_()
 
 
 def apply_photometric_batch(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
