@@ -175,7 +175,9 @@ def build_pretrain_loader(
     """Loader of micro-batches of IMS_PER_BATCH / (world_size * ACCUM_STEPS) images per process.
 
     The mapper's augmentation is set from ``PRETRAIN.AUGMENT_ON`` / ``AUGMENT_IMPL`` here (where the
-    loader's share of the work is decided); the trainer finishes deferred views on its device.
+    loader's share of the work is decided); with "device" the trainer finishes the views on its
+    device (``soco.data.transforms.device.apply_deferred_photometric``), so only a loader built
+    here, for the trainer, ever returns views whose colour operations are still due.
     """
     configure = getattr(mapper, "configure_augmentation", None)
     if configure is not None:

@@ -57,7 +57,10 @@ class SoCoMapper:
 
     @classmethod
     def from_config(cls, cfg) -> "SoCoMapper":
-        return cls(SoCoViewParams.from_config(cfg), cfg.PRETRAIN.AUGMENT_IMPL, cfg.PRETRAIN.AUGMENT_ON)
+        """Complete views on the CPU; the pretraining loader applies ``PRETRAIN.AUGMENT_ON`` /
+        ``AUGMENT_IMPL`` (``soco.data.build.build_pretrain_loader``), so a mapper used outside
+        the trainer never returns views whose colour operations are still due."""
+        return cls(SoCoViewParams.from_config(cfg))
 
     def configure_augmentation(self, impl: str = "fast", on: str = "cpu") -> None:
         """``impl`` "fast" | "reference" (CPU kernels); ``on`` "cpu" | "device" (PRETRAIN.AUGMENT_*)."""
