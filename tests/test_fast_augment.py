@@ -353,3 +353,25 @@ def test_device_path_resumes_exactly(tmp_path):
     # Same weights, views equal but for a level on a few pixels: the first losses agree closely
     # (later ones drift apart through the demo's large learning rate).
     assert abs(cpu[0] - losses_a[0]) < 0.005 * abs(cpu[0]), (cpu, losses_a)
+
+
+def test_the_pretraining_loader_sets_the_path_from_the_config(tmp_path, photos):
+    from soco.config import get_pretrain_cfg
+    from soco.data.build import build_pretrain_loader
+    from soco.data.soco_mapper import SoCoMapper
+    from soco.data.soco_views import SoCoViewParams
+
+    dicts = _soco_dicts(tmp_path, photos)
+    params = SoCoViewParams(view1_size=48, view2_size=48, view3_size=24)
+    cfg = get_pretrain_cfg()
+    cfg.merge_from_list(["SOLVER.IMS_PER_BATCH", 2, "DATALOADER.NUM_WORKERS", 0, "PRETRAIN.AUGMENT_ON", "device"])
+    batch = next(iter(build_pretrain_loader(cfg, dicts, SoCoMapper(params), seed=0)))
+    assert [tuple(d["photometric"]["views"].shape) for d in batch] == [(3, NUM_PARAMS)] * 2
+    cfg.merge_from_list(["PRETRAIN.AUGMENT_ON", "cpu"])
+    assert "photometric" not in next(iter(build_pretrain_loader(cfg, dicts, SoCoMapper(params), seed=0)))[0]
+    cfg.merge_from_list(["PRETRAIN.AUGMENT_ON", "gpu"])
+    with pytest.raises(ValueError, match="PRETRAIN.AUGMENT_ON"):
+        build_pretrain_loader(cfg, dicts, SoCoMapper(params), seed=0)
+    cfg.merge_from_list(["PRETRAIN.AUGMENT_ON", "device"])
+    with pytest.raises(ValueError, match="has no configure_augmentation"):
+        build_pretrain_loader(cfg, dicts, lambda d: d, seed=0)
