@@ -4,6 +4,9 @@
 For SoCo and each image-level method (BYOL, CoKe, CLSA with its strong views, CLSA*, SMoG),
 with the view sizes of the paper configs, on one thread:
 
+Per-image figures are CPU time of one thread (``time.process_time``), the fastest of
+``--repeats`` interleaved passes. Paths:
+
 * ``decode``: JPEG decoding alone, Pillow (today's reader) and torchvision (``read_image_chw``);
 * ``today``: the mapper as it was: Pillow decoding + the reference torchvision v2 augmentation;
 * ``fast``: the default CPU path (torchvision decoding + the OpenCV photometric kernels);
@@ -120,9 +123,12 @@ def decoder(path: str):
 
 
 def per_image_ms(fns: dict, items, repeats: int, context=None) -> dict:
-    """{name: ms per image} of each callable over ``items``; the passes of the callables are
-    interleaved and the fastest of ``repeats`` passes is kept, so a load spike on a shared
-    machine hits every path alike and is mostly filtered out."""
+    """{name: CPU ms per image} of each callable over ``items``.
+
+    CPU time of this process (``time.process_time``; torch and OpenCV run one thread), not wall
+    time: it is what one core spends per image, and a machine shared with other jobs inflates it
+    far less than wall time. The passes of the callables are interleaved and the fastest of
+    ``repeats`` passes is kept, so what remains of load effects hits every path alike."""
     best = {name: float("inf") for name in fns}
     for name, fn in fns.items():
         with (context(name) if context else contextlib.nullcontext()):
@@ -131,11 +137,11 @@ def per_image_ms(fns: dict, items, repeats: int, context=None) -> dict:
     for r in range(repeats):
         for name, fn in fns.items():
             with (context(name) if context else contextlib.nullcontext()):
-                start = time.perf_counter()
+                start = time.process_time()
                 for i, item in enumerate(items):
                     torch.manual_seed(r * 100_003 + i)
                     fn(item)
-                best[name] = min(best[name], (time.perf_counter() - start) * 1e3 / len(items))
+                best[name] = min(best[name], (time.process_time() - start) * 1e3 / len(items))
     return best
 
 
@@ -203,7 +209,7 @@ def main(argv=None):
 
     files = [d["file_name"] for d in dicts]
     decode = per_image_ms({"pillow": pillow_read_chw, "torchvision": read_image_chw}, files, args.repeats)
-    print(f"{len(dicts)} images from {folder}; one thread; device path on {args.device}")
+    print(f"{len(dicts)} images from {folder}; CPU ms per image on one thread; device path on {args.device}")
     print(f"decode ms/img: Pillow {decode['pillow']:.2f}, torchvision {decode['torchvision']:.2f} "
           f"({decode['pillow'] / decode['torchvision']:.2f}x)")
     results = {"images": folder, "num_images": len(dicts), "device": args.device, "decode_ms": decode, "methods": {}}

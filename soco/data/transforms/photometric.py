@@ -127,13 +127,12 @@ def mocov2_spec(image_size: int) -> PhotometricSpec:
     )
 
 
+_IDENTITY = [0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 2.0, 3.0, 0.0, 0.0, 0.0, NO_SOLARIZE]
+
+
 def identity_params() -> torch.Tensor:
     """(NUM_PARAMS,) float32: no flip, no jitter, no grayscale, no blur, no solarisation."""
-    p = torch.zeros(NUM_PARAMS)
-    p[[BRIGHTNESS, CONTRAST, SATURATION]] = 1.0
-    p[ORDER : ORDER + 4] = torch.arange(4.0)
-    p[THRESHOLD] = NO_SOLARIZE
-    return p
+    return torch.tensor(_IDENTITY)
 
 
 def _uniform(lo: float, hi: float) -> float:
@@ -141,32 +140,32 @@ def _uniform(lo: float, hi: float) -> float:
     return float(torch.empty(1).uniform_(lo, hi).item())
 
 
+def _bernoulli(prob: float) -> bool:
+    # _RandomApplyTransform / RandomApply: applied unless torch.rand(1) >= p.
+    return bool(torch.rand(1) < prob)
+
+
 def sample_photometric_params(spec: PhotometricSpec) -> torch.Tensor:
     """One view's parameters (NUM_PARAMS,) float32, drawn from torch's global generator in the
     same order and with the same calls as the reference v2 pipeline of ``spec``."""
-    p = identity_params()
-    p[KERNEL] = spec.blur_kernel
-
-    def flip():
-        # RandomHorizontalFlip(p) applies when torch.rand(1) < p (a p = 0 flip is not built).
-        if spec.flip_p > 0:
-            p[FLIP] = float(torch.rand(1) < spec.flip_p)
-
-    if not spec.flip_last:
-        flip()
-    if torch.rand(1) < spec.jitter_p:  # RandomApply([ColorJitter])
+    p = list(_IDENTITY)  # filled as a list: indexing a tensor per value cost more than the draws
+    p[KERNEL] = float(spec.blur_kernel)
+    flip_drawn = spec.flip_p > 0  # a p = 0 flip is not built, so it draws nothing
+    if flip_drawn and not spec.flip_last:
+        p[FLIP] = float(_bernoulli(spec.flip_p))
+    if _bernoulli(spec.jitter_p):  # RandomApply([ColorJitter])
         p[JITTER] = 1.0
-        p[ORDER : ORDER + 4] = torch.randperm(4).float()
+        p[ORDER : ORDER + 4] = [float(i) for i in torch.randperm(4).tolist()]
         for col, name in ((BRIGHTNESS, "brightness"), (CONTRAST, "contrast"), (SATURATION, "saturation"), (HUE, "hue")):
             p[col] = _uniform(*spec.factor_range(name))
-    p[GRAY] = float(torch.rand(1) < spec.grayscale_p)  # RandomGrayscale
-    if torch.rand(1) < spec.blur_p:  # RandomApply([GaussianBlur])
+    p[GRAY] = float(_bernoulli(spec.grayscale_p))  # RandomGrayscale
+    if _bernoulli(spec.blur_p):  # RandomApply([GaussianBlur])
         p[SIGMA] = _uniform(*spec.blur_sigma)
-    if spec.solarize_p > 0 and torch.rand(1) < spec.solarize_p:  # RandomSolarize
-        p[THRESHOLD] = spec.solarize_threshold
-    if spec.flip_last:
-        flip()
-    return p
+    if spec.solarize_p > 0 and _bernoulli(spec.solarize_p):  # RandomSolarize
+        p[THRESHOLD] = float(spec.solarize_threshold)
+    if flip_drawn and spec.flip_last:
+        p[FLIP] = float(_bernoulli(spec.flip_p))
+    return torch.tensor(p)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -247,6 +246,23 @@ def _hue(ws: _Workspace, factor: float) -> None:
     _clip_floor(ws.x)
 
 
+# Taps whose weight is below this fraction of the centre's are left out of the blur: they move no
+# output by more than 255 * 23 * 1e-9 of a level, and for a small sigma most of BYOL's 23 taps are
+# that small (sigma 0.5 keeps 7), so the blur costs what the sigma needs, not the kernel size.
+_NEGLIGIBLE_TAP = 1e-9
+
+
+def _gaussian_taps(sigma: float, kernel_size: int) -> np.ndarray:
+    """The Gaussian kernel of ``kernel_size`` taps normalised over all of them, as torchvision's and
+    OpenCV's, without its negligible outer taps: (m, 1) float32, m odd <= kernel_size."""
+    half = kernel_size // 2
+    offsets = np.arange(-half, half + 1, dtype=np.float64)
+    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+    weights /= weights.sum()
+    keep = int(np.count_nonzero(weights[half:] >= _NEGLIGIBLE_TAP * weights[half]))
+    return weights[half - keep + 1 : half + keep].astype(np.float32).reshape(-1, 1)
+
+
 def _augment_float(image: np.ndarray, p: np.ndarray) -> np.ndarray:
     """Jitter, grayscale and blur of an (H, W, 3) uint8 image into its workspace's float32 ws.x
     (integer values 0..255), which is returned."""
@@ -270,8 +286,8 @@ def _augment_float(image: np.ndarray, p: np.ndarray) -> np.ndarray:
     if p[GRAY]:
         cv2.cvtColor(_gray(ws), cv2.COLOR_GRAY2RGB, dst=x)
     if p[SIGMA] > 0:
-        k = int(p[KERNEL])
-        cv2.GaussianBlur(x, (k, k), float(p[SIGMA]), dst=ws.tmp, borderType=cv2.BORDER_REFLECT_101)
+        taps = _gaussian_taps(float(p[SIGMA]), int(p[KERNEL]))
+        cv2.sepFilter2D(x, cv2.CV_32F, taps, taps, dst=ws.tmp, borderType=cv2.BORDER_REFLECT_101)
         np.clip(ws.tmp, 0.0, 255.0, out=x)
         np.rint(x, out=x)
     return x
