@@ -435,12 +435,12 @@ def apply_photometric_batch(images: torch.Tensor, params: torch.Tensor) -> torch
     gray = (p[:, GRAY] > 0).view(n, 1, 1, 1)
     x = torch.where(gray, _gray_n1hw(x).expand_as(x), x)
     sigma = p[:, SIGMA]
-    blurring = sigma > 0
-    if bool(blurring.any()):
-        kernels = torch.unique(p[blurring, KERNEL])
+    rows = (sigma > 0).nonzero().squeeze(1)  # T' blurs one view in ten: blur those rows only
+    if len(rows):
+        kernels = torch.unique(p[rows, KERNEL])
         if len(kernels) != 1:
             raise ValueError(f"one blur kernel size per batch expected, got {kernels.tolist()}")
-        x = _blur_batch(x, sigma, int(kernels[0]))
+        x[rows] = _blur_batch(x[rows], sigma[rows], int(kernels[0]))
     threshold = p[:, THRESHOLD].view(n, 1, 1, 1)
     x = torch.where(x >= threshold, 255.0 - x, x)
     return x.to(torch.uint8)
