@@ -176,7 +176,7 @@ class SoCoViewBuilder:
     ``v3`` (one proposal set: box i of each view is the same region) and, with V4, ``v1_v4`` /
     ``v4`` (V4's own set, its boxes in V1 and in V4). An image without proposals uses its whole
     area as the proposal. With the photometric operations deferred
-    (``configure_augmentation(on="device")``) it also returns ``"params": {name: (NUM_PARAMS,)}``.
+    (``configure_augmentation(defer=True)``) it also returns ``"params": {name: (NUM_PARAMS,)}``.
     """
 
     def __init__(self, params: SoCoViewParams):

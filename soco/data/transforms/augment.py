@@ -65,8 +65,8 @@ class ViewAugmentation:
 
 
 def iter_view_augmentations(obj) -> Iterator[ViewAugmentation]:
-    """Every :class:`ViewAugmentation` inside ``obj`` (mapper, view builder, multi-view transform,
-    v2.Compose, list or dict), depth first."""
+    """Every :class:`ViewAugmentation` inside ``obj`` (multi-view transform, crop view,
+    v2.Compose, list or dict of them), depth first."""
     if isinstance(obj, ViewAugmentation):
         yield obj
         return
@@ -76,7 +76,7 @@ def iter_view_augmentations(obj) -> Iterator[ViewAugmentation]:
     elif isinstance(obj, (list, tuple)):
         children = list(obj)
     else:
-        for attr in ("transforms", "views", "view_sets", "augment", "build_views", "_augment"):
+        for attr in ("transforms", "views"):
             if hasattr(obj, attr):
                 children.append(getattr(obj, attr))
     for child in children:
