@@ -375,3 +375,35 @@ def test_the_pretraining_loader_sets_the_path_from_the_config(tmp_path, photos):
     cfg.merge_from_list(["PRETRAIN.AUGMENT_ON", "device"])
     with pytest.raises(ValueError, match="has no configure_augmentation"):
         build_pretrain_loader(cfg, dicts, lambda d: d, seed=0)
+
+
+def test_bench_loader_runs_on_any_folder(tmp_path, photos):
+    """benchmarks/bench_loader.py on a two-image folder: every path timed, ratios and JSON written."""
+    import importlib.util
+    import json
+    import os
+
+    from PIL import Image
+
+    for i, image in enumerate(photos[:2]):
+        Image.fromarray(F.resize(image, [60, 80]).permute(1, 2, 0).numpy()).save(tmp_path / f"{i}.jpg")
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "bench_loader.py")
+    spec = importlib.util.spec_from_file_location("bench_loader", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "loader.json"
+    import cv2
+
+    threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    try:
+        bench.main(["--images", str(tmp_path), "--methods", "SoCo", "CLSA", "--repeats", "1", "--batch", "2",
+                    "--workers", "0", "--loader-batches", "1", "--json", str(out)])  # fmt: skip
+    finally:  # the benchmark pins both to one thread
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(cv2_threads)
+    result = json.loads(out.read_text())
+    assert result["num_images"] == 2 and set(result["methods"]) == {"SoCo", "CLSA"}
+    for row in result["methods"].values():
+        assert all(row[p] > 0 for p in ("today", "fast", "device", "device_ms"))
+        assert row["speedup_fast"] == pytest.approx(row["today"] / row["fast"])
+        assert set(row["loader_img_per_s"]["0"]) == {"today", "fast", "device"}
