@@ -23,14 +23,16 @@ def test_opencv_blur_matches_torchvision(sigma):
     assert (ours.int() - ref.int()).abs().max() <= 2
 
 
-def _probabilities(pipeline):
-    """(blur p, solarize p) found in a built pipeline."""
+def _probabilities(augment):
+    """(blur p, solarize p) found in a built augmentation's reference pipeline, checked against
+    the parameters its fast path samples from."""
     blur = solarize = 0.0
-    for t in pipeline.transforms:
+    for t in augment.reference.transforms:
         if isinstance(t, v2.RandomApply) and isinstance(t.transforms[0], GaussianBlurCV2):
             blur = t.p
         if isinstance(t, v2.RandomSolarize):
             solarize = t.p
+    assert (augment.spec.blur_p, augment.spec.solarize_p) == (blur, solarize)
     return blur, solarize
 
 

@@ -126,3 +126,57 @@ def test_draft_decoding_reports_the_full_size(tmp_path):
     assert 200 <= max(image.shape[:2]) < 1024
     full, size = decode_rgb(path)
     assert full.shape == (768, 1024, 3) and size == (768, 1024)
+
+
+def _write_orientations(folder):
+    """JPEGs with EXIF orientation 0..9 and 65535 (0, 9, 65535: invalid, shown as stored), a
+    grayscale JPEG and one whose EXIF block is zeroed out (malformed: read as upright)."""
+    names = []
+    for orientation in list(range(10)) + [65535]:
+        exif = Image.Exif()
+        exif[EXIF_ORIENTATION] = orientation
+        name = f"orientation{orientation}.jpg"
+        Image.fromarray(_photo(40, 64)).save(os.path.join(folder, name), exif=exif, quality=90)
+        names.append(name)
+    Image.fromarray(_photo(40, 64)[..., 1]).save(os.path.join(folder, "gray.jpg"), quality=90)
+    with open(os.path.join(folder, "orientation6.jpg"), "rb") as f:
+        data = bytearray(f.read())
+    start = data.find(b"Exif")
+    data[start + 6 : start + 14] = bytes(8)
+    with open(os.path.join(folder, "bad_exif.jpg"), "wb") as f:
+        f.write(bytes(data))
+    return names + ["gray.jpg", "bad_exif.jpg"]
+
+
+def test_torchvision_jpeg_path_equals_pillow_path_for_every_exif_case(images, tmp_path):
+    """read_image_chw decodes JPEGs with torchvision: pixels and orientation must be Pillow's."""
+    import torch
+
+    from soco.data.image_io import _decode_jpeg_torchvision, read_image_chw
+
+    folder, expected = images
+    names = _write_orientations(str(tmp_path)) + ["rgb.jpg", "cmyk.jpg", "exif_rotated.jpg"]
+    transposed = 0
+    for name in names:
+        path = os.path.join(str(tmp_path) if os.path.exists(os.path.join(str(tmp_path), name)) else folder, name)
+        fast = _decode_jpeg_torchvision(path)
+        assert fast is not None, name  # the fast path really ran
+        pillow = torch.from_numpy(read_image_rgb(path).copy()).permute(2, 0, 1)
+        assert torch.equal(read_image_chw(path), pillow), name
+        assert torch.equal(fast, pillow), name
+        transposed += fast.shape[1:] == (64, 40)
+    assert transposed == 4  # orientations 5, 6, 7, 8
+    # Not a JPEG -> Pillow's path; bad JPEGs -> Pillow's errors naming the file.
+    assert _decode_jpeg_torchvision(os.path.join(folder, "gray.png")) is None
+    for name in ["truncated.jpg", "corrupt.jpg", "not_an_image.jpg", "missing.jpg"]:
+        with pytest.raises(ImageReadError, match=name):
+            read_image_chw(os.path.join(folder, name))
+
+
+def test_torchvision_jpeg_path_keeps_pillows_pixel_limit(images, monkeypatch):
+    from soco.data.image_io import read_image_chw
+
+    folder, _ = images
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # rgb.jpg has 96*128 > 2*1000 pixels
+    with pytest.raises(ImageReadError, match="too many pixels"):
+        read_image_chw(os.path.join(folder, "rgb.jpg"))

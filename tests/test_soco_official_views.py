@@ -182,6 +182,13 @@ def test_bad_view_options_name_the_key():
         SoCo(tiny_cfg(FPN_UPSAMPLE="bilinear"))
 
 
+def test_cutout_refuses_colour_operations_deferred_to_the_device():
+    builder = build_mapper(tiny_cfg(CUTOUT_PROB=0.5)).build_views
+    builder.configure_augmentation("fast", defer=False)
+    with pytest.raises(ValueError, match="AUGMENT_ON.*CUTOUT_PROB"):
+        builder.configure_augmentation("fast", defer=True)
+
+
 def test_official_mode_trains_with_its_own_v1_boxes_for_v3():
     cfg = tiny_cfg(VIEWS="official", CUTOUT_PROB=0.5)
     torch.manual_seed(0)

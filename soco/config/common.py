@@ -48,6 +48,16 @@ def add_common_config(cfg: CN) -> None:
     # Metrics go to the console (with ETA), OUTPUT_DIR/metrics.json and TensorBoard every
     # LOG_PERIOD iterations.
     cfg.PRETRAIN.LOG_PERIOD = 20
+    # Where the photometric augmentation (colour jitter, grayscale, blur, solarisation) runs.
+    # "cpu": in the loader's workers. "device": the loader only decodes, crops, resizes and flips
+    # (boxes follow), and the trainer applies the colour operations batched on MODEL.DEVICE with
+    # each view's parameters, drawn in the loader from the same per-sample seeds (resume exact).
+    # CLSA's strong views stay on the CPU. README "Data loading speed" says how to choose.
+    cfg.PRETRAIN.AUGMENT_ON = "cpu"
+    # Kernels of the CPU path: "fast" (OpenCV on float32, torchvision's uint8 arithmetic; default)
+    # or "reference" (torchvision v2's uint8 operations one by one, the implementation before
+    # the fast path). Both draw the same random numbers; views agree to a level or two on few pixels.
+    cfg.PRETRAIN.AUGMENT_IMPL = "fast"
 
     # Pretraining defaults that differ from Detectron2's (configs/Base-Pretrain.yaml repeats
     # them so the fine-tune configs can be checked against it): run length from epochs,

@@ -186,7 +186,20 @@ class ResumableLoader:
 def build_pretrain_loader(
     cfg: CfgNode, dicts: List[Dict[str, Any]], mapper: Mapper, seed: int, rank: int = 0, world_size: int = 1
 ) -> ResumableLoader:
-    """Loader of micro-batches of IMS_PER_BATCH / (world_size * ACCUM_STEPS) images per process."""
+    """Loader of micro-batches of IMS_PER_BATCH / (world_size * ACCUM_STEPS) images per process.
+
+    The mapper's augmentation is set from ``PRETRAIN.AUGMENT_ON`` / ``AUGMENT_IMPL`` here (where the
+    loader's share of the work is decided); with "device" the trainer finishes the views on its
+    device (``soco.data.transforms.device.apply_deferred_photometric``), so only a loader built
+    here, for the trainer, ever returns views whose colour operations are still due.
+    """
+    configure = getattr(mapper, "configure_augmentation", None)
+    if configure is not None:
+        configure(cfg.PRETRAIN.AUGMENT_IMPL, cfg.PRETRAIN.AUGMENT_ON)
+    elif (cfg.PRETRAIN.AUGMENT_ON, cfg.PRETRAIN.AUGMENT_IMPL) != ("cpu", "fast"):
+        raise ValueError(
+            f"PRETRAIN.AUGMENT_ON / AUGMENT_IMPL: mapper {type(mapper).__name__} has no configure_augmentation"
+        )
     per_process = cfg.SOLVER.IMS_PER_BATCH // (world_size * cfg.PRETRAIN.ACCUM_STEPS)
     return ResumableLoader(
         SeededMapDataset(dicts, mapper, seed),

@@ -5,6 +5,11 @@ image's pixels, its ``height``/``width`` and its proposal boxes all refer to the
 Colour: grayscale, palette, CMYK, YCbCr are converted to RGB by Pillow; alpha is dropped
 (the stored colour is kept, no compositing); 16-bit and 32-bit integer images are scaled to 8 bit
 by their bit depth (Pillow's own conversion would clip everything above 255 to white).
+Speed: :func:`read_image_chw` (the training mappers' reader) decodes JPEGs with
+``torchvision.io.decode_jpeg`` (libjpeg-turbo, EXIF orientation applied by torchvision): the same
+pixels and orientation as the Pillow path (tests/test_image_io.py compares all eight EXIF
+orientations, grayscale and CMYK files), in about 3/4 of the time; anything torchvision refuses
+goes through Pillow, which decodes it or raises the error naming the file.
 """
 from __future__ import annotations
 
@@ -106,10 +111,41 @@ def read_image_rgb(path) -> np.ndarray:
     return decode_rgb(path)[0]
 
 
+_JPEG_MAGIC = (0xFF, 0xD8, 0xFF)
+
+
+def _decode_jpeg_torchvision(path):
+    """(3, H, W) uint8 upright RGB of a JPEG file by torchvision, or None when ``path`` is not a
+    JPEG or torchvision cannot decode it (the caller then uses Pillow)."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+    try:
+        data = read_file(str(path))
+    except RuntimeError:  # missing or unreadable file: Pillow's path names the reason
+        return None
+    if len(data) < 3 or tuple(data[:3].tolist()) != _JPEG_MAGIC:
+        return None
+    try:
+        image = decode_jpeg(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+    except RuntimeError:  # truncated / corrupt: Pillow raises the error naming the file
+        return None
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and image.shape[1] * image.shape[2] > 2 * limit:  # Pillow's bomb error
+        raise ImageReadError(path, f"too many pixels ({image.shape[1] * image.shape[2]} > {2 * limit})")
+    if image.shape[1] == 0 or image.shape[2] == 0:
+        raise ImageReadError(path, f"empty image of shape {tuple(image.shape)}")
+    return image if isinstance(image, torch.Tensor) else None
+
+
 def read_image_chw(path) -> torch.Tensor:
     """Read ``path`` as an upright (3, H, W) uint8 RGB tensor, the form every mapper feeds to its
-    transforms. Raises ``ImageReadError`` like :func:`read_image_rgb`."""
+    transforms. JPEGs are decoded by torchvision (same pixels as Pillow, faster), other formats
+    by Pillow. Raises ``ImageReadError`` like :func:`read_image_rgb`."""
     import torch  # here, not at module level: proposal workers read images without torch
 
+    image = _decode_jpeg_torchvision(path)
+    if image is not None:
+        return image
     # Pillow-backed arrays are read-only; np.require copies only in that case.
     return torch.from_numpy(np.require(read_image_rgb(path), requirements="W")).permute(2, 0, 1)

@@ -4,11 +4,20 @@ Output dict (see ``soco.modeling.meta_arch.base``): ``"views"`` and any other vi
 (e.g. CLSA's ``"strong_views"``), each a list of RGB uint8 tensors (3, S, S); ``"image_id"``;
 and ``"instance_index"`` (position in the dataset) when the dataset dicts carry it (CoKe keeps
 per-instance labels).
+
+Augmentation (``configure_augmentation``, set from ``PRETRAIN.AUGMENT_ON`` / ``AUGMENT_IMPL`` by
+the loader builder): on the CPU with the fast kernels (default) or the reference torchvision
+pipeline; or ``on="device"``: every view set whose views end with a photometric
+:class:`~soco.data.transforms.augment.ViewAugmentation` is returned cropped and flipped only, with
+``"photometric": {key: (V, NUM_PARAMS) float32}``, and the trainer applies the colour operations
+batched on its device (:func:`soco.data.transforms.device.apply_deferred_photometric`). View sets
+with further CPU operations after the photometric ones (CLSA's strong views) stay on the CPU.
 """
 
 from typing import Any, Dict, List, Optional, Sequence
 
 from .image_io import ImageReadError, read_image_chw
+from .transforms.augment import AUGMENT_IMPLS, set_augment_impl
 from .transforms.byol import build_byol_transform
 from .transforms.multiview import CropSpec, MultiViewTransform, build_multi_crop
 
@@ -22,17 +31,40 @@ class ImageLevelMapper:
     skips it).
     """
 
-    def __init__(self, view_sets: Dict[str, MultiViewTransform]):
+    def __init__(self, view_sets: Dict[str, MultiViewTransform], augment_impl: str = "fast", augment_on: str = "cpu"):
         if "views" not in view_sets:
             raise ValueError(f"ImageLevelMapper needs a 'views' transform, got keys {list(view_sets)}")
         self.view_sets = dict(view_sets)
+        self.deferred_keys: List[str] = []
+        self.configure_augmentation(augment_impl, augment_on)
+
+    def configure_augmentation(self, impl: str = "fast", on: str = "cpu") -> None:
+        """``impl`` "fast" | "reference" for the CPU; ``on`` "cpu" | "device" (see the module doc)."""
+        if on not in ("cpu", "device"):
+            raise ValueError(f"PRETRAIN.AUGMENT_ON must be 'cpu' or 'device', got {on!r}")
+        if impl not in AUGMENT_IMPLS:
+            raise ValueError(f"PRETRAIN.AUGMENT_IMPL must be one of {AUGMENT_IMPLS}, got {impl!r}")
+        if on == "device" and impl != "fast":
+            raise ValueError("PRETRAIN.AUGMENT_IMPL 'reference' runs on the CPU only; use AUGMENT_ON 'cpu' with it")
+        set_augment_impl(self.view_sets, impl)
+        self.deferred_keys = []
+        if on == "device":
+            self.deferred_keys = [k for k, t in self.view_sets.items() if getattr(t, "deferrable", False)]
+            for key in self.deferred_keys:
+                self.view_sets[key].set_defer(True)
 
     def __call__(self, dataset_dict: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         try:
             image = read_image_chw(dataset_dict["file_name"])
         except ImageReadError:
             return None
-        out: Dict[str, Any] = {key: t(image) for key, t in self.view_sets.items()}
+        out: Dict[str, Any] = {}
+        for key, transform in self.view_sets.items():
+            if key in self.deferred_keys:
+                out[key], params = transform.split(image)
+                out.setdefault("photometric", {})[key] = params
+            else:
+                out[key] = transform(image)
         out["image_id"] = dataset_dict["image_id"]
         if "instance_index" in dataset_dict:
             out["instance_index"] = int(dataset_dict["instance_index"])

@@ -45,15 +45,29 @@ class SoCoMapper:
 
     Returns ``{"views": [v1, v2, (v3), (v4)] uint8 (3, S, S), "boxes": {name: (K, 4) float32},
     "image_id"}`` with box names as ``SoCoViewBuilder`` documents, or ``None`` when the image
-    cannot be read (the loader takes the next one).
+    cannot be read (the loader takes the next one). With ``augment_on="device"`` the views are
+    cropped and flipped only and ``"photometric": {"views": (V, NUM_PARAMS) float32}`` carries
+    their colour parameters for the trainer (``soco.data.transforms.device``).
     """
 
-    def __init__(self, params: SoCoViewParams):
+    def __init__(self, params: SoCoViewParams, augment_impl: str = "fast", augment_on: str = "cpu"):
         self.build_views = SoCoViewBuilder(params)
+        self.configure_augmentation(augment_impl, augment_on)
 
     @classmethod
     def from_config(cls, cfg) -> "SoCoMapper":
+        """Complete views on the CPU; the pretraining loader applies ``PRETRAIN.AUGMENT_ON`` /
+        ``AUGMENT_IMPL`` (``soco.data.build.build_pretrain_loader``), so a mapper used outside
+        the trainer never returns views whose colour operations are still due."""
         return cls(SoCoViewParams.from_config(cfg))
+
+    def configure_augmentation(self, impl: str = "fast", on: str = "cpu") -> None:
+        """``impl`` "fast" | "reference" (CPU kernels); ``on`` "cpu" | "device" (PRETRAIN.AUGMENT_*)."""
+        if on not in ("cpu", "device"):
+            raise ValueError(f"PRETRAIN.AUGMENT_ON must be 'cpu' or 'device', got {on!r}")
+        if on == "device" and impl != "fast":
+            raise ValueError("PRETRAIN.AUGMENT_IMPL 'reference' runs on the CPU only; use AUGMENT_ON 'cpu' with it")
+        self.build_views.configure_augmentation(impl, defer=on == "device")
 
     def __call__(self, dataset_dict: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         file_name = dataset_dict["file_name"]
@@ -74,5 +88,8 @@ class SoCoMapper:
                 f"{expected[0]}x{expected[1]}: proposals would not match the pixels"
             )
         out = self.build_views(image, torch.from_numpy(np.asarray(dataset_dict["proposal_boxes"])))
-        views = [out["images"][n] for n in SOCO_VIEW_ORDER if n in out["images"]]
-        return {"views": views, "boxes": out["boxes"], "image_id": dataset_dict["image_id"]}
+        names = [n for n in SOCO_VIEW_ORDER if n in out["images"]]
+        mapped = {"views": [out["images"][n] for n in names], "boxes": out["boxes"], "image_id": dataset_dict["image_id"]}
+        if "params" in out:
+            mapped["photometric"] = {"views": torch.stack([out["params"][n] for n in names])}
+        return mapped

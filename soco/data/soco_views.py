@@ -23,7 +23,6 @@ coordinate instead), then clipped to the view.
 
 Each view then gets BYOL's augmentation without crop (horizontal flip moves the boxes): V1 gets
 BYOL's T (blur p=1), V2/V3/V4 get T' (blur p=0.1, solarize p=0.2), as the official code does.
-Randomness comes from torch's global generator (seeded per data-loader worker by Detectron2).
 
 ``views="official"`` replaces the geometry above by the official code's (``soco_official_views``
 lists the differences): V2 (and V4) are crops of the original image; V3 is an independent crop
@@ -31,6 +30,11 @@ with its own proposals (or V2 resized when V4 is on, as the official SoCo* scrip
 view is paired with its own set of V1 boxes (``v1`` for V2, ``v1_v3`` for V3, ``v1_v4`` for V4),
 which alone are jittered. Box-aware cutout (``cutout_prob`` > 0, ``box_cutout``) applies to every
 view but V1 in both modes.
+
+The colour operations run with the fast CPU kernels, the reference torchvision pipeline, or are
+deferred to the training device (``configure_augmentation``; see ``transforms/augment.py``):
+deferred, the views are returned flipped but without colour changes, with their parameters.
+Randomness comes from torch's global generator (seeded per sample by the pretraining loader).
 """
 
 from dataclasses import dataclass
@@ -43,6 +47,7 @@ from torchvision.transforms.v2 import functional as F
 
 from .box_cutout import box_cutout
 from .soco_official_views import clip_to, jitter_corner, overlapping, select_with_padding
+from .transforms.augment import ViewAugmentation
 from .transforms.byol import build_byol_transform
 
 __all__ = [
@@ -197,7 +202,8 @@ class SoCoViewBuilder:
     names ``v1``, ``v2``, ``v3`` (if enabled), ``v4`` (if enabled) and box names ``v1``, ``v2``,
     ``v3`` (one proposal set: box i of each view is the same region) and, with V4, ``v1_v4`` /
     ``v4`` (V4's own set, its boxes in V1 and in V4). An image without proposals uses its whole
-    area as the proposal.
+    area as the proposal. With the photometric operations deferred
+    (``configure_augmentation(defer=True)``) it also returns ``"params": {name: (NUM_PARAMS,)}``.
     """
 
     def __init__(self, params: SoCoViewParams):
@@ -212,6 +218,21 @@ class SoCoViewBuilder:
         self._augment = {
             name: self._build_augmentation(0 if name == "v1" else 1, size) for name, size in sizes.items() if size
         }
+
+    def configure_augmentation(self, impl: str = "fast", defer: bool = False) -> None:
+        """Colour operations by the fast kernels or the reference pipeline, or deferred (``defer``).
+
+        Deferring is refused with box-aware cutout: the cut squares must hold the mean pixel after
+        the colour operations (the official code zeroes normalised tensors), and deferred colour
+        operations would run over them."""
+        if defer and self.params.cutout_prob > 0:
+            raise ValueError(
+                "PRETRAIN.AUGMENT_ON 'device' cannot be combined with MODEL.SOCO.CUTOUT_PROB > 0 (the cut squares "
+                "would be recoloured on the device); set PRETRAIN.AUGMENT_ON cpu"
+            )
+        for aug in self._augment.values():
+            if isinstance(aug, ViewAugmentation):
+                aug.configure(impl, defer)
 
     def _build_augmentation(self, byol_view: int, size: int):
         if self.params.photometric:
@@ -247,7 +268,7 @@ class SoCoViewBuilder:
             images, boxes = self._official_geometry(image, proposals)
         else:
             images, boxes = self._paper_geometry(image, proposals)
-        out_images, out_boxes = {}, {}
+        out_images, out_boxes, out_params = {}, {}, {}
         for name, img in images.items():
             size = img.shape[-1]
             # Every box set drawn in this view (V1 carries two with V4) is jittered independently
@@ -262,14 +283,23 @@ class SoCoViewBuilder:
                 )
                 for b in names
             ]
-            img_out, *bbs_out = self._augment[name](img, *bbs)
+            augment = self._augment[name]
+            if isinstance(augment, ViewAugmentation):
+                img_out, bbs_out, params = augment.apply(img, *bbs)
+                if params is not None:
+                    out_params[name] = params
+            else:
+                img_out, *bbs_out = augment(img, *bbs)
             for b, bb in zip(names, bbs_out):
                 out_boxes[b] = bb.as_subclass(torch.Tensor).float()
             img_out = img_out.as_subclass(torch.Tensor)
             if p.cutout_prob > 0 and name != "v1":
                 img_out = box_cutout(img_out, out_boxes[name], p.cutout_prob, p.cutout_scale, p.cutout_fill)
             out_images[name] = img_out.contiguous()
-        return {"images": out_images, "boxes": out_boxes}
+        out = {"images": out_images, "boxes": out_boxes}
+        if out_params:
+            out["params"] = out_params
+        return out
 
     def _paper_geometry(self, image: torch.Tensor, proposals: torch.Tensor):
         """Views (uint8, before augmentation) and box sets of the paper's reading."""

@@ -18,6 +18,7 @@ from detectron2.engine import SimpleTrainer
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 
+from ..data.transforms.device import apply_deferred_photometric
 from .step import make_grad_scaler, training_step
 
 __all__ = ["PretrainTrainer"]
@@ -50,8 +51,12 @@ class PretrainTrainer(SimpleTrainer):
 
     def run_step(self):
         assert self.model.training, "[PretrainTrainer] model was changed to eval mode!"
+        def next_batch():
+            # PRETRAIN.AUGMENT_ON "device": the loader deferred the colour operations to here.
+            return apply_deferred_photometric(next(self._data_loader_iter), self.device_type)
+
         metrics, data_time = training_step(
-            self.model, lambda: next(self._data_loader_iter), self.optimizer, self.iter, self.max_iter,
+            self.model, next_batch, self.optimizer, self.iter, self.max_iter,
             self.accum_steps, self.amp, self.device_type, self.grad_scaler,
         )
         self.last_metrics = metrics

@@ -8,7 +8,7 @@ Input and output: a uint8 image tensor (3, H, W), RGB, 0-255, optionally togethe
 Normalisation by the ImageNet mean/std is the model's job (Detectron2's ``PIXEL_MEAN``/``PIXEL_STD``).
 """
 
-from typing import Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
 import cv2
 import numpy as np
@@ -16,6 +16,9 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import is_pure_tensor
+
+if TYPE_CHECKING:
+    from .augment import ViewAugmentation
 
 __all__ = ["BYOL_VIEW_PROBABILITIES", "GaussianBlurCV2", "blur_kernel_size", "build_byol_transform"]
 
@@ -57,22 +60,16 @@ class GaussianBlurCV2(v2.Transform):
         return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.Image) else out
 
 
-def build_byol_transform(view: int, image_size: int, hflip: bool = True) -> v2.Compose:
+def build_byol_transform(view: int, image_size: int, hflip: bool = True, impl: str = "fast") -> "ViewAugmentation":
     """Augmentation T (``view`` 0) or T' (``view`` 1) of BYOL for ``image_size`` px images.
 
     Horizontal flip p=0.5; colour jitter (brightness 0.4, contrast 0.4, saturation 0.2,
     hue 0.1) p=0.8; grayscale p=0.2; Gaussian blur sigma ~ U[0.1, 2.0] with p = 1.0 (T) or
     0.1 (T'); solarization (threshold 128 of 255) with p = 0.0 (T) or 0.2 (T').
+    ``impl``: "fast" (OpenCV kernels) or "reference" (torchvision v2 uint8 operations); see
+    :mod:`.augment`. The reference pipeline is ``.reference`` of the returned object.
     """
-    if view not in (0, 1):
-        raise ValueError(f"BYOL has two augmentations, view must be 0 or 1, got {view}")
-    blur_p, solarize_p = BYOL_VIEW_PROBABILITIES[view]
-    ops = [v2.RandomHorizontalFlip(p=0.5)] if hflip else []
-    ops += [
-        v2.RandomApply([v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
-        v2.RandomGrayscale(p=0.2),
-        v2.RandomApply([GaussianBlurCV2(blur_kernel_size(image_size), sigma=(0.1, 2.0))], p=blur_p),
-    ]
-    if solarize_p > 0:
-        ops.append(v2.RandomSolarize(threshold=128, p=solarize_p))
-    return v2.Compose(ops)
+    from .augment import ViewAugmentation
+    from .photometric import byol_spec
+
+    return ViewAugmentation(byol_spec(view, image_size, hflip), impl=impl)

@@ -14,7 +14,9 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-__all__ = ["CropSpec", "MultiViewTransform", "build_crop_view", "build_multi_crop", "to_image_tensor"]
+from .augment import ViewAugmentation
+
+__all__ = ["CropSpec", "CropView", "MultiViewTransform", "build_crop_view", "build_multi_crop", "to_image_tensor"]
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,34 @@ def to_image_tensor(image) -> tv_tensors.Image:
     return tv_tensors.Image(image)
 
 
-def build_crop_view(size: int, scale: Sequence[float], augment: Callable) -> v2.Compose:
+class CropView(v2.Compose):
+    """RandomResizedCrop(size, scale) followed by ``augment`` (``.transforms`` = [crop, augment]).
+
+    When ``augment`` is a :class:`ViewAugmentation`, :meth:`split` can stop after the crop and
+    flip and return the photometric parameters instead (device path).
+    """
+
+    def __init__(self, size: int, scale: Sequence[float], augment: Callable):
+        super().__init__([v2.RandomResizedCrop(size, scale=tuple(scale), antialias=True), augment])
+
+    @property
+    def deferrable(self) -> bool:
+        return isinstance(self.transforms[1], ViewAugmentation)
+
+    def split(self, image) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(cropped and flipped uint8 (3, S, S), photometric params (NUM_PARAMS,))."""
+        crop, augment = self.transforms
+        if not self.deferrable:
+            raise TypeError(f"view {self} has no ViewAugmentation to defer")
+        if not augment.defer:
+            raise RuntimeError("CropView.split needs its ViewAugmentation configured with defer=True")
+        view, _, params = augment.apply(crop(image))
+        return view, params
+
+
+def build_crop_view(size: int, scale: Sequence[float], augment: Callable) -> CropView:
     """RandomResizedCrop(size, scale) followed by ``augment`` (a callable on image tensors)."""
-    return v2.Compose([v2.RandomResizedCrop(size, scale=tuple(scale), antialias=True), augment])
+    return CropView(size, scale, augment)
 
 
 class MultiViewTransform:
@@ -59,6 +86,21 @@ class MultiViewTransform:
 
     def __len__(self) -> int:
         return len(self.views)
+
+    @property
+    def deferrable(self) -> bool:
+        """Whether every view ends with a :class:`ViewAugmentation` that can run on the device."""
+        return all(isinstance(view, CropView) and view.deferrable for view in self.views)
+
+    def set_defer(self, defer: bool) -> None:
+        for view in self.views:
+            view.transforms[1].configure("fast", defer)
+
+    def split(self, image) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """Views without their photometric operations, and their parameters (V, NUM_PARAMS)."""
+        image = to_image_tensor(image)
+        pairs = [view.split(image) for view in self.views]
+        return [v.as_subclass(torch.Tensor) for v, _ in pairs], torch.stack([p for _, p in pairs])
 
 
 def build_multi_crop(specs: Sequence[CropSpec], augment_for: Callable[[int, int], Callable]) -> MultiViewTransform:
