@@ -30,6 +30,8 @@ import sys
 import tempfile
 import time
 
+from soco.utils.files import atomic_write_json
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {
     "SoCo": os.path.join(REPO, "configs", "SoCo", "SoCo_R50_FPN_100ep.yaml"),
@@ -233,10 +235,7 @@ def main():
         f"{soco['images_per_s']:.2f} img/s -> {summary['loader_over_soco_consumption']:.1f}x"
     )
     if args.output:
-        tmp_path = args.output + ".tmp"
-        with open(tmp_path, "w") as f:
-            json.dump(summary, f, indent=1)
-        os.replace(tmp_path, args.output)
+        atomic_write_json(args.output, summary)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from soco.utils.files import atomic_write, atomic_write_json
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FINETUNE_CONFIG = "configs/finetune/faster_rcnn_R18_FPN_demo_cpu.yaml"
 PRETRAIN_CONFIGS = {"SoCo": "configs/SoCo/SoCo_demo_R18_FPN_cpu.yaml",
@@ -213,9 +215,7 @@ def plot(rows: dict, pretrain_curves: dict, path: str) -> None:
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: fig.savefig(f, dpi=100, format="png"))
 
 
 def main(argv=None) -> int:
@@ -288,9 +288,7 @@ def main(argv=None) -> int:
                "seeds": args.seeds,
                "results": {n: {k: r[k] for k in ("AP", "AP50", "AP75", "per_seed", "ap_iterations", "ap_curve")}
                            for n, r in rows.items()}}
-    with open(os.path.join(out, "demo_results.json.tmp"), "w") as f:
-        json.dump(summary, f, indent=1)
-    os.replace(os.path.join(out, "demo_results.json.tmp"), os.path.join(out, "demo_results.json"))
+    atomic_write_json(os.path.join(out, "demo_results.json"), summary)
     plot(rows, pretrain_curves, os.path.join(out, "demo_results.png"))
     averaged = f", mean over seeds 1-{args.seeds}" if args.seeds > 1 else ""
     print(f"\nFaster R-CNN R18-FPN, {budget['finetune_iters']} fine-tuning iterations each{averaged}, "

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +25,7 @@ from soco.evaluation import clustering_metrics, knn_accuracy, linear_probe_accur
 from soco.evaluation.features import default_test_split, extract_features, labelled_dicts, subsample
 from soco.modeling import meta_arch  # noqa: F401  (registers the methods)
 from soco.modeling.meta_arch.base import build_pretrain_resnet
+from soco.utils.files import atomic_write_json
 
 
 def parse_args(argv=None):
@@ -152,10 +152,7 @@ def main(argv=None) -> int:
     results = evaluate(args)
     print_table(results)
     if args.output:
-        folder = os.path.dirname(os.path.abspath(args.output))
-        with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as f:
-            json.dump(results, f, indent=2)
-        os.replace(f.name, args.output)
+        atomic_write_json(args.output, results, indent=2)
     return 0
 
 

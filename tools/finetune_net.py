@@ -14,7 +14,6 @@ OUTPUT_DIR/eval_results.json. With one process (CPU or one GPU) SyncBN layers ar
 BN, which computes the same thing there. Without CUDA, MODEL.DEVICE is set to cpu.
 """
 
-import json
 import logging
 import os
 
@@ -28,6 +27,7 @@ from detectron2.utils import comm
 
 import soco.data.embedded  # noqa: F401  (registers soco_demo_det_train / _val)
 import soco.modeling.roi_heads  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
+from soco.utils.files import atomic_write_json
 
 logger = logging.getLogger("soco.finetune")
 
@@ -74,10 +74,7 @@ def build_config(config_file: str, opts=(), world_size: int = 1):
 
 def write_results(results, output_dir: str) -> None:
     """``eval_results.json`` in ``output_dir``, written atomically."""
-    path = os.path.join(output_dir, "eval_results.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(results, f, indent=1)
-    os.replace(path + ".tmp", path)
+    atomic_write_json(os.path.join(output_dir, "eval_results.json"), results)
 
 
 def main(args):

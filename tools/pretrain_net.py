@@ -33,6 +33,7 @@ from detectron2.utils.logger import setup_logger
 import soco.modeling.meta_arch  # noqa: F401  (registers the methods in META_ARCH_REGISTRY)
 from soco.config.defaults import load_pretrain_config
 from soco.engine import run_pretraining
+from soco.engine.run_guard import add_overwrite_argument, claim_output_dir
 
 
 def setup(args):
@@ -42,6 +43,8 @@ def setup(args):
     if not cfg.OUTPUT_DIR:
         raise ValueError("OUTPUT_DIR is empty; set it in the config or on the command line")
     cfg.freeze()
+    if comm.is_main_process():  # before default_setup writes config.yaml into the folder
+        claim_output_dir(cfg.OUTPUT_DIR, args.resume, args.overwrite)
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="soco")
     return cfg
@@ -55,7 +58,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser(epilog=__doc__).parse_args()
+    args = add_overwrite_argument(default_argument_parser(epilog=__doc__)).parse_args()
     launch(
         main,
         args.num_gpus,

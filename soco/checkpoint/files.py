@@ -2,11 +2,12 @@
 
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass
 
 import torch
 from detectron2.config import CfgNode
+
+from ..utils.files import atomic_write
 
 
 class ConversionError(ValueError):
@@ -90,21 +91,6 @@ def load_pretrain_checkpoint(path: str) -> PretrainCheckpoint:
     )
 
 
-def _write_atomically(path: str, write) -> None:
-    """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_detectron2(tensors: dict, path: str) -> None:
     """Write Detectron2's model-zoo pickle: names -> numpy arrays, loaded by name as they are."""
     payload = {
@@ -112,10 +98,10 @@ def save_detectron2(tensors: dict, path: str) -> None:
         "__author__": "soco",
         "matching_heuristics": False,
     }
-    _write_atomically(path, lambda f: pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL))
+    atomic_write(path, lambda f: pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def save_torchvision(tensors: dict, path: str) -> None:
     """Write a torchvision ``state_dict`` (``torch.save`` of name -> tensor)."""
     state = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    _write_atomically(path, lambda f: torch.save(state, f))
+    atomic_write(path, lambda f: torch.save(state, f))

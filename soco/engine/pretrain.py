@@ -1,6 +1,7 @@
 """Assemble and run a pretraining job from a config (what tools/pretrain_net.py calls per process)."""
 
 import logging
+import os
 import weakref
 from typing import Optional, Tuple
 
@@ -16,6 +17,7 @@ from ..modeling.meta_arch import PretrainMetaArch
 from ..solver import build_lr_multiplier, build_optimizer, resolve_schedule
 from .checkpoint import PretrainCheckpointer
 from .hooks import MethodStepHook, RNGStateHook
+from .run_guard import MetricsHistoryHook, StopOnSignalHook, truncate_metrics
 from .trainer import PretrainTrainer
 
 __all__ = ["meta_arch_class", "saved_config", "check_resumed_config", "build_pretrain_trainer", "run_pretraining"]
@@ -134,16 +136,21 @@ def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[Pretrain
             hooks.PeriodicWriter(default_writers(cfg.OUTPUT_DIR, cfg.SOLVER.MAX_ITER), period=cfg.PRETRAIN.LOG_PERIOD)
             if comm.is_main_process()
             else None,
+            MetricsHistoryHook(),
+            StopOnSignalHook(checkpointer),  # last: saves the state every other hook has updated
         ]
     )
     start_iter = 0
     if resume and checkpointer.has_checkpoint():
-        check_resumed_config(saved_config(checkpointer.get_checkpoint_file()), cfg)
-        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=True)
+        path = checkpointer.get_checkpoint_file()  # the newest readable one
+        check_resumed_config(saved_config(path), cfg)
+        checkpointer.load(path)
         start_iter = trainer.iter + 1
-        logger.info(f"Resuming from {checkpointer.get_checkpoint_file()} at iteration {start_iter}")
+        logger.info(f"Resuming from {path} at iteration {start_iter}")
     elif cfg.MODEL.WEIGHTS:
         checkpointer.load(cfg.MODEL.WEIGHTS, checkpointables=[])
+    if comm.is_main_process():
+        truncate_metrics(os.path.join(cfg.OUTPUT_DIR, "metrics.json"), start_iter)
     return trainer, start_iter, cfg
 
 

@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-__all__ = ["MANIFEST_NAME", "dataset_root", "cached_build", "read_manifest", "write_json_atomic"]
+from ...utils.files import atomic_write_json
+
+__all__ = ["MANIFEST_NAME", "dataset_root", "cached_build", "read_manifest"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,15 +35,6 @@ def dataset_root(root: Optional[str] = None) -> Path:
     if root is None:
         root = os.environ.get("SOCO_DATASETS") or Path(__file__).resolve().parents[3] / "datasets"
     return Path(root).expanduser().resolve()
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    """Write ``obj`` as JSON to ``path`` via a temporary file and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
 
 
 def read_manifest(folder: Path) -> Optional[dict]:
@@ -97,7 +90,7 @@ def cached_build(target: Path, params: dict, build: Callable[[Path], dict]) -> d
                 "info": info,
                 "build_seconds": round(time.perf_counter() - start, 2),
             }
-            write_json_atomic(tmp / MANIFEST_NAME, manifest)
+            atomic_write_json(tmp / MANIFEST_NAME, manifest, indent=None)
             stale = None
             if target.exists():
                 stale = target.with_name(f".{target.name}.stale-{os.getpid()}")

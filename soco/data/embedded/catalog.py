@@ -20,7 +20,8 @@ from typing import Dict, List, Optional, Tuple
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
-from .cache import cached_build, dataset_root, write_json_atomic
+from ...utils.files import atomic_write_json
+from .cache import cached_build, dataset_root
 from .detection import PasteParams, build_coco_split
 from .fashion_mnist import CLASS_NAMES, build_fashion_mnist_folder, class_folder_name, load_split, unpack_raw
 from .photos import build_demo_photos, load_source_photos
@@ -96,7 +97,7 @@ def _ensure_detection(cfg: EmbeddedDataConfig) -> dict:
             items, labels = load_split(root, fmnist_split)
             coco = build_coco_split(tmp / split, num, cfg.seed, code, backgrounds, items, labels, cfg.paste)
             (tmp / "annotations").mkdir(exist_ok=True)
-            write_json_atomic(tmp / "annotations" / f"instances_{split}.json", coco)
+            atomic_write_json(tmp / "annotations" / f"instances_{split}.json", coco, indent=None)
             info[split] = {"images": len(coco["images"]), "annotations": len(coco["annotations"])}
         return info
 
