@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import zipfile
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +34,13 @@ class PretrainCheckpoint:
 
 
 def _torch_load(path: str) -> dict:
+    if not zipfile.is_zipfile(path):
+        # torch.save has written zip archives since torch 1.6; anything else (random bytes, a
+        # Detectron2 .pkl, a text file) would only produce torch's advice to drop weights_only.
+        raise ConversionError(
+            f"{path}: cannot be read, the file is truncated or not a torch checkpoint (torch.save "
+            "writes a zip archive, this file is not one); give a model_*.pth of tools/pretrain_net.py"
+        )
     try:
         # weights_only: a checkpoint holds tensors, numbers and strings; refusing arbitrary
         # objects keeps a downloaded checkpoint from running code.

@@ -2,11 +2,13 @@
 
 A folder is built once into a temporary sibling and renamed into place, so readers
 never see a half-written folder. Its ``.manifest.json`` records the parameters it was
-built with; a call with other parameters rebuilds it. A lock file serialises builders
+built with; a call with other parameters rebuilds it (callers give each option set its own
+folder with ``options_folder``, so this only happens when a builder's format changes). A lock file serialises builders
 (e.g. several training processes starting at once).
 """
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -18,7 +20,7 @@ from typing import Callable, Optional
 
 from ...utils.files import atomic_write_json
 
-__all__ = ["MANIFEST_NAME", "dataset_root", "cached_build", "read_manifest"]
+__all__ = ["MANIFEST_NAME", "dataset_root", "options_folder", "cached_build", "read_manifest"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,15 @@ def dataset_root(root: Optional[str] = None) -> Path:
     if root is None:
         root = os.environ.get("SOCO_DATASETS") or Path(__file__).resolve().parents[3] / "datasets"
     return Path(root).expanduser().resolve()
+
+
+def options_folder(parent: Path, name: str, params: dict, default_params: dict) -> Path:
+    """``parent/name`` for the default parameters, ``parent/name-<8 hex digits of a hash of
+    params>`` for others: one folder per option set, so no build replaces another's files."""
+    wanted = json.dumps(params, sort_keys=True)
+    if wanted == json.dumps(default_params, sort_keys=True):
+        return Path(parent) / name
+    return Path(parent) / f"{name}-{hashlib.sha1(wanted.encode()).hexdigest()[:8]}"
 
 
 def read_manifest(folder: Path) -> Optional[dict]:
