@@ -133,11 +133,11 @@ def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[Pretrain
             hooks.LRScheduler(scheduler=build_lr_multiplier(cfg, method.zero_lr_iterations(cfg))),
             RNGStateHook(),
             hooks.PeriodicCheckpointer(checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD) if comm.is_main_process() else None,
+            MetricsHistoryHook(),
+            StopOnSignalHook(checkpointer),  # after every hook that updates state; the writer logs its iteration
             hooks.PeriodicWriter(default_writers(cfg.OUTPUT_DIR, cfg.SOLVER.MAX_ITER), period=cfg.PRETRAIN.LOG_PERIOD)
             if comm.is_main_process()
             else None,
-            MetricsHistoryHook(),
-            StopOnSignalHook(checkpointer),  # last: saves the state every other hook has updated
         ]
     )
     start_iter = 0

@@ -172,6 +172,9 @@ class StopOnSignalHook(HookBase):
     """On SIGINT or SIGTERM, finish the current iteration, save ``model_<iter:07d>.pth`` (what
     ``--resume`` continues from, losing nothing) and raise ``SystemExit(128 + signal)``.
 
+    Register it after every hook whose ``after_step`` changes state (schedules, EMA) and
+    before the PeriodicWriter, which then logs the last iteration once, in ``after_train``.
+
     With several processes the flag is gathered every iteration, so all stop at the same one.
     A second signal stops at once (the last periodic checkpoint stays valid).
     """
@@ -210,6 +213,7 @@ class StopOnSignalHook(HookBase):
         comm.synchronize()
         logger.warning(f"stopped by {signal.Signals(signum).name} after iteration {iteration}; "
                        f"{name}.pth written: rerun with --resume to continue")
+        self.after_train()  # restore the handlers now: a later hook's after_train may fail
         raise SystemExit(128 + signum)
 
 
