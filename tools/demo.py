@@ -119,7 +119,8 @@ def pretrain(runner, method: str, budget: dict, out: str, image_root: str, image
         opts += ["MODEL.SOCO.PROPOSALS", proposals]
     final = os.path.join(run_dir, "model_final.pth")
     runner.run(f"pretrain_{method.lower()}", "tools/pretrain_net.py",
-               ["--config-file", PRETRAIN_CONFIGS[method], *opts], done_file=final)
+               # --resume: a step interrupted by Ctrl-C continues from the checkpoint it wrote
+               ["--config-file", PRETRAIN_CONFIGS[method], "--resume", *opts], done_file=final)
     weights = os.path.join(out, f"{method.lower()}_d2.pkl")
     runner.run(f"convert_{method.lower()}", "tools/convert_to_d2.py",
                [final, weights, "--layout", "fpn", "--include", CONVERT_INCLUDE[method]], done_file=weights)
@@ -143,7 +144,7 @@ def finetune(runner, name: str, weights: str, budget: dict, out: str, seed: int)
             "TEST.EVAL_PERIOD", str(max(1, iters // budget["evals"]))]
     results = os.path.join(run_dir, "eval_results.json")
     runner.run(f"finetune_{name}_seed{seed}", "tools/finetune_net.py",
-               ["--config-file", FINETUNE_CONFIG, *opts], done_file=results)
+               ["--config-file", FINETUNE_CONFIG, "--resume", *opts], done_file=results)
     with open(results) as f:
         bbox = json.load(f)["bbox"]
     metrics = os.path.join(run_dir, "metrics.json")

@@ -25,7 +25,6 @@ import os
 import weakref
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
@@ -34,14 +33,16 @@ from detectron2.utils import comm
 
 import soco.data.embedded  # noqa: F401  (registers soco_demo_det_train / _val)
 import soco.modeling.roi_heads  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
+from soco.engine.checkpoint import AtomicCheckpointer
 from soco.engine.run_guard import add_overwrite_argument, claim_output_dir, truncate_metrics
 from soco.utils.files import atomic_write_json
 
 logger = logging.getLogger("soco.finetune")
 
 
-class WeightsCheckingCheckpointer(DetectionCheckpointer):
-    """Remembers which model tensors the last load left unset (Detectron2 only logs them)."""
+class WeightsCheckingCheckpointer(AtomicCheckpointer):
+    """Remembers which model tensors the last load left unset (Detectron2 only logs them);
+    saves atomically and resumes from the newest readable checkpoint."""
 
     missing_keys = None
 
@@ -75,10 +76,12 @@ class Trainer(DefaultTrainer):
     (DefaultTrainer has none, and evaluates at the end of training even with EVAL_PERIOD 0),
     and a checkpointer that reports what MODEL.WEIGHTS left unset."""
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        self.checkpointer = WeightsCheckingCheckpointer(self._trainer.model, cfg.OUTPUT_DIR,
+    def build_hooks(self):
+        # DefaultTrainer builds its checkpointer just before its hooks: replaced here, so that
+        # loading and periodic saving share it.
+        self.checkpointer = WeightsCheckingCheckpointer(self._trainer.model, self.cfg.OUTPUT_DIR,
                                                         trainer=weakref.proxy(self))
+        return super().build_hooks()
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -44,7 +44,7 @@ def setup(args):
         raise ValueError("OUTPUT_DIR is empty; set it in the config or on the command line")
     cfg.freeze()
     if comm.is_main_process():  # before default_setup writes config.yaml into the folder
-        claim_output_dir(cfg.OUTPUT_DIR, args.resume, args.overwrite)
+        claim_output_dir(cfg.OUTPUT_DIR, args.resume, getattr(args, "overwrite", False))
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="soco")
     return cfg

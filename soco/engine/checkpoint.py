@@ -12,7 +12,7 @@ from detectron2.utils import comm
 
 from ..utils.files import atomic_write
 
-__all__ = ["PretrainCheckpointer", "checkpoint_problem"]
+__all__ = ["AtomicCheckpointer", "PretrainCheckpointer", "checkpoint_problem"]
 
 _ITERATION_NAME = re.compile(r"model_(\d+)\.pth$")
 
@@ -33,22 +33,20 @@ def checkpoint_problem(path: str) -> Optional[str]:
     return None
 
 
-class PretrainCheckpointer(DetectionCheckpointer):
-    """Files ``OUTPUT_DIR/<name>.pth`` = {"model", <checkpointables>, "iteration", "cfg"}.
-
-    ``cfg`` is the YAML string of the resolved config (``cfg.dump()``). Each file and the
-    ``last_checkpoint`` tag are written with ``soco.utils.files.atomic_write``, so a job killed
-    (or a disk filling up) while saving never leaves a truncated checkpoint behind and the
-    previous one stays the last (fvcore writes in place).
+class AtomicCheckpointer(DetectionCheckpointer):
+    """Detectron2's DetectionCheckpointer whose files and ``last_checkpoint`` tag are written
+    with ``soco.utils.files.atomic_write``, so a job killed (or a disk filling up) while saving
+    never leaves a truncated checkpoint behind and the previous one stays the last (fvcore
+    writes in place).
 
     ``get_checkpoint_file`` (what ``--resume`` loads) returns the file ``last_checkpoint``
     names if it opens, else the newest ``model_*.pth`` that does, with a warning naming the
     damaged file; ``model_final.pth`` counts as the newest.
     """
 
-    def __init__(self, model, save_dir: str, cfg_yaml: str, **checkpointables: Any):
-        super().__init__(model, save_dir, save_to_disk=comm.is_main_process(), **checkpointables)
-        self.cfg_yaml = cfg_yaml
+    def extra_data(self) -> dict:
+        """Entries added to every saved file."""
+        return {}
 
     def save(self, name: str, **kwargs: Any) -> None:
         if not self.save_dir or not self.save_to_disk:
@@ -57,7 +55,7 @@ class PretrainCheckpointer(DetectionCheckpointer):
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
         data.update(kwargs)
-        data["cfg"] = self.cfg_yaml
+        data.update(self.extra_data())
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {save_file}")
@@ -95,3 +93,16 @@ class PretrainCheckpointer(DetectionCheckpointer):
                 "start without --resume (with --overwrite) or restore a checkpoint"
             )
         return ""
+
+
+class PretrainCheckpointer(AtomicCheckpointer):
+    """Files ``OUTPUT_DIR/<name>.pth`` = {"model", <checkpointables>, "iteration", "cfg"}, where
+    ``cfg`` is the YAML string of the resolved config (``cfg.dump()``); saved by the main
+    process only."""
+
+    def __init__(self, model, save_dir: str, cfg_yaml: str, **checkpointables: Any):
+        super().__init__(model, save_dir, save_to_disk=comm.is_main_process(), **checkpointables)
+        self.cfg_yaml = cfg_yaml
+
+    def extra_data(self) -> dict:
+        return {"cfg": self.cfg_yaml}

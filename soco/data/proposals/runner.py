@@ -96,9 +96,14 @@ def propose_file_with_size(path: str, method: str, max_size: int | None,
 
 
 def _worker_init() -> None:
+    import signal
+
     import cv2
 
     cv2.setNumThreads(1)  # one core per worker: the pool provides the parallelism
+    # Ctrl-C reaches the whole process group: the parent alone handles it (keeps finished
+    # chunks, stops the pool); a worker interrupted mid-image would only look like a death.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _process(task):
