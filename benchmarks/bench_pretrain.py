@@ -21,7 +21,6 @@ the ratios much less.
 
 import argparse
 import concurrent.futures
-import json
 import multiprocessing
 import os
 import resource

@@ -9,7 +9,6 @@ import errno
 import glob
 import json
 import os
-import pickle
 import shutil
 import signal
 import subprocess

@@ -12,7 +12,6 @@ initialised (the baseline). Prints a table; ``--output`` also writes it as JSON.
 """
 
 import argparse
-import json
 import os
 import sys
 
