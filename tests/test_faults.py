@@ -152,13 +152,17 @@ def test_fresh_run_into_a_folder_with_checkpoints_needs_overwrite(tmp_path, smoo
     (out / "last_checkpoint").write_text("model_final.pth")
     config = str(tmp_path / "byol.yaml")
     with open(config, "w") as f:
-        f.write(tiny_byol_cfg(smooth_images, out, **{"SOLVER.MAX_ITER": 1}).dump())
-    refused = _cli("pretrain_net.py", "--config-file", config)
+        f.write(tiny_byol_cfg(smooth_images, out).dump())
+    refused = _cli("pretrain_net.py", "--config-file", config)  # stops before building anything
     assert refused.returncode != 0 and "holds checkpoints of an earlier run" in refused.stderr
+    assert "--resume to continue it, --overwrite to delete them" in refused.stderr
     assert (out / "model_final.pth").read_bytes() == b"old" and not (out / "config.yaml").exists()
-    done = _cli("pretrain_net.py", "--config-file", config, "--overwrite")
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert torch.load(out / "model_final.pth")["iteration"] == 0
+    claim_output_dir(str(out), resume=True, overwrite=False)  # --resume continues the run
+    assert (out / "model_final.pth").exists()
+    other = tmp_path / "other"
+    shutil.copytree(out, other)
+    claim_output_dir(str(other), resume=False, overwrite=True)  # --overwrite starts again
+    assert sorted(os.listdir(other)) == ["run.lock"]
 
 
 # ------------------------------------------------------------------ 4. weights of the wrong layout
