@@ -25,6 +25,8 @@ import time
 
 import torch
 
+from soco.utils.files import atomic_write_json
+
 METHODS = {
     "BYOL": ("BYOL", {}),
     "MoCo v2": ("CLSA", {"MODEL.CLSA.BETA": 0.0}),
@@ -216,10 +218,7 @@ def main(argv=None) -> int:
                   f"{100 * (r['knn_after'] - r['knn_random_init']):>+6.1f} {r['first_loss']:>7.3f}->{r['last_loss']:<7.3f} {r['train_seconds']:>8.0f}")
         results["knn"] = rows
     if args.output:
-        tmp = args.output + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=2)
-        os.replace(tmp, args.output)
+        atomic_write_json(args.output, results, indent=2)
     return 0
 
 

@@ -22,7 +22,6 @@ the ratios much less.
 
 import argparse
 import concurrent.futures
-import json
 import multiprocessing
 import os
 import resource
@@ -30,6 +29,8 @@ import statistics
 import sys
 import tempfile
 import time
+
+from soco.utils.files import atomic_write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {
@@ -303,10 +304,7 @@ def main():
 
 def write_json(path, summary):
     if path:
-        tmp_path = path + ".tmp"
-        with open(tmp_path, "w") as f:
-            json.dump(summary, f, indent=1)
-        os.replace(tmp_path, path)
+        atomic_write_json(path, summary)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from distributed_helpers import METHODS, NUM_IMAGES, STEPS, make_image_folder, method_cfg, train_and_record, worker
+from distributed_helpers import METHODS, STEPS, make_image_folder, method_cfg, train_and_record, worker
 from soco.data.build import PositionSampler
 from soco.engine.launch import launch
 

@@ -59,7 +59,7 @@ def test_image_root_unknown_name():
 def test_photo_folder(built):
     config, summary = built
     root = Path(embedded.image_root("soco_demo_photos"))
-    assert root == Path(config.root) / "demo_photos"
+    assert root == embedded.dataset_folder(config, "demo_photos")
     files = sorted(str(p.relative_to(root)) for p in root.rglob("*.jpg"))
     assert len(files) == SMALL["num_photos"]
     # One sub-folder per source photo, so walking the folder must recurse.
@@ -86,7 +86,7 @@ def test_source_photos_are_rgb_uint8():
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_coco_json_valid(built, split):
     config, _ = built
-    det = Path(config.root) / "demo_det"
+    det = embedded.dataset_folder(config, "demo_det")
     coco = COCO(str(det / "annotations" / f"instances_{split}.json"))
     assert len(coco.getImgIds()) == SMALL[f"det_{split}_images"]
     assert sorted(coco.getCatIds()) == list(range(1, 11))
@@ -172,12 +172,12 @@ def test_same_seed_same_files_other_seed_different(built, tmp_path):
     finally:
         embedded.register_all(config)
     for folder in ("demo_photos", "demo_det"):
-        da, db, dc = (_file_digests(Path(cfg.root) / folder) for cfg in (a, b, c))
+        da, db, dc = (_file_digests(embedded.dataset_folder(cfg, folder)) for cfg in (a, b, c))
         assert da == db
         assert da != dc
 
     def ann(cfg):
-        return json.loads((Path(cfg.root) / "demo_det/annotations/instances_train.json").read_text())
+        return json.loads((embedded.dataset_folder(cfg, "demo_det") / "annotations/instances_train.json").read_text())
 
     assert ann(a) == ann(b)
     assert ann(a)["annotations"] != ann(c)["annotations"]
@@ -255,7 +255,7 @@ def test_missing_fashion_mnist_stops_detection_build(built, tmp_path, monkeypatc
             DatasetCatalog.get("soco_demo_det_train")
     finally:
         embedded.register_all(config)
-    assert not (root / "demo_det").exists()
+    assert not embedded.dataset_folder(EmbeddedDataConfig(root=str(root), **SMALL), "demo_det").exists()
 
 
 def test_user_folder_with_raw_idx_files(built, monkeypatch):

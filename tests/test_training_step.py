@@ -6,7 +6,6 @@ import math
 
 import torch
 from detectron2.modeling import build_model
-from detectron2.utils.events import EventStorage
 
 from image_level_helpers import random_batch, tiny_cfg
 from soco.engine import PretrainTrainer

@@ -34,6 +34,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from soco.utils.files import atomic_write, atomic_write_json
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FINETUNE_CONFIG = "configs/finetune/faster_rcnn_R18_FPN_demo_cpu.yaml"
 PRETRAIN_CONFIGS = {"SoCo": "configs/SoCo/SoCo_demo_R18_FPN_cpu.yaml",
@@ -117,7 +119,8 @@ def pretrain(runner, method: str, budget: dict, out: str, image_root: str, image
         opts += ["MODEL.SOCO.PROPOSALS", proposals]
     final = os.path.join(run_dir, "model_final.pth")
     runner.run(f"pretrain_{method.lower()}", "tools/pretrain_net.py",
-               ["--config-file", PRETRAIN_CONFIGS[method], *opts], done_file=final)
+               # --resume: a step interrupted by Ctrl-C continues from the checkpoint it wrote
+               ["--config-file", PRETRAIN_CONFIGS[method], "--resume", *opts], done_file=final)
     weights = os.path.join(out, f"{method.lower()}_d2.pkl")
     runner.run(f"convert_{method.lower()}", "tools/convert_to_d2.py",
                [final, weights, "--layout", "fpn", "--include", CONVERT_INCLUDE[method]], done_file=weights)
@@ -141,7 +144,7 @@ def finetune(runner, name: str, weights: str, budget: dict, out: str, seed: int)
             "TEST.EVAL_PERIOD", str(max(1, iters // budget["evals"]))]
     results = os.path.join(run_dir, "eval_results.json")
     runner.run(f"finetune_{name}_seed{seed}", "tools/finetune_net.py",
-               ["--config-file", FINETUNE_CONFIG, *opts], done_file=results)
+               ["--config-file", FINETUNE_CONFIG, "--resume", *opts], done_file=results)
     with open(results) as f:
         bbox = json.load(f)["bbox"]
     metrics = os.path.join(run_dir, "metrics.json")
@@ -213,9 +216,7 @@ def plot(rows: dict, pretrain_curves: dict, path: str) -> None:
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: fig.savefig(f, dpi=100, format="png"))
 
 
 def main(argv=None) -> int:
@@ -288,9 +289,7 @@ def main(argv=None) -> int:
                "seeds": args.seeds,
                "results": {n: {k: r[k] for k in ("AP", "AP50", "AP75", "per_seed", "ap_iterations", "ap_curve")}
                            for n, r in rows.items()}}
-    with open(os.path.join(out, "demo_results.json.tmp"), "w") as f:
-        json.dump(summary, f, indent=1)
-    os.replace(os.path.join(out, "demo_results.json.tmp"), os.path.join(out, "demo_results.json"))
+    atomic_write_json(os.path.join(out, "demo_results.json"), summary)
     plot(rows, pretrain_curves, os.path.join(out, "demo_results.png"))
     averaged = f", mean over seeds 1-{args.seeds}" if args.seeds > 1 else ""
     print(f"\nFaster R-CNN R18-FPN, {budget['finetune_iters']} fine-tuning iterations each{averaged}, "

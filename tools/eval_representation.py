@@ -12,16 +12,14 @@ initialised (the baseline). Prints a table; ``--output`` also writes it as JSON.
 """
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 
 import torch
 
 from soco.config import get_pretrain_cfg
 from soco.evaluation.features import default_test_split, labelled_dicts, subsample
 from soco.evaluation.representation import evaluate_representation, format_table, method_crop_size
+from soco.utils.files import atomic_write_json
 
 
 def parse_args(argv=None):
@@ -67,10 +65,7 @@ def main(argv=None) -> int:
     results = evaluate(args)
     print(format_table(results))
     if args.output:
-        folder = os.path.dirname(os.path.abspath(args.output))
-        with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as f:
-            json.dump(results, f, indent=2)
-        os.replace(f.name, args.output)
+        atomic_write_json(args.output, results, indent=2)
     return 0
 
 

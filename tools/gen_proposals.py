@@ -6,7 +6,9 @@
         [--scale-range MIN MAX] [--min-side PX]
     python tools/gen_proposals.py --output proposals/NAME.pkl --merge
 
-Rerunning the same command after an interruption continues where it stopped. With --shard i/n on
+Rerunning the same command after an interruption continues where it stopped. Unreadable images
+(and images whose worker process died) are recorded as failures and skipped by training; the exit
+status is 1 when no image at all could be read. With --shard i/n on
 n machines (sharing the output folder, or copying NAME.pkl.shards/ together), the last shard to
 finish writes NAME.pkl; --merge does it explicitly. See proposals/README.md.
 """
@@ -16,6 +18,7 @@ import sys
 
 from soco.data.proposals import DEFAULT_MAX_SIZE, DEFAULT_METHOD, METHODS, generate, merge
 from soco.data.proposals.filtering import PAPER_MIN_SIDE, PAPER_SCALE_RANGE
+from soco.data.proposals.runner import output_paths
 
 
 def parse_args(argv=None):
@@ -63,6 +66,10 @@ def main(argv=None) -> int:
               "(or run with --merge once they have)")
         return 0
     print(json.dumps(summary, indent=1))
+    if summary["images"] == 0:
+        print(f"error: no image could be read ({summary['failures']} failures, reasons in "
+              f"{output_paths(args.output)['failures']})", file=sys.stderr)
+        return 1
     return 0
 
 

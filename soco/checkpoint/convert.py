@@ -1,5 +1,7 @@
 """One call from a pretraining checkpoint to a Detectron2 ``.pkl`` or a torchvision state dict."""
 
+import os
+
 from .export import Export, relayout, select, to_mmdet, to_torchvision
 from .files import ConversionError, load_pretrain_checkpoint, save_detectron2, save_mmdet, save_torchvision
 
@@ -19,6 +21,11 @@ def convert(input_path: str, output_path: str, network: str = "online", include=
     """
     if fmt not in FORMATS:
         raise ConversionError(f"unknown format '{fmt}' (choose from {', '.join(FORMATS)})")
+    if os.path.exists(input_path) and os.path.exists(output_path) and os.path.samefile(input_path, output_path):
+        raise ConversionError(
+            f"{output_path}: the output is the input checkpoint, which converting would destroy; "
+            "give another output file (e.g. .pkl for Detectron2)"
+        )
     ckpt = load_pretrain_checkpoint(input_path)
     export = select(ckpt, network=network, include=include, verify=verify)
     if fmt == "torchvision":

@@ -2,11 +2,13 @@
 
 import os
 import pickle
-import tempfile
+import zipfile
 from dataclasses import dataclass
 
 import torch
 from detectron2.config import CfgNode
+
+from ..utils.files import atomic_write
 
 
 class ConversionError(ValueError):
@@ -32,6 +34,13 @@ class PretrainCheckpoint:
 
 
 def _torch_load(path: str) -> dict:
+    if not zipfile.is_zipfile(path):
+        # torch.save has written zip archives since torch 1.6; anything else (random bytes, a
+        # Detectron2 .pkl, a text file) would only produce torch's advice to drop weights_only.
+        raise ConversionError(
+            f"{path}: cannot be read, the file is truncated or not a torch checkpoint (torch.save "
+            "writes a zip archive, this file is not one); give a model_*.pth of tools/pretrain_net.py"
+        )
     try:
         # weights_only: a checkpoint holds tensors, numbers and strings; refusing arbitrary
         # objects keeps a downloaded checkpoint from running code.
@@ -90,21 +99,6 @@ def load_pretrain_checkpoint(path: str) -> PretrainCheckpoint:
     )
 
 
-def _write_atomically(path: str, write) -> None:
-    """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_detectron2(tensors: dict, path: str) -> None:
     """Write Detectron2's model-zoo pickle: names -> numpy arrays, loaded by name as they are."""
     payload = {
@@ -112,13 +106,13 @@ def save_detectron2(tensors: dict, path: str) -> None:
         "__author__": "soco",
         "matching_heuristics": False,
     }
-    _write_atomically(path, lambda f: pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL))
+    atomic_write(path, lambda f: pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def save_torchvision(tensors: dict, path: str) -> None:
     """Write a torchvision ``state_dict`` (``torch.save`` of name -> tensor)."""
     state = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    _write_atomically(path, lambda f: torch.save(state, f))
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def save_mmdet(tensors: dict, path: str) -> None:
@@ -126,4 +120,4 @@ def save_mmdet(tensors: dict, path: str) -> None:
     layout of the official convert_mmdetection_* scripts)."""
     payload = {"state_dict": {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                "meta": {"converted_by": "soco"}}
-    _write_atomically(path, lambda f: torch.save(payload, f))
+    atomic_write(path, lambda f: torch.save(payload, f))

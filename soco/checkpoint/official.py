@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .files import ConversionError, _write_atomically
+from ..utils.files import atomic_write
+from .files import ConversionError
 from .resnet_names import detector_name
 
 __all__ = ["OFFICIAL_MODELS", "OfficialImport", "official_tensor_name", "read_official_checkpoint",
@@ -184,5 +185,5 @@ def import_official(input_path: str, output_path: str, verify: bool = True) -> O
         check_architecture(ckpt)
     payload = {"model": state, "cfg": cfg.dump(), "iteration": -1,
                "official": {"epoch": int(data.get("epoch", -1)), "model": opt.model}}
-    _write_atomically(output_path, lambda f: torch.save(payload, f))
+    atomic_write(output_path, lambda f: torch.save(payload, f))
     return result

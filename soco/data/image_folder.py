@@ -34,7 +34,9 @@ def list_images(root, image_list=None) -> list[str]:
     """Sorted image paths relative to ``root`` ("/"-separated).
 
     Without ``image_list``: every file under ``root`` (recursively, following symlinks) whose
-    extension is in ``IMAGE_EXTENSIONS``. With ``image_list`` (see ``read_image_list``): exactly
+    extension is in ``IMAGE_EXTENSIONS``. A linked folder is entered once: a link back to a
+    folder above it (a loop) or a second link to the same folder is skipped, so each real
+    folder's files are listed once, under the first path in sorted order that reaches them. With ``image_list`` (see ``read_image_list``): exactly
     those paths, sorted and deduplicated; their existence is checked when they are read.
 
     Raises:
@@ -45,8 +47,17 @@ def list_images(root, image_list=None) -> list[str]:
     if image_list is not None:
         return sorted(set(read_image_list(image_list)))
     found = []
+    visited = {os.path.realpath(root)}
     for directory, subdirs, files in os.walk(root, followlinks=True):
         subdirs.sort()
+        # os.walk's followlinks does not detect cycles; prune folders already entered.
+        fresh = []
+        for name in subdirs:
+            real = os.path.realpath(os.path.join(directory, name))
+            if real not in visited:
+                visited.add(real)
+                fresh.append(name)
+        subdirs[:] = fresh
         rel_dir = os.path.relpath(directory, root)
         for name in files:
             if name.lower().endswith(IMAGE_EXTENSIONS):

@@ -22,7 +22,7 @@ from PIL import Image, ImageOps
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ImageReadError", "read_image_rgb", "read_image_chw", "decode_rgb"]
+__all__ = ["ImageReadError", "read_image_rgb", "read_image_chw", "decode_rgb", "upright_size"]
 
 # Orientation values 5..8 swap width and height (EXIF 2.3, tag 0x0112).
 _EXIF_ORIENTATION_TAG = 0x0112
@@ -100,6 +100,26 @@ def decode_rgb(path, max_size: int | None = None) -> tuple[np.ndarray, tuple[int
     if array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
         raise ImageReadError(path, f"empty image of shape {array.shape}")
     return np.ascontiguousarray(array), (height, width)
+
+
+def upright_size(path) -> tuple[int, int]:
+    """(height, width) of the upright image from its header only (no pixels are decoded).
+
+    Raises:
+        ImageReadError: the header cannot be read.
+    """
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            try:
+                orientation = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+            except Exception:  # malformed EXIF: treated as upright, as decode_rgb does
+                orientation = 1
+    except FileNotFoundError as e:
+        raise ImageReadError(path, "file not found") from e
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        raise ImageReadError(path, f"{type(e).__name__}: {e}") from e
+    return (width, height) if orientation in _TRANSPOSING_ORIENTATIONS else (height, width)
 
 
 def read_image_rgb(path) -> np.ndarray:

@@ -18,6 +18,7 @@ from ..modeling.meta_arch import build_pretrain_model, pretrain_method_class
 from ..solver import build_lr_multiplier, build_optimizer, iterations_per_epoch, resolve_schedule
 from .checkpoint import PretrainCheckpointer
 from .hooks import GlobalStateCheckHook, RNGStateHook
+from .run_guard import MetricsHistoryHook, StopOnSignalHook, truncate_metrics
 from .trainer import PretrainTrainer
 
 __all__ = [
@@ -168,20 +169,25 @@ def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[Pretrain
             RNGStateHook(cfg.SOLVER.CHECKPOINT_PERIOD),
             GlobalStateCheckHook(model, cfg.PRETRAIN.STATE_CHECK_PERIOD),
             hooks.PeriodicCheckpointer(checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD) if comm.is_main_process() else None,
+            MetricsHistoryHook(),
+            StopOnSignalHook(checkpointer),  # after every hook that updates state; the writer logs its iteration
             hooks.PeriodicWriter(default_writers(cfg.OUTPUT_DIR, cfg.SOLVER.MAX_ITER), period=cfg.PRETRAIN.LOG_PERIOD)
             if comm.is_main_process()
             else None,
         ]
     )
     start_iter = 0
+    # Every process resumes from the same file (the newest readable one), or all stop.
     resume_from = agreed_checkpoint(checkpointer) if resume else None
     if resume_from is not None:
         check_resumed_config(saved_config(resume_from), cfg)
-        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=True)
+        checkpointer.load(resume_from)
         start_iter = trainer.iter + 1
         logger.info(f"Resuming from {resume_from} at iteration {start_iter}")
     elif cfg.MODEL.WEIGHTS:
         checkpointer.load(cfg.MODEL.WEIGHTS, checkpointables=[])
+    if comm.is_main_process():
+        truncate_metrics(os.path.join(cfg.OUTPUT_DIR, "metrics.json"), start_iter)
     return trainer, start_iter, cfg
 
 

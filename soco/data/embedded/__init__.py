@@ -14,13 +14,14 @@ or ``<repository>/datasets``; :func:`build_all` (and ``tools/build_embedded_data
 builds everything at once. :func:`register_all` re-registers them for other parameters.
 """
 from .cache import dataset_root
-from .catalog import DATASET_NAMES, EmbeddedDataConfig, build_all, current_config, image_root, register_all
+from .catalog import (DATASET_NAMES, EmbeddedDataConfig, build_all, current_config, dataset_folder, image_root,
+                      register_all)
 from .detection import PasteParams
 from .fashion_mnist import CLASS_NAMES, FashionMNISTNotFoundError
 
 __all__ = [
     "CLASS_NAMES", "DATASET_NAMES", "EmbeddedDataConfig", "FashionMNISTNotFoundError", "PasteParams",
-    "build_all", "current_config", "dataset_root", "image_root", "register_all",
+    "build_all", "current_config", "dataset_folder", "dataset_root", "image_root", "register_all",
 ]
 
 register_all()

@@ -2,11 +2,13 @@
 
 A folder is built once into a temporary sibling and renamed into place, so readers
 never see a half-written folder. Its ``.manifest.json`` records the parameters it was
-built with; a call with other parameters rebuilds it. A lock file serialises builders
+built with; a call with other parameters rebuilds it (callers give each option set its own
+folder with ``options_folder``, so this only happens when a builder's format changes). A lock file serialises builders
 (e.g. several training processes starting at once).
 """
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -16,7 +18,9 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-__all__ = ["MANIFEST_NAME", "dataset_root", "cached_build", "read_manifest", "write_json_atomic"]
+from ...utils.files import atomic_write_json
+
+__all__ = ["MANIFEST_NAME", "dataset_root", "options_folder", "cached_build", "read_manifest"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +39,13 @@ def dataset_root(root: Optional[str] = None) -> Path:
     return Path(root).expanduser().resolve()
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    """Write ``obj`` as JSON to ``path`` via a temporary file and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
+def options_folder(parent: Path, name: str, params: dict, default_params: dict) -> Path:
+    """``parent/name`` for the default parameters, ``parent/name-<8 hex digits of a hash of
+    params>`` for others: one folder per option set, so no build replaces another's files."""
+    wanted = json.dumps(params, sort_keys=True)
+    if wanted == json.dumps(default_params, sort_keys=True):
+        return Path(parent) / name
+    return Path(parent) / f"{name}-{hashlib.sha1(wanted.encode()).hexdigest()[:8]}"
 
 
 def read_manifest(folder: Path) -> Optional[dict]:
@@ -97,7 +101,7 @@ def cached_build(target: Path, params: dict, build: Callable[[Path], dict]) -> d
                 "info": info,
                 "build_seconds": round(time.perf_counter() - start, 2),
             }
-            write_json_atomic(tmp / MANIFEST_NAME, manifest)
+            atomic_write_json(tmp / MANIFEST_NAME, manifest, indent=None)
             stale = None
             if target.exists():
                 stale = target.with_name(f".{target.name}.stale-{os.getpid()}")

@@ -9,7 +9,9 @@ Names (see ``DATASET_NAMES``):
 
 Datasets are built on first use (``DatasetCatalog.get``, :func:`image_root`) or all
 at once by :func:`build_all`, into ``<root>/demo_photos``, ``<root>/demo_det`` and
-``<root>/fashion_mnist``.
+``<root>/fashion_mnist`` with the default options, and into ``<root>/<name>-<hash of the
+options>`` with others (see :func:`dataset_folder`), so building one option set never replaces
+another's files (e.g. ``--fashion-limit 200`` next to the full 70,000 images).
 """
 import os
 import time
@@ -20,13 +22,15 @@ from typing import Dict, List, Optional, Tuple
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
-from .cache import cached_build, dataset_root, write_json_atomic
+from ...utils.files import atomic_write_json
+from .cache import cached_build, dataset_root, options_folder
 from .detection import PasteParams, build_coco_split
 from .fashion_mnist import CLASS_NAMES, build_fashion_mnist_folder, class_folder_name, load_split, unpack_raw
 from .photos import build_demo_photos, load_source_photos
 
 __all__ = [
     "DATASET_NAMES", "EmbeddedDataConfig", "register_all", "image_root", "build_all", "current_config",
+    "dataset_folder",
 ]
 
 PHOTOS = "soco_demo_photos"
@@ -68,23 +72,34 @@ def current_config() -> EmbeddedDataConfig:
 # ---- builders (each returns the folder's manifest, building it when missing or stale) ----
 
 
+def _params(cfg: EmbeddedDataConfig, folder: str) -> dict:
+    """The options that a folder's contents depend on."""
+    if folder == "demo_photos":
+        return {"seed": cfg.seed, "num_images": cfg.num_photos, "long_side": cfg.photo_long_side}
+    if folder == "demo_det":
+        return {"seed": cfg.seed, "train_images": cfg.det_train_images, "val_images": cfg.det_val_images,
+                "paste": asdict(cfg.paste)}
+    if folder == "fashion_mnist":
+        return {"limit": cfg.fashion_limit}
+    raise KeyError(f"unknown embedded folder {folder!r}")
+
+
+def dataset_folder(cfg: EmbeddedDataConfig, folder: str) -> Path:
+    """Where ``folder`` ("demo_photos", "demo_det", "fashion_mnist") is built for ``cfg``'s options:
+    ``<root>/<folder>`` for the defaults, ``<root>/<folder>-<hash>`` for any other option set."""
+    return options_folder(cfg.resolved_root(), folder, _params(cfg, folder), _params(EmbeddedDataConfig(), folder))
+
+
 def _ensure_photos(cfg: EmbeddedDataConfig) -> dict:
-    params = {"seed": cfg.seed, "num_images": cfg.num_photos, "long_side": cfg.photo_long_side}
     return cached_build(
-        cfg.resolved_root() / "demo_photos",
-        params,
+        dataset_folder(cfg, "demo_photos"),
+        _params(cfg, "demo_photos"),
         lambda tmp: build_demo_photos(tmp, cfg.num_photos, cfg.seed, cfg.photo_long_side),
     )
 
 
 def _ensure_detection(cfg: EmbeddedDataConfig) -> dict:
     root = cfg.resolved_root()
-    params = {
-        "seed": cfg.seed,
-        "train_images": cfg.det_train_images,
-        "val_images": cfg.det_val_images,
-        "paste": asdict(cfg.paste),
-    }
 
     def build(tmp: Path) -> dict:
         backgrounds = list(load_source_photos().values())
@@ -96,20 +111,20 @@ def _ensure_detection(cfg: EmbeddedDataConfig) -> dict:
             items, labels = load_split(root, fmnist_split)
             coco = build_coco_split(tmp / split, num, cfg.seed, code, backgrounds, items, labels, cfg.paste)
             (tmp / "annotations").mkdir(exist_ok=True)
-            write_json_atomic(tmp / "annotations" / f"instances_{split}.json", coco)
+            atomic_write_json(tmp / "annotations" / f"instances_{split}.json", coco, indent=None)
             info[split] = {"images": len(coco["images"]), "annotations": len(coco["annotations"])}
         return info
 
     unpack_raw(root)  # fails early, with instructions, when Fashion-MNIST is missing
-    return cached_build(root / "demo_det", params, build)
+    return cached_build(dataset_folder(cfg, "demo_det"), _params(cfg, "demo_det"), build)
 
 
 def _ensure_fashion_mnist(cfg: EmbeddedDataConfig) -> dict:
     root = cfg.resolved_root()
     unpack_raw(root)
     return cached_build(
-        root / "fashion_mnist",
-        {"limit": cfg.fashion_limit},
+        dataset_folder(cfg, "fashion_mnist"),
+        _params(cfg, "fashion_mnist"),
         lambda tmp: build_fashion_mnist_folder(tmp, root, cfg.fashion_limit),
     )
 
@@ -124,14 +139,13 @@ _ENSURE = {
 
 
 def _image_root(cfg: EmbeddedDataConfig, name: str) -> Path:
-    root = cfg.resolved_root()
     return {
-        PHOTOS: root / "demo_photos",
-        DET_TRAIN: root / "demo_det" / "train",
-        DET_VAL: root / "demo_det" / "val",
-        FMNIST_TRAIN: root / "fashion_mnist" / "train",
-        FMNIST_TEST: root / "fashion_mnist" / "test",
-    }[name]
+        PHOTOS: lambda: dataset_folder(cfg, "demo_photos"),
+        DET_TRAIN: lambda: dataset_folder(cfg, "demo_det") / "train",
+        DET_VAL: lambda: dataset_folder(cfg, "demo_det") / "val",
+        FMNIST_TRAIN: lambda: dataset_folder(cfg, "fashion_mnist") / "train",
+        FMNIST_TEST: lambda: dataset_folder(cfg, "fashion_mnist") / "test",
+    }[name]()
 
 
 def image_root(name: str, build: bool = True) -> str:
@@ -199,7 +213,7 @@ def register_all(config: Optional[EmbeddedDataConfig] = None) -> EmbeddedDataCon
     for name, split in ((DET_TRAIN, "train"), (DET_VAL, "val")):
         DatasetCatalog.register(name, lambda name=name: _coco_dicts(config, name))
         MetadataCatalog.get(name).set(
-            json_file=str(config.resolved_root() / "demo_det" / "annotations" / f"instances_{split}.json"),
+            json_file=str(dataset_folder(config, "demo_det") / "annotations" / f"instances_{split}.json"),
             image_root=str(_image_root(config, name)),
             evaluator_type="coco",
             thing_classes=list(CLASS_NAMES),
@@ -241,7 +255,7 @@ def build_all(config: Optional[EmbeddedDataConfig] = None, fashion_mnist: bool =
         start = time.perf_counter()
         manifest = ensure(config)
         seconds = time.perf_counter() - start
-        folder = config.resolved_root() / folder_name
+        folder = dataset_folder(config, folder_name)
         files, size = _folder_stats(folder)
         summary[folder_name] = {
             "path": str(folder),

@@ -8,13 +8,14 @@ import gzip
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import cv2
 import numpy as np
 from tqdm import tqdm
+
+from ...utils.files import atomic_write
 
 __all__ = [
     "CLASS_NAMES", "DEBIAN_DIR", "FashionMNISTNotFoundError", "class_folder_name",
@@ -113,11 +114,9 @@ def unpack_raw(root: Path) -> Path:
         if dst.is_file() and dst.stat().st_size == size:
             continue
         logger.info("Unpacking %s -> %s", src, dst)
-        fd, tmp = tempfile.mkstemp(dir=raw_dir, prefix=name + ".", suffix=".tmp")
         opener = gzip.open if src.suffix == ".gz" else open
-        with opener(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
-        os.replace(tmp, dst)
+        with opener(src, "rb") as fin:
+            atomic_write(dst, lambda fout: shutil.copyfileobj(fin, fout))
     return Path(root)
 
 

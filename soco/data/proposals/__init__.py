@@ -7,10 +7,10 @@ first use (PEP 562 module ``__getattr__``).
 """
 import importlib
 
-from .file_format import load_proposals, save_proposals
+from .file_format import ProposalFile, load_proposals, read_proposal_file, save_proposals
 
-__all__ = ["load_proposals", "save_proposals", "FALLBACK_LEVELS", "soco_filter", "DEFAULT_MAX_SIZE",
-           "DEFAULT_METHOD", "METHODS", "generate", "merge", "propose_file"]
+__all__ = ["ProposalFile", "load_proposals", "read_proposal_file", "save_proposals", "FALLBACK_LEVELS", "soco_filter",
+           "DEFAULT_MAX_SIZE", "DEFAULT_METHOD", "METHODS", "generate", "merge", "propose_file"]
 
 # Name -> sub-module defining it, for the names imported on first use.
 _GENERATOR_NAMES = {

@@ -7,37 +7,54 @@ Layout next to the output ``NAME.pkl``:
 - ``NAME.pkl.shards/chunk_000123.pkl``: the results of images [123*C, 124*C) of the sorted list,
   written atomically once complete. Chunk k belongs to shard k mod n. A rerun skips existing
   chunks, so an interrupted job (Ctrl-C, kill -9, a lost machine) continues where it stopped.
+  A chunk that no longer reads (damaged while copied between machines) is renamed
+  ``chunk_*.pkl.damaged`` and recomputed by its shard's rerun; ``merge`` names it.
 - ``NAME.pkl``: merged from all chunks in order once every chunk exists (automatically at the end
   of a run, or with ``merge``); it depends only on the chunk contents, so a resumed or sharded job
   writes a byte-identical file.
 - ``NAME.summary.json`` and ``NAME.failures.json`` (one ``{"id", "reason"}`` per unreadable image;
-  such images are left out of ``NAME.pkl``).
+  such images have no boxes in ``NAME.pkl``, which lists them under ``failed_ids`` so training
+  skips them).
 
-Memory stays flat: images are decoded one at a time in the workers and at most two chunks of
-results are held by the parent.
+Workers are a ``concurrent.futures.ProcessPoolExecutor``. A worker that dies (the OOM killer on
+a huge image, a crash in a decoder) breaks the pool; the images that were in flight are then
+rerun one at a time in a separate worker, the one whose worker dies again is recorded as a
+failure ("worker died") and the run goes on, so a rerun never meets it again.
+
+Memory stays flat: images are decoded one at a time in the workers and the parent holds the
+results of at most two chunks.
 """
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import pickle
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 from tqdm import tqdm
 
 from ..image_folder import list_images
 from ..image_io import ImageReadError, decode_rgb
-from .file_format import atomic_write_bytes, save_proposals
+from ...utils.files import atomic_write_bytes
+from .file_format import save_proposals
 from .filtering import FALLBACK_LEVELS, PAPER_MIN_SIDE, PAPER_SCALE_RANGE, soco_filter
 from .methods import DEFAULT_MAX_SIZE, DEFAULT_METHOD, METHODS, method_settings, resize_longer_side, scale_boxes
 
 __all__ = ["propose_file", "generate", "merge", "output_paths", "default_num_workers"]
 
-MANIFEST_VERSION = 2
+logger = logging.getLogger(__name__)
+
+# 3: chunks hold each image's size (for the proposal file's ``image_sizes``).
+MANIFEST_VERSION = 3
+# Worker start method: spawn, as forking a process that may hold threads (OpenCV, torch) is unsafe.
+START_METHOD = "spawn"
+WORKER_DIED = "worker died while processing this image (killed, e.g. by the out-of-memory killer, or crashed)"
 # The searched image must allow a 32 px box; smaller images go straight to the whole-image box.
 MIN_SEARCH_SIDE = 32
 
@@ -61,32 +78,116 @@ def propose_file(path: str, method: str, max_size: int | None,
     with ``soco_filter`` (keyword arguments ``box_filter``, default the paper's rule) at the
     original size. Raises ``ImageReadError`` for unreadable files.
     """
+    boxes, level, _ = propose_file_with_size(path, method, max_size, box_filter)
+    return boxes, level
+
+
+def propose_file_with_size(path: str, method: str, max_size: int | None,
+                           box_filter: dict | None = None) -> tuple[np.ndarray, int, tuple[int, int]]:
+    """``propose_file`` -> (boxes, level, (height, width) of the upright original image)."""
     image, original_hw = decode_rgb(path, max_size)
     work = resize_longer_side(image, max_size)
     if min(original_hw) < MIN_SEARCH_SIDE or min(work.shape[:2]) < 2:
         raw = np.zeros((0, 4), np.float32)
     else:
         raw = METHODS[method](work, work.shape[0] / original_hw[0])
-    return soco_filter(scale_boxes(raw, work.shape[:2], original_hw), original_hw, **(box_filter or {}))
+    boxes, level = soco_filter(scale_boxes(raw, work.shape[:2], original_hw), original_hw, **(box_filter or {}))
+    return boxes, level, (int(original_hw[0]), int(original_hw[1]))
 
 
 def _worker_init() -> None:
+    import signal
+
     import cv2
 
     cv2.setNumThreads(1)  # one core per worker: the pool provides the parallelism
+    # Ctrl-C reaches the whole process group: the parent alone handles it (keeps finished
+    # chunks, stops the pool); a worker interrupted mid-image would only look like a death.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _process(task):
     image_id, path, method, max_size, box_filter = task
     start = time.perf_counter()
     try:
-        boxes, level = propose_file(path, method, max_size, box_filter)
+        boxes, level, size = propose_file_with_size(path, method, max_size, box_filter)
         failure = None
     except ImageReadError as e:
-        boxes, level, failure = None, -1, e.reason
+        boxes, level, size, failure = None, -1, None, e.reason
     except Exception as e:  # noqa: BLE001 - a bad image must never stop a 1.28M-image run
-        boxes, level, failure = None, -1, f"{type(e).__name__}: {e}"
-    return image_id, boxes, level, failure, time.perf_counter() - start
+        boxes, level, size, failure = None, -1, None, f"{type(e).__name__}: {e}"
+    return image_id, boxes, level, size, failure, time.perf_counter() - start
+
+
+class _Workers:
+    """A process pool that survives the death of its workers.
+
+    ``run(items)`` maps ``_process`` over ``(key, task)`` pairs and yields ``(key, result)`` in
+    completion order, keeping at most ``2 * num_workers + 2`` tasks submitted. When a worker
+    dies, every task in flight fails with ``BrokenProcessPool`` and nothing says which one
+    killed it: those tasks are rerun one by one in a one-worker pool, where a death names its
+    image, which gets the result "worker died"; then a fresh pool continues.
+    """
+
+    def __init__(self, num_workers: int):
+        self.num_workers = num_workers
+        self.window = 2 * num_workers + 2
+        self.pool = self._new_pool(num_workers)
+        self.single = None
+
+    @staticmethod
+    def _new_pool(n: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(n, mp_context=multiprocessing.get_context(START_METHOD), initializer=_worker_init)
+
+    def run(self, items):
+        items = iter(items)
+        in_flight = {}
+        exhausted = False
+        while True:
+            while not exhausted and len(in_flight) < self.window:
+                item = next(items, None)
+                if item is None:
+                    exhausted = True
+                else:
+                    in_flight[self.pool.submit(_process, item[1])] = item
+            if not in_flight:
+                return
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            suspects = []
+            for future in done:
+                key, task = in_flight.pop(future)
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    suspects.append((key, task))
+                    continue
+                yield key, result
+            if suspects:
+                suspects += in_flight.values()
+                in_flight.clear()
+                self.pool.shutdown(wait=True, cancel_futures=True)
+                logger.warning(f"a proposal worker died; rerunning the {len(suspects)} images it may have "
+                               "been processing one at a time")
+                yield from self._isolate(suspects)
+                self.pool = self._new_pool(self.num_workers)
+
+    def _isolate(self, items):
+        for key, task in items:
+            if self.single is None:
+                self.single = self._new_pool(1)
+            try:
+                result = self.single.submit(_process, task).result()
+            except BrokenProcessPool:
+                self.single.shutdown(wait=True)
+                self.single = None
+                logger.error(f"{task[1]}: {WORKER_DIED}; recorded as a failure")
+                result = (task[0], None, -1, None, WORKER_DIED, 0.0)
+            yield key, result
+
+    def close(self):
+        for pool in (self.pool, self.single):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _manifest(ids, method, max_size, chunk_size, box_filter) -> dict:
@@ -115,8 +216,8 @@ def _chunk_path(shard_dir: str, index: int) -> str:
 
 
 def _write_chunk(shard_dir, index, results) -> None:
-    chunk = {"ids": [], "boxes": [], "levels": [], "failures": [], "seconds": 0.0}
-    for image_id, boxes, level, failure, seconds in results:
+    chunk = {"ids": [], "boxes": [], "levels": [], "sizes": [], "failures": [], "seconds": 0.0}
+    for image_id, boxes, level, size, failure, seconds in results:
         chunk["seconds"] += seconds
         if failure is not None:
             chunk["failures"].append((image_id, failure))
@@ -124,8 +225,41 @@ def _write_chunk(shard_dir, index, results) -> None:
         chunk["ids"].append(image_id)
         chunk["boxes"].append(boxes)
         chunk["levels"].append(level)
+        chunk["sizes"].append(size)
     chunk["levels"] = np.asarray(chunk["levels"], np.int8)
+    chunk["sizes"] = np.asarray(chunk["sizes"], np.int32).reshape(-1, 2)
     atomic_write_bytes(_chunk_path(shard_dir, index), pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+class DamagedChunkError(RuntimeError):
+    """A chunk file that cannot be read back; the message names it."""
+
+
+def _read_chunk(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            chunk = pickle.load(f)
+    except Exception as exc:  # noqa: BLE001 - truncated, overwritten, foreign: all unusable
+        raise DamagedChunkError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(chunk, dict) or not {"ids", "boxes", "levels", "sizes", "failures"} <= set(chunk):
+        raise DamagedChunkError(f"{path}: not a proposal chunk of this version")
+    return chunk
+
+
+def _set_aside_damaged(shard_dir: str, chunks) -> list[int]:
+    """Rename the unreadable ones of ``chunks`` to ``*.damaged`` (so they are recomputed)."""
+    damaged = []
+    for k in chunks:
+        path = _chunk_path(shard_dir, k)
+        if not os.path.exists(path):
+            continue
+        try:
+            _read_chunk(path)
+        except DamagedChunkError as exc:
+            logger.warning(f"{exc}; recomputing it (the file is kept as {os.path.basename(path)}.damaged)")
+            os.replace(path, path + ".damaged")
+            damaged.append(k)
+    return damaged
 
 
 def _parse_shard(shard) -> tuple[int, int]:
@@ -181,49 +315,37 @@ def generate(image_root, output, image_list=None, method=DEFAULT_METHOD, max_siz
 
     num_chunks = (len(ids) + chunk_size - 1) // chunk_size
     mine = range(shard_index, num_chunks, shard_count)
+    _set_aside_damaged(shard_dir, mine)
     pending = [k for k in mine if not os.path.exists(_chunk_path(shard_dir, k))]
     total = sum(len(ids[k * chunk_size:(k + 1) * chunk_size]) for k in mine)
     todo = sum(len(ids[k * chunk_size:(k + 1) * chunk_size]) for k in pending)
     if max_chunks is not None:
         pending = pending[:max_chunks]
 
-    def tasks(k):
-        root = os.path.abspath(image_root)
-        return [(i, os.path.join(root, *i.split("/")), method, max_size, box_filter)
-                for i in ids[k * chunk_size:(k + 1) * chunk_size]]
+    root = os.path.abspath(image_root)
+
+    def tasks():
+        for k in pending:
+            for position, image_id in enumerate(ids[k * chunk_size:(k + 1) * chunk_size]):
+                yield (k, position), (image_id, os.path.join(root, *image_id.split("/")), method, max_size, box_filter)
 
     bar = tqdm(total=total, initial=total - todo, unit="img", disable=not progress, smoothing=0.05,
                desc=f"proposals {method} shard {shard_index}/{shard_count}")
     processed = 0
-    pool = multiprocessing.get_context("spawn").Pool(num_workers, _worker_init) if num_workers > 0 else None
+    workers = _Workers(num_workers) if num_workers > 0 else None
+    results = workers.run(tasks()) if workers else ((key, _process(task)) for key, task in tasks())
+    collected = {}  # chunk index -> results by position; written (and dropped) once complete
     try:
-        # Keep the next chunk queued while the current one is collected, so workers never idle at
-        # a chunk boundary; at most two chunks of results are in memory.
-        in_flight = collections.deque()
-        queue = iter(pending)
-
-        def submit():
-            k = next(queue, None)
-            if k is not None:
-                work = tasks(k)
-                results = pool.imap(_process, work, chunksize=2) if pool else map(_process, work)
-                in_flight.append((k, results))
-
-        submit()
-        submit()
-        while in_flight:
-            k, results = in_flight.popleft()
-            collected = []
-            for result in results:
-                collected.append(result)
-                bar.update(1)
-            _write_chunk(shard_dir, k, collected)
-            processed += len(collected)
-            submit()
+        for (k, position), result in results:
+            size = len(ids[k * chunk_size:(k + 1) * chunk_size])
+            collected.setdefault(k, [None] * size)[position] = result
+            bar.update(1)
+            if all(r is not None for r in collected[k]):
+                _write_chunk(shard_dir, k, collected.pop(k))
+                processed += size
     finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        if workers is not None:
+            workers.close()
         bar.close()
     wall = time.perf_counter() - start
 
@@ -252,16 +374,22 @@ def merge(output, run_stats: dict | None = None) -> dict:
         raise RuntimeError(f"cannot merge {output}: {len(missing)} of {num_chunks} chunks missing "
                            f"(first: {_chunk_path(shard_dir, missing[0])}); finish every shard first")
 
-    ids, boxes, levels, failures, seconds = [], [], [], [], 0.0
+    ids, boxes, levels, sizes, failures, seconds = [], [], [], [], [], 0.0
     for k in range(num_chunks):
-        with open(_chunk_path(shard_dir, k), "rb") as f:
-            chunk = pickle.load(f)
+        try:
+            chunk = _read_chunk(_chunk_path(shard_dir, k))
+        except DamagedChunkError as exc:
+            raise DamagedChunkError(
+                f"cannot merge {output}: {exc}. Rerun tools/gen_proposals.py with the arguments of the "
+                f"shard that owns chunk {k} (shard {k} mod n of --shard i/n); it recomputes the chunk") from exc
         ids += chunk["ids"]
         boxes += chunk["boxes"]
         levels.append(chunk["levels"])
+        sizes.append(chunk["sizes"])
         failures += chunk["failures"]
         seconds += chunk["seconds"]
-    save_proposals(output, ids, boxes)
+    save_proposals(output, ids, boxes, image_sizes=np.concatenate(sizes) if sizes else None,
+                   failures=failures)
 
     counts = np.array([len(b) for b in boxes], np.int64)
     levels = np.concatenate(levels) if levels else np.zeros(0, np.int8)
