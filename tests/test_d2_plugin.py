@@ -50,12 +50,20 @@ def detectron2_checkout():
 def test_stock_train_net_with_the_plugin_line_trains_and_evaluates_c4_on_the_demo_set(tmp_path):
     script = tmp_path / "train_net.py"
     stock = (detectron2_checkout() / "tools" / "train_net.py").read_text()
-    script.write_text("import soco.d2_plugin  # noqa: F401\n" + stock)
+    # The plugin line, then (test sizing only) the validation set's first 4 images as "val4":
+    # COCOEvaluator scores just the images it saw.
+    script.write_text(
+        "import soco.d2_plugin  # noqa: F401\n"
+        "from detectron2.data import DatasetCatalog, MetadataCatalog\n"
+        "DatasetCatalog.register('val4', lambda: DatasetCatalog.get('soco_demo_det_val')[:4])\n"
+        "MetadataCatalog.get('val4').set(**{k: v for k, v in MetadataCatalog.get('soco_demo_det_val').as_dict().items() if k != 'name'})\n"
+        + stock
+    )
     out = tmp_path / "out"
     small = {  # R18-C4 at 96 px, two iterations, few proposals: seconds on a CPU
         "MODEL.DEVICE": "cpu", "MODEL.WEIGHTS": "", "MODEL.RESNETS.DEPTH": "18",
         "MODEL.RESNETS.RES2_OUT_CHANNELS": "64", "MODEL.RESNETS.NORM": "BN", "MODEL.ROI_HEADS.NUM_CLASSES": "10",
-        "DATASETS.TRAIN": "('soco_demo_det_train',)", "DATASETS.TEST": "('soco_demo_det_val',)",
+        "DATASETS.TRAIN": "('soco_demo_det_train',)", "DATASETS.TEST": "('val4',)",
         "INPUT.MIN_SIZE_TRAIN": "(96,)", "INPUT.MAX_SIZE_TRAIN": "128", "INPUT.MIN_SIZE_TEST": "96",
         "INPUT.MAX_SIZE_TEST": "128", "MODEL.RPN.POST_NMS_TOPK_TRAIN": "32", "MODEL.RPN.POST_NMS_TOPK_TEST": "8",
         "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": "16", "SOLVER.IMS_PER_BATCH": "2", "SOLVER.MAX_ITER": "2",
@@ -68,4 +76,5 @@ def test_stock_train_net_with_the_plugin_line_trains_and_evaluates_c4_on_the_dem
     log = (out / "log.txt").read_text() if (out / "log.txt").exists() else result.stderr
     assert result.returncode == 0, log[-4000:]
     assert "Res5ROIHeadsExtraNorm" in log and "(norm): BatchNorm2d(512" in log  # the extra norm after res5
-    assert "Evaluation results for bbox" in log and (out / "model_final.pth").is_file()
+    assert "Start inference on 4 batches" in log and "Evaluation results for bbox" in log
+    assert (out / "model_final.pth").is_file()
