@@ -76,7 +76,7 @@ fi
 
 # setuptools < 82 (constraints.txt): the official Detectron2 imports pkg_resources at run time and
 # builds with these; --no-build-isolation below uses the venv's own.
-log "installing setuptools and wheel ($(grep -E '^(setuptools|wheel)==' "$ROOT/constraints.txt" | tr '\n' ' '))"
+log "installing setuptools and wheel ($(grep -E '^(setuptools|wheel)==' "$ROOT/constraints.txt" | paste -sd' ' -))"
 "${PIP[@]}" setuptools wheel
 
 if "$PY" -c "import torch, torchvision, sys; sys.exit(not (torch.__version__.startswith('$TORCH_VERSION') and torchvision.__version__.startswith('$TORCHVISION_VERSION')))" 2>/dev/null; then
