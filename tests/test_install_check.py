@@ -1,6 +1,7 @@
 """tools/check_install.py finds every Detectron2 import of the project and reports a broken one with
 what to do; tools/install.sh does not call a broken environment "up to date"."""
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -102,6 +103,9 @@ def test_install_rerun_repairs_a_broken_environment_instead_of_up_to_date(tmp_pa
         f'exec "{sys.executable}" "$@"\n'
     )
     python.chmod(0o755)
+    # Whichever Detectron2 this python has is kept (a registry build as if this script built it).
+    build_script = (ROOT / "tools" / "build_detectron2.py").read_bytes()
+    (venv / ".soco-detectron2-registry").write_text(hashlib.sha256(build_script).hexdigest()[:16] + "\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT), SOCO_FASHION_MNIST=str(tmp_path), BREAK="")
     env.pop("DETECTRON2_SRC", None)
     install = ["bash", "tools/install.sh", "--venv", str(venv)]
@@ -109,6 +113,7 @@ def test_install_rerun_repairs_a_broken_environment_instead_of_up_to_date(tmp_pa
     first = _run(install, env)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "[install] ok | torch" in first.stdout and "[install] done in" in first.stdout
+    assert "already importable: kept" in first.stdout
     assert "-m pip install -q setuptools wheel" in pip_log.read_text().splitlines()
     assert _run(install, env).stdout.strip() == f"[install] up to date ({venv})"
 

@@ -98,11 +98,20 @@ elif [ -n "$D2_SRC" ]; then
   rm -f "$d2_built_file"
   "${PIP[@]}" --no-build-isolation "$D2_SRC"
   echo "$D2_SRC@$d2_src_id" > "$d2_built_file"
-elif "$PY" -c "import detectron2" 2>/dev/null; then
-  log "Detectron2 $("$PY" -c 'import detectron2; print(detectron2.__version__)') already importable: kept"
 else
-  log "building Detectron2 0.6 (Python parts) from its registry sdist"
-  "$PY" "$ROOT/tools/build_detectron2.py"
+  # A registry build (+nocsrc) is ours: rebuilt when tools/build_detectron2.py changed since.
+  registry_file="$VENV/.soco-detectron2-registry"
+  registry_id=$(sha256sum "$ROOT/tools/build_detectron2.py" | cut -c1-16)
+  d2_version=$("$PY" -c "import detectron2; print(detectron2.__version__)" 2>/dev/null || true)
+  if [ -n "$d2_version" ] && { [ "${d2_version%+nocsrc}" = "$d2_version" ] || [ "$(cat "$registry_file" 2>/dev/null)" = "$registry_id" ]; }; then
+    log "Detectron2 $d2_version already importable: kept"
+  else
+    [ -n "$d2_version" ] && log "Detectron2 $d2_version was built by another version of tools/build_detectron2.py"
+    log "building Detectron2 0.6 (Python parts) from its registry sdist"
+    rm -f "$registry_file"
+    "$PY" "$ROOT/tools/build_detectron2.py"
+    echo "$registry_id" > "$registry_file"
+  fi
 fi
 
 if [ -d /usr/share/datasets/fashion-mnist ] || [ -n "${SOCO_FASHION_MNIST:-}" ]; then
