@@ -101,6 +101,17 @@ PATCHES = [
         why="COCOeval_opt needs the C++ extension",
     ),
     Patch(
+        "detectron2/layers/nms.py",
+        "torch.ops.detectron2.nms_rotated(boxes, scores, iou_threshold)",
+        "_C.nms_rotated(boxes, scores, iou_threshold)",
+        why="torch.ops.detectron2 is empty without C++ ops: go through the stand-in's clear error",
+    ),
+    Patch(
+        "detectron2/layers/nms.py",
+        "from torchvision.ops import nms  # BC-compat\n",
+        "from torchvision.ops import nms  # BC-compat\n\nfrom detectron2 import _C\n",
+    ),
+    Patch(
         "detectron2/modeling/anchor_generator.py",
         "torch.meshgrid(shifts_y, shifts_x)",
         'torch.meshgrid(shifts_y, shifts_x, indexing="ij")',
@@ -122,8 +133,8 @@ PATCHES = [
 C_STUB = f'''"""Stand-in for Detectron2's C++/CUDA extension, which this build ({LOCAL_VERSION}) lacks.
 
 Detectron2's pure-Python paths (ResNet, FPN, RPN, ROIAlign via torchvision, ROI heads, trainers,
-checkpointer, COCO evaluation) do not need it. Ops that do (rotated boxes, deformable conv,
-ROIAlignRotated) raise a clear error when called.
+checkpointer, COCO evaluation) do not need it. Ops that do (rotated-box IoU and NMS,
+ROIAlignRotated, deformable convolution on GPU) raise a clear error when called.
 """
 
 
@@ -144,7 +155,8 @@ def __getattr__(name):
         raise AttributeError(name)
     raise RuntimeError(
         f"detectron2._C.{{name}} is a C++ op, and this Detectron2 ({LOCAL_VERSION}) was installed "
-        "without C++ ops (rotated boxes, deformable convolution and ROIAlignRotated need them). "
+        "without C++ ops (rotated-box IoU and NMS, ROIAlignRotated and deformable convolution on GPU "
+        "need them). "
         "Build Detectron2 from source to use it: tools/install.sh --detectron2-src PATH_TO_CHECKOUT"
     )
 '''
