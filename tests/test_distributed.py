@@ -20,7 +20,10 @@ from soco.engine.launch import launch
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
 # Float tolerance of 2 x B against 1 x 2B (different summation orders) after STEPS steps.
-LOSS_TOL, GRAD_TOL, WEIGHT_TOL = 1e-5, 1e-5, 1e-5
+# Weights: the demo configs' optimiser (LARS at lr 1.0, momentum 0.9; BN and bias parameters
+# take plain steps of lr x gradient) turns gradient differences of float noise (<= 1e-6) into
+# weight differences up to ~2e-5 after STEPS steps (measured: SoCo 2.2e-5, the others < 2e-6).
+LOSS_TOL, GRAD_TOL, WEIGHT_TOL = 1e-5, 1e-5, 5e-5
 
 
 @pytest.fixture(scope="module")

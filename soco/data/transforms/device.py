@@ -22,7 +22,7 @@ def apply_deferred_photometric(batch: List[Dict[str, Any]], device) -> List[Dict
     of a deferred key become uint8 tensors on ``device``; the ``"photometric"`` entry is dropped.
     Every dict of a batch must defer the same keys with the same number of views.
     """
-    if not batch or "photometric" not in batch[0]:
+    if not batch or not isinstance(batch[0], dict) or "photometric" not in batch[0]:
         return batch
     keys = list(batch[0]["photometric"])
     if any(list(d.get("photometric", {})) != keys for d in batch):
