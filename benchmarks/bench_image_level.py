@@ -81,13 +81,7 @@ def make_batch(cfg, images):
     from soco.data.method_data import build_mapper
 
     mapper = build_mapper(cfg)
-    batch = []
-    for i in range(cfg.SOLVER.IMS_PER_BATCH):
-        image = images[i % len(images)]
-        item = {key: t(image) for key, t in mapper.view_sets.items()}
-        item.update(image_id=str(i), instance_index=i)
-        batch.append(item)
-    return batch
+    return [mapper.map_image(images[i % len(images)], str(i), i) for i in range(cfg.SOLVER.IMS_PER_BATCH)]
 
 
 def time_one(name: str, args) -> dict:

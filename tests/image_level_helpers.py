@@ -47,9 +47,7 @@ def random_batch(cfg, num: int = 8, size: int = 32):
     batch = []
     for i in range(num):
         image = torch.from_numpy((rng.rand(size, size, 3) * 255).astype(np.uint8)).permute(2, 0, 1)
-        item = {key: t(image) for key, t in mapper.view_sets.items()}
-        item.update(image_id=str(i), instance_index=i)
-        batch.append(item)
+        batch.append(mapper.map_image(image, str(i), i))
     return batch
 
 

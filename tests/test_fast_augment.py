@@ -346,7 +346,8 @@ def test_device_path_resumes_exactly(tmp_path):
     shutil.copy(os.path.join(tmp_path / "a", "model_0000000.pth"), tmp_path / "b")
     (tmp_path / "b" / "last_checkpoint").write_text("model_0000000.pth")
     losses_b = raw_losses(run_pretraining(tiny_byol_cfg(str(root), tmp_path / "b", **opts), resume=True))
-    assert sorted(losses_b) == [1, 2] and all(losses_b[i] == losses_a[i] for i in (1, 2))
+    # 0 comes back from the checkpoint (smoothed metrics continue), 1 and 2 are recomputed.
+    assert losses_b == losses_a
     torch.manual_seed(0)
     cpu = raw_losses(run_pretraining(tiny_byol_cfg(str(root), tmp_path / "c", **dict(opts, **{"PRETRAIN.AUGMENT_ON": "cpu"}))))
     # Same weights, views equal but for a level on a few pixels: the first losses agree closely

@@ -16,6 +16,8 @@ with further CPU operations after the photometric ones (CLSA's strong views) sta
 
 from typing import Any, Dict, List, Optional, Sequence
 
+import torch
+
 from .image_io import ImageReadError, read_image_chw
 from .transforms.augment import AUGMENT_IMPLS, set_augment_impl
 from .transforms.byol import build_byol_transform
@@ -58,6 +60,13 @@ class ImageLevelMapper:
             image = read_image_chw(dataset_dict["file_name"])
         except ImageReadError:
             return None
+        return self.map_image(image, dataset_dict["image_id"], dataset_dict.get("instance_index"))
+
+    def map_image(self, image: torch.Tensor, image_id: str, instance_index: Optional[int] = None) -> Dict[str, Any]:
+        """The mapped dict of an image already in memory: ``image`` RGB uint8 (3, H, W) -> every
+        view set's views (and deferred parameters), ``image_id``, ``instance_index`` if given.
+        What ``__call__`` returns for a file, for callers that hold images (in-memory checks,
+        benchmarks, tests)."""
         out: Dict[str, Any] = {}
         for key, transform in self.view_sets.items():
             if key in self.deferred_keys:
@@ -65,9 +74,9 @@ class ImageLevelMapper:
                 out.setdefault("photometric", {})[key] = params
             else:
                 out[key] = transform(image)
-        out["image_id"] = dataset_dict["image_id"]
-        if "instance_index" in dataset_dict:
-            out["instance_index"] = int(dataset_dict["instance_index"])
+        out["image_id"] = image_id
+        if instance_index is not None:
+            out["instance_index"] = int(instance_index)
         return out
 
 

@@ -100,11 +100,7 @@ def pretrain_in_memory(
     start = time.perf_counter()
     for it in range(steps):
         idx = torch.randint(len(images), (cfg.SOLVER.IMS_PER_BATCH,), generator=gen)
-        batch = []
-        for i in idx.tolist():
-            item = {key: t(images[i]) for key, t in mapper.view_sets.items()}
-            item.update(image_id=str(i), instance_index=i)
-            batch.append(item)
+        batch = [mapper.map_image(images[i], str(i), i) for i in idx.tolist()]
         if unpaired_views:
             batch = unpair_views(batch)
         metrics, _ = training_step(model, lambda: batch, optimizer, it, steps, scheduler=scheduler)
