@@ -132,8 +132,14 @@ def measure_speed(args, proposal_file):
     """Runs in a fresh process: both methods' steps interleaved (BYOL, SoCo, BYOL, ...), so
     both see the same machine load; per-step seconds after ``args.warmup`` untimed rounds."""
     torch = _setup_torch(args)
-    cuda = args.device.startswith("cuda")
     steps = {m: build_training_step(m, args, proposal_file)[0] for m in ("BYOL", "SoCo")}
+    return time_interleaved(torch, steps, args)
+
+
+def time_interleaved(torch, steps, args):
+    """{name: per-step seconds after ``args.warmup`` untimed rounds} of ``steps`` (name ->
+    step(iteration, total)) run in turn each round, so every one sees the same machine load."""
+    cuda = args.device.startswith("cuda")
     total = args.warmup + args.iters
     times = {m: [] for m in steps}
     for it in range(total):
@@ -149,7 +155,7 @@ def measure_speed(args, proposal_file):
     return times
 
 
-# SoCo variants of issue 17: the paper's views against the official pipeline with cutout (the
+# SoCo variants: the paper's views against the official pipeline with cutout (the
 # official FPN 100-epoch script), and fp32 against mixed precision.
 VARIANTS = {
     "paper fp32": ((), False),
@@ -162,21 +168,9 @@ def measure_variants(args, proposal_file):
     """Runs in a fresh process: per-step seconds of each SoCo variant, steps interleaved, and the
     mapper's milliseconds per image of the two view modes."""
     torch = _setup_torch(args)
-    cuda = args.device.startswith("cuda")
     steps = {name: build_training_step("SoCo", args, proposal_file, opts, amp)[0]
              for name, (opts, amp) in VARIANTS.items()}
-    total = args.warmup + args.iters
-    times = {name: [] for name in steps}
-    for it in range(total):
-        for name, step in steps.items():
-            if cuda:
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            step(it, total)
-            if cuda:
-                torch.cuda.synchronize()
-            if it >= args.warmup:
-                times[name].append(time.perf_counter() - start)
+    times = time_interleaved(torch, steps, args)
     from soco.data.method_data import build_mapper, prepare_dataset_dicts
 
     mapper_ms = {}

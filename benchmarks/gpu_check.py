@@ -102,11 +102,10 @@ def step_flops(model, batch, cfg) -> float:
 def run_variant(method: str, variant: str, args) -> dict:
     from detectron2.utils import comm
 
-    from soco.engine.pretrain import wrap_ddp
+    from soco.engine.pretrain import prepare_for_training
     from soco.engine.step import make_grad_scaler, training_step
     from soco.modeling.distributed import broadcast_module_state
     from soco.modeling.meta_arch import build_pretrain_model
-    from soco.solver import build_optimizer
 
     world = comm.get_world_size()
     if "syncbn" in variant and (world < 2 or args.smoke):
@@ -118,14 +117,7 @@ def run_variant(method: str, variant: str, args) -> dict:
     broadcast_module_state(model)
     batch = synthetic_batch(cfg, model, cfg.SOLVER.IMS_PER_BATCH // world)
     flops = step_flops(model, batch, cfg)
-    if cfg.PRETRAIN.SYNC_BN:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if cfg.PRETRAIN.CHANNELS_LAST:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(cfg, model)
-    train_model = wrap_ddp(model, cfg.MODEL.DEVICE)
-    if cfg.PRETRAIN.COMPILE:
-        train_model = torch.compile(train_model)
+    model, optimizer, train_model = prepare_for_training(model, cfg)
     model.train()
     scaler = make_grad_scaler(cfg.SOLVER.AMP.ENABLED, device.type)
 

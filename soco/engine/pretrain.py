@@ -26,6 +26,7 @@ __all__ = [
     "check_resumed_config",
     "agreed_checkpoint",
     "wrap_ddp",
+    "prepare_for_training",
     "build_pretrain_trainer",
     "run_pretraining",
 ]
@@ -121,6 +122,22 @@ def wrap_ddp(model: torch.nn.Module, device: str) -> torch.nn.Module:
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
 
 
+def prepare_for_training(model: torch.nn.Module, cfg: CfgNode):
+    """(model, optimizer, train_model): SyncBN on GPUs under DDP (``PRETRAIN.SYNC_BN``),
+    channels_last (``PRETRAIN.CHANNELS_LAST``), the optimiser, then the model the step runs:
+    DDP over several processes, ``torch.compile`` (``PRETRAIN.COMPILE``). ``model`` stays the
+    unwrapped meta-architecture (what checkpoints save)."""
+    if cfg.PRETRAIN.SYNC_BN and comm.get_world_size() > 1 and cfg.MODEL.DEVICE.startswith("cuda"):
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if cfg.PRETRAIN.CHANNELS_LAST:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg, model)
+    train_model = wrap_ddp(model, cfg.MODEL.DEVICE)
+    if cfg.PRETRAIN.COMPILE:
+        train_model = torch.compile(train_model)
+    return model, optimizer, train_model
+
+
 def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[PretrainTrainer, int, CfgNode]:
     """Data (the method's preparation and mapper from ``soco.data.method_data``) -> resolved
     schedule -> model (given the dataset size) -> optimiser -> trainer with hooks -> (resumed) state.
@@ -143,15 +160,7 @@ def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[Pretrain
     # Random initialisations (weights, CoKe's centres, CLSA's queue) are drawn per process
     # (seeds differ by rank): rank 0's become everyone's.
     broadcast_module_state(model)
-    on_gpu_ddp = world_size > 1 and cfg.MODEL.DEVICE.startswith("cuda")
-    if cfg.PRETRAIN.SYNC_BN and on_gpu_ddp:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if cfg.PRETRAIN.CHANNELS_LAST:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(cfg, model)
-    train_model = wrap_ddp(model, cfg.MODEL.DEVICE)
-    if cfg.PRETRAIN.COMPILE:
-        train_model = torch.compile(train_model)
+    model, optimizer, train_model = prepare_for_training(model, cfg)
 
     loader = build_pretrain_loader(
         cfg, dicts, build_mapper(cfg), _data_seed(cfg), comm.get_rank(), world_size
