@@ -6,6 +6,8 @@ Names (see ``DATASET_NAMES``):
   ``soco_demo_det_val``     same, items drawn from the Fashion-MNIST test split
   ``fashion_mnist_train``   ImageFolder of 28x28 PNGs; dicts also carry ``label``
   ``fashion_mnist_test``
+  ``soco_demo_pool``        unlabelled mosaics like the detection set's, other images (few-label demo)
+  ``soco_demo_det_train_few`` the first ``few_label_images`` images of ``soco_demo_det_train``
 
 Datasets are built on first use (``DatasetCatalog.get``, :func:`image_root`) or all
 at once by :func:`build_all`, into ``<root>/demo_photos``, ``<root>/demo_det`` and
@@ -24,6 +26,7 @@ from .cache import cached_build, dataset_root, write_json_atomic
 from .detection import PasteParams, build_coco_split
 from .fashion_mnist import CLASS_NAMES, build_fashion_mnist_folder, class_folder_name, load_split, unpack_raw
 from .photos import build_demo_photos, load_source_photos
+from .pool import build_pool, first_images, pool_dicts
 
 __all__ = [
     "DATASET_NAMES", "EmbeddedDataConfig", "register_all", "image_root", "build_all", "current_config",
@@ -32,7 +35,8 @@ __all__ = [
 PHOTOS = "soco_demo_photos"
 DET_TRAIN, DET_VAL = "soco_demo_det_train", "soco_demo_det_val"
 FMNIST_TRAIN, FMNIST_TEST = "fashion_mnist_train", "fashion_mnist_test"
-DATASET_NAMES = (PHOTOS, DET_TRAIN, DET_VAL, FMNIST_TRAIN, FMNIST_TEST)
+POOL, DET_TRAIN_FEW = "soco_demo_pool", "soco_demo_det_train_few"
+DATASET_NAMES = (PHOTOS, DET_TRAIN, DET_VAL, FMNIST_TRAIN, FMNIST_TEST, POOL, DET_TRAIN_FEW)
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,9 @@ class EmbeddedDataConfig:
 
     ``root`` None means env ``SOCO_DATASETS`` or ``<repository>/datasets`` (resolved
     when the config is registered). ``fashion_limit`` keeps the first N items of each
-    Fashion-MNIST split (None: all 60000 / 10000).
+    Fashion-MNIST split (None: all 60000 / 10000). ``pool_images``: size of the unlabelled
+    pool; ``few_label_images``: how many of the detection set's training images the few-label
+    set keeps.
     """
 
     root: Optional[str] = None
@@ -52,6 +58,8 @@ class EmbeddedDataConfig:
     det_val_images: int = 200
     paste: PasteParams = field(default_factory=PasteParams)
     fashion_limit: Optional[int] = None
+    pool_images: int = 3000
+    few_label_images: int = 64
 
     def resolved_root(self) -> Path:
         return dataset_root(self.root)
@@ -114,12 +122,23 @@ def _ensure_fashion_mnist(cfg: EmbeddedDataConfig) -> dict:
     )
 
 
+def _ensure_pool(cfg: EmbeddedDataConfig) -> dict:
+    root = cfg.resolved_root()
+    unpack_raw(root)
+    params = {"seed": cfg.seed, "images": cfg.pool_images, "paste": asdict(cfg.paste)}
+    return cached_build(
+        root / "demo_pool", params, lambda tmp: build_pool(tmp, root, cfg.pool_images, cfg.seed, cfg.paste)
+    )
+
+
 _ENSURE = {
     PHOTOS: _ensure_photos,
     DET_TRAIN: _ensure_detection,
     DET_VAL: _ensure_detection,
     FMNIST_TRAIN: _ensure_fashion_mnist,
     FMNIST_TEST: _ensure_fashion_mnist,
+    POOL: _ensure_pool,
+    DET_TRAIN_FEW: _ensure_detection,
 }
 
 
@@ -131,6 +150,8 @@ def _image_root(cfg: EmbeddedDataConfig, name: str) -> Path:
         DET_VAL: root / "demo_det" / "val",
         FMNIST_TRAIN: root / "fashion_mnist" / "train",
         FMNIST_TEST: root / "fashion_mnist" / "test",
+        POOL: root / "demo_pool" / "images",
+        DET_TRAIN_FEW: root / "demo_det" / "train",
     }[name]
 
 
@@ -204,6 +225,14 @@ def register_all(config: Optional[EmbeddedDataConfig] = None) -> EmbeddedDataCon
             evaluator_type="coco",
             thing_classes=list(CLASS_NAMES),
         )
+    DatasetCatalog.register(POOL, lambda: pool_dicts(_image_root(config, POOL), _ensure_pool(config)["info"]))
+    MetadataCatalog.get(POOL).set(image_root=str(_image_root(config, POOL)))
+    DatasetCatalog.register(
+        DET_TRAIN_FEW,
+        lambda: first_images(_coco_dicts(config, DET_TRAIN), config.few_label_images, DET_TRAIN_FEW),
+    )
+    MetadataCatalog.get(DET_TRAIN_FEW).set(image_root=str(_image_root(config, DET_TRAIN)),
+                                           thing_classes=list(CLASS_NAMES))
     for name in (FMNIST_TRAIN, FMNIST_TEST):
         DatasetCatalog.register(name, lambda name=name: _fashion_dicts(config, name))
         MetadataCatalog.get(name).set(image_root=str(_image_root(config, name)), thing_classes=list(CLASS_NAMES))
@@ -220,12 +249,16 @@ def _folder_stats(folder: Path) -> Tuple[int, int]:
     return count, size
 
 
-def build_all(config: Optional[EmbeddedDataConfig] = None, fashion_mnist: bool = True) -> Dict[str, dict]:
+def build_all(
+    config: Optional[EmbeddedDataConfig] = None, fashion_mnist: bool = True, pool: bool = False
+) -> Dict[str, dict]:
     """Build (or find cached) every embedded dataset and register them for ``config``.
 
     Args:
         fashion_mnist: False skips the Fashion-MNIST folder (the detection set still
             needs the Fashion-MNIST files).
+        pool: True also builds the few-label setting's unlabelled pool (``soco_demo_pool``,
+            about 40 MB per 1000 images; otherwise built on first use).
     Returns:
         Folder name -> ``{"path", "files", "bytes", "seconds", "build_seconds", "info"}``
         (``seconds``: this call, small when cached; ``build_seconds``: when built); ``info``
@@ -237,6 +270,8 @@ def build_all(config: Optional[EmbeddedDataConfig] = None, fashion_mnist: bool =
     steps = [("demo_photos", _ensure_photos), ("demo_det", _ensure_detection)]
     if fashion_mnist:
         steps.append(("fashion_mnist", _ensure_fashion_mnist))
+    if pool:
+        steps.append(("demo_pool", _ensure_pool))
     for folder_name, ensure in steps:
         start = time.perf_counter()
         manifest = ensure(config)
