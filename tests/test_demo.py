@@ -155,6 +155,17 @@ def test_table_runs_and_plot(tmp_path):
     assert not (tmp_path / "r.json.tmp").exists()
 
 
+def test_markdown_table_over_settings():
+    summary = {"results": results.summarise(RUNS, PROBES), "differences": results.differences(RUNS, PROBES, "random init")}
+    table = report.format_markdown({"few-label": summary, "current": {**summary, "differences": {}}})
+    lines = table.splitlines()
+    assert lines[0].startswith("| setting | start | seeds (pretrain x fine-tune) | probe kNN %")
+    assert lines[2] == "| few-label | random init | 3 | 31.00 ± 0.58 | 30.00 ± 0.58 | 8.67 ± 0.33 | 17.33 ± 0.67 |  |"
+    assert lines[3] == ("| few-label | SoCo | 2 x 3 | 41.00 ± 1.00 | 42.00 ± 1.00 | 11.00 ± 0.37 | 22.00 ± 0.73 "
+                        "| **+2.33 [+0.90, +3.77]** |")
+    assert lines[5].startswith("| current | SoCo | 2 x 3 |") and lines[5].endswith("|  |")
+
+
 def test_every_method_sees_the_same_images():
     """iterations x batch is equal for every method within each budget."""
     from soco.config import load_pretrain_config

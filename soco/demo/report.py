@@ -7,7 +7,7 @@ from typing import Dict, List, Tuple
 
 from .results import METRICS, PROBE_METRICS
 
-__all__ = ["format_value", "format_table", "format_runs", "plot", "write_json_atomic"]
+__all__ = ["format_value", "format_table", "format_markdown", "format_runs", "plot", "write_json_atomic"]
 
 _HEADERS = {"knn_top1": "probe kNN %", "linear_top1": "probe lin. %", "AP": "AP", "AP50": "AP50", "AP75": "AP75"}
 
@@ -41,6 +41,26 @@ def format_table(rows: Dict[str, Dict], diffs: Dict[str, Dict] = None, baseline:
             d = diffs[name]
             line += f"   {_signed(d['AP']) if 'AP' in d else '-':<32}{_signed(d['knn_top1']) if 'knn_top1' in d else '-'}"
         lines.append(line)
+    return "\n".join(lines)
+
+
+def format_markdown(summaries: Dict[str, Dict], baseline: str = "random init") -> str:
+    """One markdown table over settings: ``summaries`` maps a setting's name to the results dict
+    of :func:`soco.demo.pipeline.run_comparison` (its ``results`` and ``differences``). Columns:
+    setting, start, pretraining x fine-tuning seeds, probe kNN and linear, AP, AP50 (mean ±
+    standard error) and the AP difference from ``baseline`` with its 95 % interval (bold where
+    it excludes 0)."""
+    lines = ["| setting | start | seeds (pretrain x fine-tune) | probe kNN % | probe linear % | AP | AP50 "
+             f"| AP - {baseline} [95% CI] |", "|---|---|---|---|---|---|---|---|"]
+    for setting, summary in summaries.items():
+        for name, r in summary["results"].items():
+            pseeds = len({x["pretrain_seed"] for x in r["per_run"]})
+            fseeds = len({x["seed"] for x in r["per_run"]})
+            seeds = f"{fseeds}" if name == baseline else f"{pseeds} x {fseeds}"
+            cells = [format_value(r[k], r["se"][k]) if k in r else "-" for k in ("knn_top1", "linear_top1", "AP", "AP50")]
+            d = summary.get("differences", {}).get(name, {}).get("AP")
+            diff = "" if d is None else (f"**{_signed(d)[:-2]}**" if d["exceeds_noise"] else _signed(d))
+            lines.append(f"| {setting} | {name} | {seeds} | " + " | ".join(cells) + f" | {diff} |")
     return "\n".join(lines)
 
 
