@@ -11,7 +11,7 @@ Names (see ``DATASET_NAMES``):
 
 Datasets are built on first use (``DatasetCatalog.get``, :func:`image_root`) or all
 at once by :func:`build_all`, into ``<root>/demo_photos``, ``<root>/demo_det`` and
-``<root>/fashion_mnist``.
+``<root>/fashion_mnist`` (and ``<root>/demo_pool``, built on first use or with ``pool=True``).
 """
 import os
 import time
