@@ -265,3 +265,14 @@ def test_seeds_below_one_are_refused(tmp_path, capsys):
         demo.main(["--quick", "--budget", "long", "--output", str(tmp_path / "demo")])
     assert "contradicts --budget long" in capsys.readouterr().err
     assert not (tmp_path / "demo").exists()
+
+
+def test_bench_transfer_refuses_unknown_settings_and_methods(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_transfer", os.path.join(REPO, "benchmarks", "bench_transfer.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for argv in (["--settings", "few-label,imagenet"], ["--methods", "SoCo,MoCo"], ["--seeds", "0"]):
+        with pytest.raises(SystemExit):
+            bench.main([*argv, "--output", str(tmp_path / "bench")])
+        assert "unknown setting or method" in capsys.readouterr().err
+    assert not (tmp_path / "bench").exists()
