@@ -276,3 +276,32 @@ def test_bench_transfer_refuses_unknown_settings_and_methods(tmp_path, capsys):
             bench.main([*argv, "--output", str(tmp_path / "bench")])
         assert "unknown setting or method" in capsys.readouterr().err
     assert not (tmp_path / "bench").exists()
+
+
+def test_collect_finished_reads_the_steps_done_so_far(tmp_path):
+    from soco.demo.pipeline import collect_finished
+
+    def fine_tune(name, ap):
+        folder = tmp_path / f"finetune_{name}"
+        folder.mkdir()
+        (folder / "eval_results.json").write_text(json.dumps({"bbox": {"AP": ap, "AP50": 2 * ap, "AP75": float("nan")}}))
+        (folder / "metrics.json").write_text('{"iteration": 9, "total_loss": 1.5}\n{"iteration": 9, "bbox/AP": %s}\n' % ap)
+
+    fine_tune("random_seed1", 8.0)
+    fine_tune("random_seed2", 9.0)
+    fine_tune("soco_p1_seed2", 11.0)
+    fine_tune("smog_p0_seed1", 7.0)
+    (tmp_path / "finetune_soco_p0_seed1").mkdir()  # still running: no eval_results.json
+    for name, seed, knn in (("random_seed1", 1, 30.0), ("random_seed2", 2, 32.0), ("coke_p0", 1, 35.0)):
+        (tmp_path / f"probe_{name}.json").write_text(json.dumps({"seed": seed, "knn_top1": knn, "linear_top1": 1.0}))
+    found = collect_finished(str(tmp_path), settings.BUDGETS["quick"])
+    assert [(r["start"], r["pretrain_seed"], r["seed"], r["AP"], r["AP75"]) for r in found["runs"]] == [
+        ("random init", None, 1, 8.0, 0.0), ("random init", None, 2, 9.0, 0.0), ("SoCo", 1, 2, 11.0, 0.0),
+        ("SMoG", 0, 1, 7.0, 0.0)]
+    assert found["runs"][0]["ap_iterations"] == [10] and found["runs"][0]["total_loss"] == [1.5]
+    assert list(found["results"]) == ["random init", "SoCo", "SMoG", "CoKe"]
+    assert found["results"]["CoKe"]["runs"] == 0 and found["results"]["CoKe"]["knn_top1"] == 35.0
+    assert found["differences"]["SoCo"]["AP"]["mean"] == 2.0  # paired with random init's seed 2
+    assert found["differences"]["CoKe"]["knn_top1"]["mean"] == 4.0
+    assert "CoKe: (not fine-tuned yet)" in found["per_run"]
+    assert found["table"].splitlines()[4].startswith("CoKe")

@@ -38,7 +38,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from soco.demo.pipeline import PLOT_FILE, RESULTS_FILE, run_comparison  # noqa: E402
+from soco.demo.pipeline import PLOT_FILE, RESULTS_FILE, collect_finished, run_comparison  # noqa: E402
 from soco.demo.settings import BUDGETS, METHODS, SETTINGS  # noqa: E402
 from soco.demo.steps import StepFailed  # noqa: E402
 
@@ -76,6 +76,9 @@ def main(argv=None) -> int:
                         help="output folder (default: output/demo, output/demo_quick, or "
                              "output/demo_<setting>_<budget>)")
     parser.add_argument("--fresh", action="store_true", help="delete the output folder first")
+    parser.add_argument("--collect", action="store_true",
+                        help="run nothing: print the table of the fine-tunes and probes finished so far in the "
+                             "output folder (of a comparison still running, or interrupted)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                         help="independent steps run at once, each with cores/jobs threads (default: "
                              "2 where there are 2 cores or more)")
@@ -99,6 +102,13 @@ def main(argv=None) -> int:
         out = os.path.join(REPO, "output", "demo" + ("_quick" if budget.name == "quick" else ""))
     else:
         out = os.path.join(REPO, "output", f"demo_{setting.name}_{budget.name}")
+    if args.collect:
+        if not os.path.isdir(out):
+            parser.error(f"--collect: {out} does not exist")
+        found = collect_finished(out, budget)
+        print(f"finished so far in {out}: {len(found['runs'])} fine-tunes, {len(found['probes'])} probes\n"
+              f"{found['table']}\nAP per fine-tune:\n{found['per_run']}")
+        return 0
     if args.fresh and os.path.isdir(out):
         shutil.rmtree(out)
     try:

@@ -6,17 +6,19 @@ Pretrainings are queued first: a fine-tune or probe that waits for its weights o
 they are being made, so the pool never blocks on work it has not begun.
 """
 
+import json
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Sequence
 
 from .report import format_runs, format_table, plot, write_json_atomic
 from .results import differences, read_metrics, summarise
-from .settings import RANDOM_INIT, Budget, Setting
-from .steps import Runner, StepFailed, finetune, image_subset, pretrain, pretrain_dirs, probe, proposals
+from .settings import METHODS, RANDOM_INIT, Budget, Setting
+from .steps import Runner, StepFailed, finetune, image_subset, pretrain, pretrain_dirs, probe, proposals, read_finetune
 
-__all__ = ["run_comparison", "RESULTS_FILE", "PLOT_FILE"]
+__all__ = ["run_comparison", "collect_finished", "RESULTS_FILE", "PLOT_FILE"]
 
 RESULTS_FILE, PLOT_FILE = "demo_results.json", "demo_results.png"
 
@@ -109,3 +111,38 @@ def run_comparison(setting: Setting, budget: Budget, methods: Sequence[str], pre
     summary["table"] = format_table(rows, diffs if len(rows) > 1 else None, RANDOM_INIT)
     summary["per_run"] = format_runs(rows)
     return summary
+
+
+def _start_of(name: str):
+    """Step name -> (start, pretraining seed): "random" -> (random init, None), "soco_p1" -> (SoCo, 1)."""
+    if name == "random":
+        return RANDOM_INIT, None
+    method, pseed = re.fullmatch(r"(\w+?)_p(\d+)", name).groups()
+    return {m.lower(): m for m in METHODS}[method], int(pseed)
+
+
+def collect_finished(out: str, budget: Budget) -> Dict:
+    """The runs and probes that have finished in ``out`` so far (while a comparison is still
+    running, or after an interrupted one), reduced like :func:`run_comparison`'s results:
+    {"runs", "probes", "results", "differences", "table", "per_run"}."""
+    runs, probes = [], []
+    for entry in sorted(os.listdir(out)):
+        match = re.fullmatch(r"finetune_(\w+)_seed(\d+)", entry)
+        if match and os.path.exists(os.path.join(out, entry, "eval_results.json")):
+            start, pseed = _start_of(match.group(1))
+            runs.append({"start": start, "pretrain_seed": pseed, "seed": int(match.group(2)),
+                         **read_finetune(os.path.join(out, entry), budget.finetune_iters)})
+        match = re.fullmatch(r"probe_(\w+)\.json", entry)
+        if match:
+            with open(os.path.join(out, entry)) as f:
+                result = json.load(f)
+            name = match.group(1)
+            start, pseed = _start_of("random" if name.startswith("random_seed") else name)
+            probes.append({"start": start, "pretrain_seed": pseed, "seed": result["seed"],
+                           **{k: result[k] for k in ("knn_top1", "linear_top1") if k in result}})
+    order = {RANDOM_INIT: -1, **{m: i for i, m in enumerate(METHODS)}}
+    runs.sort(key=lambda r: (order[r["start"]], r["pretrain_seed"] or 0, r["seed"]))
+    rows = summarise(runs, probes)
+    diffs = differences(runs, probes, RANDOM_INIT)
+    return {"runs": runs, "probes": probes, "results": rows, "differences": diffs,
+            "table": format_table(rows, diffs if len(rows) > 1 else None, RANDOM_INIT), "per_run": format_runs(rows)}

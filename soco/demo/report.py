@@ -71,7 +71,7 @@ def format_runs(rows: Dict[str, Dict]) -> str:
         runs = " ".join(
             (f"p{x['pretrain_seed']}/" if x["pretrain_seed"] is not None else "") + f"f{x['seed']} {x['AP']:.2f}"
             for x in r["per_run"])
-        lines.append(f"  {name}: {runs}")
+        lines.append(f"  {name}: {runs or '(not fine-tuned yet)'}")
     return "\n".join(lines)
 
 

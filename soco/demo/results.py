@@ -44,21 +44,24 @@ def _mean_curves(curves: List[List[float]]) -> List[float]:
 
 
 def summarise(runs: List[Dict], probes: List[Dict]) -> Dict[str, Dict]:
-    """One row per start (in order of first appearance in ``runs``): the mean of each metric
-    (``AP``, ..., ``knn_top1``, ``linear_top1``), their standard errors under ``se``, the run and
-    probe counts, each run's and probe's values (``per_run``, ``per_probe``) and the curves
-    averaged over the runs (same budget, so they share their iterations)."""
+    """One row per start (in order of first appearance in ``runs``, then ``probes``): the mean of
+    each metric (``AP``, ..., ``knn_top1``, ``linear_top1``; only those measured), their standard
+    errors under ``se``, the run and probe counts, each run's and probe's values (``per_run``,
+    ``per_probe``) and the curves averaged over the runs (same budget, so they share their
+    iterations; empty for a start not fine-tuned yet)."""
     rows = {}
-    for start in dict.fromkeys(r["start"] for r in runs):
+    for start in dict.fromkeys([r["start"] for r in runs] + [p["start"] for p in probes]):
         mine = [r for r in runs if r["start"] == start]
         mine_probes = [p for p in probes if p["start"] == start]
-        row = {"iterations": mine[0]["iterations"], "ap_iterations": mine[0]["ap_iterations"],
+        row = {"iterations": mine[0]["iterations"] if mine else [],
+               "ap_iterations": mine[0]["ap_iterations"] if mine else [],
                "total_loss": _mean_curves([r["total_loss"] for r in mine]),
                "ap_curve": _mean_curves([r["ap_curve"] for r in mine]), "se": {}, "runs": len(mine),
                "probes": len(mine_probes)}
         for key in METRICS:
-            stat = mean_se([r[key] for r in mine])
-            row[key], row["se"][key] = stat["mean"], stat["se"]
+            if mine:
+                stat = mean_se([r[key] for r in mine])
+                row[key], row["se"][key] = stat["mean"], stat["se"]
         for key in PROBE_METRICS:
             values = [p[key] for p in mine_probes if key in p]
             if values:
@@ -77,7 +80,8 @@ def differences(runs: List[Dict], probes: List[Dict], baseline: str) -> Dict[str
     larger than its noise."""
     base = {r["seed"]: r for r in runs if r["start"] == baseline}
     out = {}
-    for start in dict.fromkeys(r["start"] for r in runs if r["start"] != baseline):
+    starts = [r["start"] for r in runs] + [p["start"] for p in probes]
+    for start in dict.fromkeys(s for s in starts if s != baseline):
         by_seed: Dict[int, List[Dict]] = {}
         for r in runs:
             if r["start"] == start and r["seed"] in base:

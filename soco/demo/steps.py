@@ -11,7 +11,8 @@ from typing import Dict, List, Optional
 from .results import METRICS, nan_to_zero, read_metrics
 from .settings import CONVERT_INCLUDE, FINETUNE_CONFIG, PRETRAIN_CONFIGS, PROPOSAL_FILTER, Budget
 
-__all__ = ["REPO", "StepFailed", "Runner", "image_subset", "proposals", "pretrain", "finetune", "probe"]
+__all__ = ["REPO", "StepFailed", "Runner", "image_subset", "proposals", "pretrain", "finetune", "read_finetune", "probe",
+           "pretrain_dirs"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -116,10 +117,14 @@ def finetune(runner: Runner, name: str, weights: str, budget: Budget, out: str, 
             "SOLVER.WARMUP_ITERS", str(max(1, iters // 6)),
             # AP at evenly spaced points: the plot's convergence curve.
             "TEST.EVAL_PERIOD", str(max(1, iters // budget.evals))]
-    results = os.path.join(run_dir, "eval_results.json")
     runner.run(f"finetune_{name}_seed{seed}", "tools/finetune_net.py", ["--config-file", FINETUNE_CONFIG, *opts],
-               done_file=results)
-    with open(results) as f:
+               done_file=os.path.join(run_dir, "eval_results.json"))
+    return read_finetune(run_dir, iters)
+
+
+def read_finetune(run_dir: str, iters: int) -> Dict:
+    """A finished fine-tune of ``iters`` iterations in ``run_dir``: AP, loss and AP curves."""
+    with open(os.path.join(run_dir, "eval_results.json")) as f:
         bbox = json.load(f)["bbox"]
     metrics = os.path.join(run_dir, "metrics.json")
     its, losses = read_metrics(metrics)
