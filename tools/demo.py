@@ -72,6 +72,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=1,
                         help="fine-tune every start with seeds 1..N (default 1)")
     parser.add_argument("--no-probe", action="store_true", help="skip the item probe of the starts")
+    parser.add_argument("--probe-only", action="store_true",
+                        help="pretrain and probe every start, fine-tune none (minutes per start instead of tens)")
     parser.add_argument("--output", default=None,
                         help="output folder (default: output/demo, output/demo_quick, or "
                              "output/demo_<setting>_<budget>)")
@@ -87,6 +89,8 @@ def main(argv=None) -> int:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
     if args.pretrain_seeds < 1:
         parser.error(f"--pretrain-seeds must be >= 1, got {args.pretrain_seeds}")
+    if args.no_probe and args.probe_only:
+        parser.error("--no-probe and --probe-only leave nothing to measure")
     if args.quick and args.budget not in (None, "quick"):
         parser.error(f"--quick is the quick budget; it contradicts --budget {args.budget}")
     try:
@@ -114,7 +118,7 @@ def main(argv=None) -> int:
     try:
         summary = run_comparison(setting, budget, methods, list(range(args.pretrain_seeds)),
                                  list(range(1, args.seeds + 1)), out, jobs=max(1, args.jobs),
-                                 probe_starts=not args.no_probe)
+                                 probe_starts=not args.no_probe, finetune_starts=not args.probe_only)
     except StepFailed as exc:
         print(f"demo stopped: {exc}", file=sys.stderr)
         return 1
@@ -122,6 +126,10 @@ def main(argv=None) -> int:
     seeds = f"fine-tuning seeds 1-{args.seeds}" if args.seeds > 1 else "fine-tuning seed 1"
     if args.pretrain_seeds > 1:
         seeds += f", pretraining seeds 0-{args.pretrain_seeds - 1}"
+    if args.probe_only:
+        print(f"\nItem probe of each start ({setting.name} setting, {budget.name} budget):\n{summary['table']}")
+        print(f"\nwall time {summary['wall_seconds'] / 60:.1f} min; results: {os.path.join(out, RESULTS_FILE)}")
+        return 0
     print(f"\nFaster R-CNN R18-FPN, {budget.finetune_iters} fine-tuning iterations on {setting.finetune_dataset}, "
           f"COCO box AP on soco_demo_det_val ({setting.name} setting, {budget.name} budget, {seeds}); "
           "mean ± standard error; * = the 95 % interval of the difference excludes 0:")

@@ -28,12 +28,14 @@ def _short(dataset: str) -> str:
 
 
 def run_comparison(setting: Setting, budget: Budget, methods: Sequence[str], pretrain_seeds: Sequence[int],
-                   finetune_seeds: Sequence[int], out: str, jobs: int = 1, probe_starts: bool = True) -> Dict:
+                   finetune_seeds: Sequence[int], out: str, jobs: int = 1, probe_starts: bool = True,
+                   finetune_starts: bool = True) -> Dict:
     """Run every step (reusing finished ones) and write ``out/demo_results.json`` and
     ``out/demo_results.png``; returns the results dict (also printed as a table by the CLI).
 
     Starts: random init (one per fine-tuning seed) and each of ``methods`` x ``pretrain_seeds``,
-    each fine-tuned with every seed of ``finetune_seeds`` on ``setting.finetune_dataset``.
+    each fine-tuned with every seed of ``finetune_seeds`` on ``setting.finetune_dataset``
+    (``finetune_starts`` False: probes only, random init probed with each of those seeds).
     """
     start_time = time.time()
     cores = os.cpu_count() or 1
@@ -80,10 +82,11 @@ def run_comparison(setting: Setting, budget: Budget, methods: Sequence[str], pre
         # other seeds: the first figures of every start come early.
         starts = [(None, None)] + [(m, p) for m in methods for p in pretrain_seeds]
         probe_futures = [pool.submit(probe_start, None, None, s) for s in finetune_seeds] if probe_starts else []
-        futures = [pool.submit(finetune_start, m, p, finetune_seeds[0]) for m, p in starts]
+        seeds = finetune_seeds if finetune_starts else []
+        futures = [pool.submit(finetune_start, m, p, s) for s in seeds[:1] for m, p in starts]
         if probe_starts:
             probe_futures += [pool.submit(probe_start, m, p, finetune_seeds[0]) for m, p in starts[1:]]
-        futures += [pool.submit(finetune_start, m, p, s) for s in finetune_seeds[1:] for m, p in starts]
+        futures += [pool.submit(finetune_start, m, p, s) for s in seeds[1:] for m, p in starts]
         try:
             runs = [f.result() for f in futures]
             probes = [f.result() for f in probe_futures]

@@ -25,21 +25,21 @@ def _signed(d: Dict) -> str:
 
 def format_table(rows: Dict[str, Dict], diffs: Dict[str, Dict] = None, baseline: str = "random init") -> str:
     """start x (probe kNN, probe linear, AP, AP50, AP75: mean ± standard error; runs: fine-tunes
-    averaged) and, with ``diffs``, each start's AP and kNN difference from ``baseline`` with its
-    95 % interval, ``*`` where the interval excludes 0."""
+    averaged) and, with ``diffs``, each start's AP, kNN and linear-probe difference from
+    ``baseline`` with its 95 % interval, ``*`` where the interval excludes 0."""
     keys = [k for k in (*PROBE_METRICS, *METRICS) if any(k in r for r in rows.values())]
     cells = {name: [format_value(r[k], r["se"][k]) if k in r else "-" for k in keys] for name, r in rows.items()}
     width = max(15, *(len(c) + 2 for row in cells.values() for c in row))
     name_width = max(16, *(len(n) + 2 for n in rows))
     header = f"{'start':<{name_width}}" + "".join(f"{_HEADERS[k]:>{width}}" for k in keys) + f"{'runs':>6}"
     if diffs:
-        header += f"   {'AP - ' + baseline + ' [95% CI]':<32}kNN - {baseline} [95% CI]"
+        header += "".join(f"   {k + ' - ' + baseline + ' [95% CI]':<32}" for k in ("AP", "kNN", "linear")).rstrip()
     lines = [header]
     for name, r in rows.items():
         line = f"{name:<{name_width}}" + "".join(f"{c:>{width}}" for c in cells[name]) + f"{r['runs']:>6}"
         if diffs and name in diffs:
             d = diffs[name]
-            line += f"   {_signed(d['AP']) if 'AP' in d else '-':<32}{_signed(d['knn_top1']) if 'knn_top1' in d else '-'}"
+            line += "".join(f"   {_signed(d[k]) if k in d else '-':<32}" for k in ("AP", "knn_top1", "linear_top1")).rstrip()
         lines.append(line)
     return "\n".join(lines)
 

@@ -1,9 +1,9 @@
 """Mean ± standard error over seeds, and differences between starts with a 95 % interval.
 
-A difference is called larger than its noise when its 95 % confidence interval (Student's t,
-``n - 1`` degrees of freedom for paired values; the smaller group's ``n - 1`` for unpaired ones, a
-conservative choice for Welch's test) excludes 0. With one value there is no noise estimate: the
-standard error and interval are NaN and nothing is called significant.
+A difference is called larger than its noise when its 95 % confidence interval excludes 0:
+Student's t with ``n - 1`` degrees of freedom for paired values, Welch's t (Welch-Satterthwaite
+degrees of freedom) for unpaired ones. With one value there is no noise estimate: the standard
+error and interval are NaN and nothing is called significant.
 """
 
 import math
@@ -24,8 +24,8 @@ def mean_se(values: Sequence[float]) -> Dict[str, float]:
     return {"mean": mean, "se": se, "n": n}
 
 
-def _interval(mean: float, se: float, dof: int) -> Dict[str, object]:
-    if dof < 1 or math.isnan(se):
+def _interval(mean: float, se: float, dof: float) -> Dict[str, object]:
+    if not dof > 0 or math.isnan(se):
         return {"ci95": [math.nan, math.nan], "exceeds_noise": False}
     half = stats.t.ppf(0.975, dof) * se
     low, high = mean - half, mean + half
@@ -42,8 +42,11 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> Dict[str, objec
 
 
 def unpaired_difference(a: Sequence[float], b: Sequence[float]) -> Dict[str, object]:
-    """mean(a) - mean(b) for independent groups: se = sqrt(se_a^2 + se_b^2); same keys as
-    :func:`paired_difference` ("n": the smaller group's size)."""
+    """mean(a) - mean(b) for independent groups (Welch): se = sqrt(se_a^2 + se_b^2), degrees of
+    freedom (se_a^2 + se_b^2)^2 / (se_a^4 / (n_a - 1) + se_b^4 / (n_b - 1)); same keys as
+    :func:`paired_difference` ("n": the smaller group's size) plus "dof"."""
     sa, sb = mean_se(a), mean_se(b)
-    mean, se, n = sa["mean"] - sb["mean"], math.sqrt(sa["se"] ** 2 + sb["se"] ** 2), min(sa["n"], sb["n"])
-    return {"mean": mean, "se": se, "n": n, **_interval(mean, se, n - 1)}
+    va, vb = sa["se"] ** 2, sb["se"] ** 2
+    mean, se, n = sa["mean"] - sb["mean"], math.sqrt(va + vb), min(sa["n"], sb["n"])
+    dof = (va + vb) ** 2 / (va ** 2 / (sa["n"] - 1) + vb ** 2 / (sb["n"] - 1)) if n > 1 and va + vb > 0 else math.nan
+    return {"mean": mean, "se": se, "n": n, "dof": dof, **_interval(mean, se, dof)}
