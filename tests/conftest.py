@@ -1,5 +1,5 @@
 """Shared test set-up: deterministic CPU runs with a fixed intra-op thread count, and
-``load_tool`` for the command-line scripts of tools/ (scripts, not a package)."""
+``load_tool`` for the command-line scripts of tools/ and benchmarks/ (scripts, not a package)."""
 
 import importlib.util
 import os
@@ -8,12 +8,13 @@ import pytest
 import torch
 from detectron2.utils.env import seed_all_rng
 
-TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_tool(name: str):
-    """``tools/<name>.py`` imported as a fresh module (its ``main`` is not run)."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(TOOLS, f"{name}.py"))
+def load_tool(name: str, folder: str = "tools"):
+    """``<folder>/<name>.py`` (tools/ or benchmarks/) imported as a fresh module (its ``main`` is
+    not run)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, folder, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -1,5 +1,5 @@
-"""tools/demo.py: the end-to-end smoke run (slow: every step of the pipeline on CPU), and its
-failure message and report pieces (fast)."""
+"""tools/demo.py and soco/demo: the end-to-end smoke run (slow: every step of the pipeline on CPU),
+and its steps, statistics, table and plot (fast)."""
 
 import json
 import math
@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from conftest import load_tool
+from soco.demo import report, results, settings, statistics, steps
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "tools", "demo.py")
@@ -21,79 +22,233 @@ def load_demo():
 
 
 def test_missing_step_fails_with_a_clear_message(tmp_path):
-    demo = load_demo()
-    runner = demo.Runner(str(tmp_path))
-    with pytest.raises(demo.StepFailed, match="tools/not_there.py is not in this checkout"):
+    runner = steps.Runner(str(tmp_path))
+    with pytest.raises(steps.StepFailed, match="tools/not_there.py is not in this checkout"):
         runner.run("later", "tools/not_there.py", [])
 
 
 def test_failing_step_reports_its_log(tmp_path):
-    demo = load_demo()
-    runner = demo.Runner(str(tmp_path))
+    runner = steps.Runner(str(tmp_path))
     script = tmp_path / "fails.py"
     script.write_text("import sys\nprint('error: input.pth: no such file')\nsys.exit(1)\n")
-    with pytest.raises(demo.StepFailed, match=r"(?s)\[convert\] failed \(exit code 1\); "
-                                              r"log: .*convert.log.*no such file"):
+    with pytest.raises(steps.StepFailed, match=r"(?s)\[convert\] failed \(exit code 1\); "
+                                               r"log: .*convert.log.*no such file"):
         runner.run("convert", str(script), ["input.pth"])
 
 
-def test_table_and_plot(tmp_path):
-    demo = load_demo()
-    rows = {"random init": {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "iterations": [19, 39],
-                            "total_loss": [2.0, 1.5], "ap_iterations": [20, 40], "ap_curve": [0.0, 0.0]},
-            "SoCo (R18-FPN)": {"AP": 3.5, "AP50": 9.25, "AP75": 1.0, "iterations": [19, 39],
-                               "total_loss": [1.8, 1.2], "ap_iterations": [20, 40], "ap_curve": [1.0, 3.5]}}
-    table = demo.print_table(rows)
-    assert "SoCo (R18-FPN)" in table and "9.25" in table and "1.200" in table
+def test_module_steps_import_this_checkout(tmp_path):
+    runner = steps.Runner(str(tmp_path))
+    out = tmp_path / "where.txt"
+    runner.run("where", "-m soco.demo.settings", [])  # a module runs (and does nothing)
+    script = tmp_path / "where.py"
+    script.write_text(f"import soco\nopen({str(out)!r}, 'w').write(soco.__file__)\n")
+    runner.run("where", str(script), [])
+    assert out.read_text().startswith(REPO)
+    runner.run("where", str(script), [], done_file=str(out))  # reused: not run again
+    assert "where" in runner.timings
+
+
+def _run(start, pseed, seed, ap, ap50=None, curve=None):
+    return {"start": start, "pretrain_seed": pseed, "seed": seed, "AP": ap, "AP50": ap50 if ap50 is not None else 2 * ap,
+            "AP75": ap / 2, "iterations": [19, 39], "total_loss": [2.0, 1.0], "ap_iterations": [20, 40],
+            "ap_curve": curve or [ap / 2, ap]}
+
+
+RUNS = [_run("random init", None, 1, 8.0), _run("random init", None, 2, 9.0), _run("random init", None, 3, 9.0),
+        _run("SoCo", 0, 1, 10.0), _run("SoCo", 0, 2, 11.0), _run("SoCo", 0, 3, 12.0),
+        _run("SoCo", 1, 1, 10.0), _run("SoCo", 1, 2, 11.0), _run("SoCo", 1, 3, 12.0)]
+PROBES = [{"start": "random init", "pretrain_seed": None, "seed": s, "knn_top1": v, "linear_top1": v - 1}
+          for s, v in ((1, 30.0), (2, 31.0), (3, 32.0))]
+PROBES += [{"start": "SoCo", "pretrain_seed": p, "seed": 1, "knn_top1": v, "linear_top1": v + 1}
+           for p, v in ((0, 40.0), (1, 42.0))]
+
+
+def test_mean_and_standard_error():
+    assert statistics.mean_se([8.0, 9.0, 10.0]) == {"mean": 9.0, "se": pytest.approx(1 / math.sqrt(3)), "n": 3}
+    one = statistics.mean_se([5.0])
+    assert one["mean"] == 5.0 and math.isnan(one["se"])
+    with pytest.raises(ValueError, match="no values"):
+        statistics.mean_se([])
+
+
+def test_paired_difference_and_its_interval():
+    # Differences 2, 2, 3: mean 7/3, sd 0.577, se 1/3; t(0.975, 2 dof) = 4.303.
+    d = statistics.paired_difference([10.0, 11.0, 12.0], [8.0, 9.0, 9.0])
+    assert d["mean"] == pytest.approx(7 / 3) and d["se"] == pytest.approx(1 / 3) and d["n"] == 3
+    assert d["ci95"] == pytest.approx([7 / 3 - 4.3027 / 3, 7 / 3 + 4.3027 / 3], abs=1e-3)
+    assert d["exceeds_noise"]
+    # Differences 2, -1, 1: the interval holds 0.
+    assert not statistics.paired_difference([10.0, 8.0, 10.0], [8.0, 9.0, 9.0])["exceeds_noise"]
+    # One pair: no noise estimate, nothing called significant.
+    single = statistics.paired_difference([10.0], [8.0])
+    assert single["mean"] == 2.0 and math.isnan(single["ci95"][0]) and not single["exceeds_noise"]
+    with pytest.raises(ValueError, match="3 values against 2"):
+        statistics.paired_difference([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_unpaired_difference():
+    # se^2 = 1 + 1/3: the variances of the two means; Welch's dof (4/3)^2 / (1/1 + (1/9)/2) = 1.684,
+    # t(0.975, 1.684) = 5.176.
+    d = statistics.unpaired_difference([40.0, 42.0], [30.0, 31.0, 32.0])
+    assert d["mean"] == pytest.approx(10.0) and d["se"] == pytest.approx(math.sqrt(1 / 3 + 1))
+    assert d["n"] == 2 and d["dof"] == pytest.approx(1.6842, abs=1e-4)
+    assert d["ci95"][0] == pytest.approx(10.0 - 5.1762 * d["se"], abs=1e-3) and d["exceeds_noise"]
+    assert not statistics.unpaired_difference([40.0, 42.0], [30.0, 38.0, 46.0])["exceeds_noise"]
+    single = statistics.unpaired_difference([40.0], [30.0, 31.0])
+    assert single["mean"] == 9.5 and math.isnan(single["se"]) and not single["exceeds_noise"]
+
+
+def test_summarise_rows():
+    rows = results.summarise(RUNS, PROBES)
+    assert list(rows) == ["random init", "SoCo"]
+    soco = rows["SoCo"]
+    assert soco["AP"] == pytest.approx(11.0) and soco["se"]["AP"] == pytest.approx(math.sqrt(0.8 / 6))
+    assert soco["runs"] == 6 and soco["probes"] == 2
+    assert soco["knn_top1"] == 41.0 and soco["se"]["knn_top1"] == pytest.approx(1.0)
+    assert soco["linear_top1"] == 42.0
+    assert soco["ap_curve"] == [5.5, 11.0] and soco["total_loss"] == [2.0, 1.0]
+    assert soco["per_run"][3] == {"pretrain_seed": 1, "seed": 1, "AP": 10.0, "AP50": 20.0, "AP75": 5.0}
+    assert rows["random init"]["AP"] == pytest.approx(26 / 3)
+
+
+def test_differences_pair_by_finetuning_seed():
+    diffs = results.differences(RUNS, PROBES, "random init")
+    assert list(diffs) == ["SoCo"]
+    # Per seed: SoCo (mean over pretraining seeds) 10, 11, 12 against 8, 9, 9.
+    assert diffs["SoCo"]["AP"]["mean"] == pytest.approx(7 / 3) and diffs["SoCo"]["AP"]["se"] == pytest.approx(1 / 3)
+    assert diffs["SoCo"]["AP"]["exceeds_noise"]
+    assert diffs["SoCo"]["knn_top1"]["mean"] == pytest.approx(10.0)
+    # A start fine-tuned with seeds random init lacks is compared on the shared seeds only.
+    extra = RUNS + [_run("SoCo", 0, 4, 50.0)]
+    assert results.differences(extra, [], "random init")["SoCo"]["AP"]["n"] == 3
+
+
+def test_read_metrics(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text('{"iteration": 19, "total_loss": 2.0}\n{"iteration": 39, "bbox/AP": 3.5}\n'
+                    '{"iteration": 39, "total_loss": 1.5}\n')
+    assert results.read_metrics(str(path)) == ([19, 39], [2.0, 1.5])
+    assert results.read_metrics(str(path), "bbox/AP") == ([39], [3.5])
+    assert results.read_metrics(str(tmp_path / "missing.json")) == ([], [])
+    assert results.nan_to_zero(float("nan")) == 0.0 and results.nan_to_zero(4.5) == 4.5
+
+
+def test_table_runs_and_plot(tmp_path):
+    rows = results.summarise(RUNS, PROBES)
+    table = report.format_table(rows, results.differences(RUNS, PROBES, "random init"))
+    lines = table.splitlines()
+    assert "probe kNN %" in lines[0] and "AP - random init [95% CI]" in lines[0]
+    assert lines[2].startswith("SoCo") and "11.00 ± 0.37" in lines[2] and "41.00 ± 1.00" in lines[2]
+    assert "+2.33 [+0.90, +3.77] *" in lines[2] and "+10.00 [" in lines[2]
+    assert "8.67 ± 0.33" in lines[1]
+    runs = report.format_runs(rows)
+    assert "random init: f1 8.00 f2 9.00 f3 9.00" in runs and "SoCo: p0/f1 10.00" in runs
+    # One run per start: no standard error, no interval.
+    single = results.summarise(RUNS[:1] + RUNS[3:4], [])
+    table = report.format_table(single, results.differences(RUNS[:1] + RUNS[3:4], [], "random init"))
+    assert " 10.00 " in table and "±" not in table and "+2.00 " in table and "*" not in table
     path = str(tmp_path / "plot.png")
-    demo.plot(rows, {"SoCo": ([0, 1], [-0.1, -0.2])}, path)
+    report.plot(rows, {"soco_seed0": ([0, 1], [-0.1, -0.2])}, path, title="test")
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    report.write_json_atomic({"a": 1}, str(tmp_path / "r.json"))
+    assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1}
+    assert not (tmp_path / "r.json.tmp").exists()
 
 
-def test_mean_over_seeds_averages_metrics_and_curves():
+def test_markdown_table_over_settings():
+    summary = {"results": results.summarise(RUNS, PROBES), "differences": results.differences(RUNS, PROBES, "random init")}
+    table = report.format_markdown({"few-label": summary, "current": {**summary, "differences": {}}})
+    lines = table.splitlines()
+    assert lines[0].startswith("| setting | start | seeds (pretrain x fine-tune) | probe kNN %")
+    assert lines[2] == "| few-label | random init | 3 | 31.00 ± 0.58 | 30.00 ± 0.58 | 8.67 ± 0.33 | 17.33 ± 0.67 |  |"
+    assert lines[3] == ("| few-label | SoCo | 2 x 3 | 41.00 ± 1.00 | 42.00 ± 1.00 | 11.00 ± 0.37 | 22.00 ± 0.73 "
+                        "| **+2.33 [+0.90, +3.77]** |")
+    assert lines[5].startswith("| current | SoCo | 2 x 3 |") and lines[5].endswith("|  |")
+
+
+def test_every_method_sees_the_same_images():
+    """iterations x batch is equal for every method within each budget."""
+    from soco.config import load_pretrain_config
+
+    batches = {m: load_pretrain_config(os.path.join(REPO, p)).SOLVER.IMS_PER_BATCH
+               for m, p in settings.PRETRAIN_CONFIGS.items()}
+    for budget in settings.BUDGETS.values():
+        seen = {m: budget.pretrain_iters[m] * batches[m] for m in settings.METHODS}
+        assert len(set(seen.values())) == 1, (budget.name, seen)
+    assert settings.BUDGETS["full"].pretrain_iters["SoCo"] == 300  # the README's figures
+
+
+def test_method_names_parse():
     demo = load_demo()
-    run = {"iterations": [19, 39], "ap_iterations": [20, 40]}
-    runs = {1: {**run, "AP": 8.0, "AP50": 20.0, "AP75": 6.0, "total_loss": [2.0, 1.0], "ap_curve": [1.0, 8.0]},
-            2: {**run, "AP": 10.0, "AP50": 22.0, "AP75": 7.0, "total_loss": [1.0, 0.5], "ap_curve": [3.0, 10.0]}}
-    row = demo.mean_over_seeds(runs)
-    assert (row["AP"], row["AP50"], row["AP75"]) == (9.0, 21.0, 6.5)
-    assert row["total_loss"] == [1.5, 0.75] and row["ap_curve"] == [2.0, 9.0]
-    assert row["iterations"] == [19, 39] and row["ap_iterations"] == [20, 40]
-    assert row["per_seed"] == {1: {"AP": 8.0, "AP50": 20.0, "AP75": 6.0}, 2: {"AP": 10.0, "AP50": 22.0, "AP75": 7.0}}
-    table = demo.print_table({"SoCo (R18-FPN)": row})
-    assert "AP per seed" in table and "8.00 10.00" in table and "9.00" in table
+    assert demo.parse_methods("all") == list(settings.METHODS)
+    assert demo.parse_methods("smog, soco") == ["SoCo", "SMoG"]
+    with pytest.raises(ValueError, match="unknown method.*moco"):
+        demo.parse_methods("SoCo,moco")
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(3600)
 def test_quick_demo_end_to_end(tmp_path):
-    """Every step runs: data, proposals, SoCo pretraining, conversion, two starts x two seeds of
-    fine-tuning, AP table. About 5 minutes on 2 free CPU cores (tiny budgets: the AP values mean
-    nothing here)."""
+    """Every step runs: data, proposals, SoCo pretraining with two seeds, conversion, item probes,
+    two starts x two fine-tuning seeds, table with standard errors and paired differences. About
+    5 minutes on 2 free CPU cores, over 30 on a loaded one (tiny budgets: the values mean nothing
+    here)."""
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, DEMO, "--quick", "--seeds", "2", "--output", str(out)], cwd=REPO,
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, DEMO, "--quick", "--seeds", "2", "--pretrain-seeds", "2",
+                           "--output", str(out)], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "COCO box AP on soco_demo_det_val" in proc.stdout
+    assert "COCO box AP on soco_demo_det_val" in proc.stdout and "probe kNN %" in proc.stdout
     with open(out / "demo_results.json") as f:
         summary = json.load(f)
-    assert set(summary["results"]) == {"random init", "SoCo (R18-FPN)"}
-    for row in summary["results"].values():
+    assert set(summary["results"]) == {"random init", "SoCo"}
+    assert summary["pretrain_seeds"] == [0, 1] and summary["finetune_seeds"] == [1, 2]
+    for name, row in summary["results"].items():
         assert all(math.isfinite(row[k]) and 0 <= row[k] <= 100 for k in ("AP", "AP50", "AP75"))
-        assert row["ap_iterations"] == [12] and row["ap_curve"] == [row["AP"]]
-        assert sorted(row["per_seed"]) == ["1", "2"]  # JSON keys
-        assert row["AP"] == pytest.approx(sum(v["AP"] for v in row["per_seed"].values()) / 2)
-    with open(out / "proposals_det_train.summary.json") as f:
+        assert 0 <= row["knn_top1"] <= 100 and 0 <= row["linear_top1"] <= 100
+        assert row["ap_iterations"] == [12]
+        assert row["runs"] == (2 if name == "random init" else 4)
+        assert row["AP"] == pytest.approx(sum(r["AP"] for r in row["per_run"]) / row["runs"])
+    assert {(p["start"], p["pretrain_seed"], p["seed"]) for p in summary["probes"]} == {
+        ("random init", None, 1), ("random init", None, 2), ("SoCo", 0, 1), ("SoCo", 1, 1)}
+    assert summary["differences"]["SoCo"]["AP"]["n"] == 2
+    # The two pretraining seeds gave two different starts.
+    soco_probes = [p["knn_top1"] for p in summary["probes"] if p["start"] == "SoCo"]
+    with open(out / "soco_seed0_d2.pkl", "rb") as f0, open(out / "soco_seed1_d2.pkl", "rb") as f1:
+        w0, w1 = pickle.load(f0)["model"], pickle.load(f1)["model"]
+    assert not (w0["backbone.bottom_up.res5.0.conv1.weight"] == w1["backbone.bottom_up.res5.0.conv1.weight"]).all()
+    assert len(soco_probes) == 2
+    with open(out / "proposals_det_train_24.summary.json") as f:
         proposals = json.load(f)
     assert proposals["images"] == 24 and proposals["filter"] == {"scale_range": [0.08, 0.5], "min_side": 16.0}
     assert (out / "demo_results.png").stat().st_size > 10_000
     # The demo exports SoCo's ResNet and FPN, not its box head (CONVERT_INCLUDE).
-    with open(out / "soco_d2.pkl", "rb") as f:
-        names = pickle.load(f)["model"].keys()
+    names = w0.keys()
     assert any(n.startswith("backbone.bottom_up.res5.") for n in names)
     assert any(n.startswith("backbone.fpn_") for n in names)
     assert not any(n.startswith("roi_heads.") for n in names)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_quick_few_label_demo_with_every_method(tmp_path):
+    """The few-label setting with every method as a start (tiny budgets): each pretrains on the
+    pool, converts, is probed and fine-tuned on the 64 labelled images."""
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, DEMO, "--quick", "--setting", "few-label", "--methods", "all",
+                           "--output", str(out)], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(out / "demo_results.json") as f:
+        summary = json.load(f)
+    assert list(summary["results"]) == ["random init", *settings.METHODS]
+    assert summary["setting"]["pretrain_dataset"] == "soco_demo_pool"
+    assert summary["setting"]["finetune_dataset"] == "soco_demo_det_train_few"
+    assert set(summary["differences"]) == set(settings.METHODS)
+    for method in settings.METHODS:
+        assert "knn_top1" in summary["results"][method]
+        log = (out / "logs" / f"pretrain_{method.lower()}_seed0.log").read_text()
+        assert "images_pool_24.txt" in log
+    assert (out / "images_pool_24.txt").read_text().split() == [f"{i:06d}.jpg" for i in range(24)]
 
 
 def test_seeds_below_one_are_refused(tmp_path, capsys):
@@ -102,3 +257,51 @@ def test_seeds_below_one_are_refused(tmp_path, capsys):
         demo.main(["--seeds", "0", "--output", str(tmp_path / "demo")])
     assert "--seeds must be >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "demo").exists()  # refused before anything is written
+    with pytest.raises(SystemExit):
+        demo.main(["--pretrain-seeds", "0", "--output", str(tmp_path / "demo")])
+    assert "--pretrain-seeds must be >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        demo.main(["--methods", "SoCo,moco", "--output", str(tmp_path / "demo")])
+    assert "--methods: unknown method(s) moco" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        demo.main(["--quick", "--budget", "long", "--output", str(tmp_path / "demo")])
+    assert "contradicts --budget long" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
+
+
+def test_bench_transfer_refuses_unknown_settings_and_methods(tmp_path, capsys):
+    bench = load_tool("bench_transfer", "benchmarks")
+    for argv in (["--settings", "few-label,imagenet"], ["--methods", "SoCo,MoCo"], ["--seeds", "0"]):
+        with pytest.raises(SystemExit):
+            bench.main([*argv, "--output", str(tmp_path / "bench")])
+        assert "unknown setting or method" in capsys.readouterr().err
+    assert not (tmp_path / "bench").exists()
+
+
+def test_collect_finished_reads_the_steps_done_so_far(tmp_path):
+    from soco.demo.pipeline import collect_finished
+
+    def fine_tune(name, ap):
+        folder = tmp_path / f"finetune_{name}"
+        folder.mkdir()
+        (folder / "eval_results.json").write_text(json.dumps({"bbox": {"AP": ap, "AP50": 2 * ap, "AP75": float("nan")}}))
+        (folder / "metrics.json").write_text('{"iteration": 9, "total_loss": 1.5}\n{"iteration": 9, "bbox/AP": %s}\n' % ap)
+
+    fine_tune("random_seed1", 8.0)
+    fine_tune("random_seed2", 9.0)
+    fine_tune("soco_p1_seed2", 11.0)
+    fine_tune("smog_p0_seed1", 7.0)
+    (tmp_path / "finetune_soco_p0_seed1").mkdir()  # still running: no eval_results.json
+    for name, seed, knn in (("random_seed1", 1, 30.0), ("random_seed2", 2, 32.0), ("coke_p0", 1, 35.0)):
+        (tmp_path / f"probe_{name}.json").write_text(json.dumps({"seed": seed, "knn_top1": knn, "linear_top1": 1.0}))
+    found = collect_finished(str(tmp_path), settings.BUDGETS["quick"])
+    assert [(r["start"], r["pretrain_seed"], r["seed"], r["AP"], r["AP75"]) for r in found["runs"]] == [
+        ("random init", None, 1, 8.0, 0.0), ("random init", None, 2, 9.0, 0.0), ("SoCo", 1, 2, 11.0, 0.0),
+        ("SMoG", 0, 1, 7.0, 0.0)]
+    assert found["runs"][0]["ap_iterations"] == [10] and found["runs"][0]["total_loss"] == [1.5]
+    assert list(found["results"]) == ["random init", "SoCo", "SMoG", "CoKe"]
+    assert found["results"]["CoKe"]["runs"] == 0 and found["results"]["CoKe"]["knn_top1"] == 35.0
+    assert found["differences"]["SoCo"]["AP"]["mean"] == 2.0  # paired with random init's seed 2
+    assert found["differences"]["CoKe"]["knn_top1"]["mean"] == 4.0
+    assert "CoKe: (not fine-tuned yet)" in found["per_run"]
+    assert found["table"].splitlines()[4].startswith("CoKe")

@@ -379,18 +379,14 @@ def test_the_pretraining_loader_sets_the_path_from_the_config(tmp_path, photos):
 
 def test_bench_loader_runs_on_any_folder(tmp_path, photos):
     """benchmarks/bench_loader.py on a two-image folder: every path timed, ratios and JSON written."""
-    import importlib.util
     import json
-    import os
 
+    from conftest import load_tool
     from PIL import Image
 
     for i, image in enumerate(photos[:2]):
         Image.fromarray(F.resize(image, [60, 80]).permute(1, 2, 0).numpy()).save(tmp_path / f"{i}.jpg")
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "bench_loader.py")
-    spec = importlib.util.spec_from_file_location("bench_loader", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_tool("bench_loader", "benchmarks")
     out = tmp_path / "loader.json"
     import cv2
 

@@ -6,12 +6,15 @@ Names (see ``DATASET_NAMES``):
   ``soco_demo_det_val``     same, items drawn from the Fashion-MNIST test split
   ``fashion_mnist_train``   ImageFolder of 28x28 PNGs; dicts also carry ``label``
   ``fashion_mnist_test``
+  ``soco_demo_pool``        unlabelled mosaics like the detection set's, other images (few-label demo)
+  ``soco_demo_det_train_few`` the first ``few_label_images`` images of ``soco_demo_det_train``
 
 Datasets are built on first use (``DatasetCatalog.get``, :func:`image_root`) or all
 at once by :func:`build_all`, into ``<root>/demo_photos``, ``<root>/demo_det`` and
-``<root>/fashion_mnist`` with the default options, and into ``<root>/<name>-<hash of the
-options>`` with others (see :func:`dataset_folder`), so building one option set never replaces
-another's files (e.g. ``--fashion-limit 200`` next to the full 70,000 images).
+``<root>/fashion_mnist`` (and ``<root>/demo_pool``, built on first use or with ``pool=True``)
+with the default options, and into ``<root>/<name>-<hash of the options>`` with others (see
+:func:`dataset_folder`), so building one option set never replaces another's files (e.g.
+``--fashion-limit 200`` next to the full 70,000 images).
 """
 import os
 import time
@@ -27,6 +30,7 @@ from .cache import cached_build, dataset_root, options_folder
 from .detection import PasteParams, build_coco_split
 from .fashion_mnist import CLASS_NAMES, build_fashion_mnist_folder, class_folder_name, load_split, unpack_raw
 from .photos import build_demo_photos, load_source_photos
+from .pool import build_pool, first_images, pool_dicts
 
 __all__ = [
     "DATASET_NAMES", "EmbeddedDataConfig", "register_all", "image_root", "build_all", "current_config",
@@ -36,7 +40,8 @@ __all__ = [
 PHOTOS = "soco_demo_photos"
 DET_TRAIN, DET_VAL = "soco_demo_det_train", "soco_demo_det_val"
 FMNIST_TRAIN, FMNIST_TEST = "fashion_mnist_train", "fashion_mnist_test"
-DATASET_NAMES = (PHOTOS, DET_TRAIN, DET_VAL, FMNIST_TRAIN, FMNIST_TEST)
+POOL, DET_TRAIN_FEW = "soco_demo_pool", "soco_demo_det_train_few"
+DATASET_NAMES = (PHOTOS, DET_TRAIN, DET_VAL, FMNIST_TRAIN, FMNIST_TEST, POOL, DET_TRAIN_FEW)
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,9 @@ class EmbeddedDataConfig:
 
     ``root`` None means env ``SOCO_DATASETS`` or ``<repository>/datasets`` (resolved
     when the config is registered). ``fashion_limit`` keeps the first N items of each
-    Fashion-MNIST split (None: all 60000 / 10000).
+    Fashion-MNIST split (None: all 60000 / 10000). ``pool_images``: size of the unlabelled
+    pool; ``few_label_images``: how many of the detection set's training images the few-label
+    set keeps.
     """
 
     root: Optional[str] = None
@@ -56,6 +63,8 @@ class EmbeddedDataConfig:
     det_val_images: int = 200
     paste: PasteParams = field(default_factory=PasteParams)
     fashion_limit: Optional[int] = None
+    pool_images: int = 3000
+    few_label_images: int = 64
 
     def resolved_root(self) -> Path:
         return dataset_root(self.root)
@@ -81,11 +90,13 @@ def _params(cfg: EmbeddedDataConfig, folder: str) -> dict:
                 "paste": asdict(cfg.paste)}
     if folder == "fashion_mnist":
         return {"limit": cfg.fashion_limit}
+    if folder == "demo_pool":
+        return {"seed": cfg.seed, "images": cfg.pool_images, "paste": asdict(cfg.paste)}
     raise KeyError(f"unknown embedded folder {folder!r}")
 
 
 def dataset_folder(cfg: EmbeddedDataConfig, folder: str) -> Path:
-    """Where ``folder`` ("demo_photos", "demo_det", "fashion_mnist") is built for ``cfg``'s options:
+    """Where ``folder`` ("demo_photos", "demo_det", "fashion_mnist", "demo_pool") is built for ``cfg``'s options:
     ``<root>/<folder>`` for the defaults, ``<root>/<folder>-<hash>`` for any other option set."""
     return options_folder(cfg.resolved_root(), folder, _params(cfg, folder), _params(EmbeddedDataConfig(), folder))
 
@@ -129,12 +140,24 @@ def _ensure_fashion_mnist(cfg: EmbeddedDataConfig) -> dict:
     )
 
 
+def _ensure_pool(cfg: EmbeddedDataConfig) -> dict:
+    root = cfg.resolved_root()
+    unpack_raw(root)
+    return cached_build(
+        dataset_folder(cfg, "demo_pool"),
+        _params(cfg, "demo_pool"),
+        lambda tmp: build_pool(tmp, root, cfg.pool_images, cfg.seed, cfg.paste),
+    )
+
+
 _ENSURE = {
     PHOTOS: _ensure_photos,
     DET_TRAIN: _ensure_detection,
     DET_VAL: _ensure_detection,
     FMNIST_TRAIN: _ensure_fashion_mnist,
     FMNIST_TEST: _ensure_fashion_mnist,
+    POOL: _ensure_pool,
+    DET_TRAIN_FEW: _ensure_detection,
 }
 
 
@@ -145,6 +168,8 @@ def _image_root(cfg: EmbeddedDataConfig, name: str) -> Path:
         DET_VAL: lambda: dataset_folder(cfg, "demo_det") / "val",
         FMNIST_TRAIN: lambda: dataset_folder(cfg, "fashion_mnist") / "train",
         FMNIST_TEST: lambda: dataset_folder(cfg, "fashion_mnist") / "test",
+        POOL: lambda: dataset_folder(cfg, "demo_pool") / "images",
+        DET_TRAIN_FEW: lambda: dataset_folder(cfg, "demo_det") / "train",
     }[name]()
 
 
@@ -218,6 +243,14 @@ def register_all(config: Optional[EmbeddedDataConfig] = None) -> EmbeddedDataCon
             evaluator_type="coco",
             thing_classes=list(CLASS_NAMES),
         )
+    DatasetCatalog.register(POOL, lambda: pool_dicts(_image_root(config, POOL), _ensure_pool(config)["info"]))
+    MetadataCatalog.get(POOL).set(image_root=str(_image_root(config, POOL)))
+    DatasetCatalog.register(
+        DET_TRAIN_FEW,
+        lambda: first_images(_coco_dicts(config, DET_TRAIN), config.few_label_images, DET_TRAIN_FEW),
+    )
+    MetadataCatalog.get(DET_TRAIN_FEW).set(image_root=str(_image_root(config, DET_TRAIN)),
+                                           thing_classes=list(CLASS_NAMES))
     for name in (FMNIST_TRAIN, FMNIST_TEST):
         DatasetCatalog.register(name, lambda name=name: _fashion_dicts(config, name))
         MetadataCatalog.get(name).set(image_root=str(_image_root(config, name)), thing_classes=list(CLASS_NAMES))
@@ -234,12 +267,16 @@ def _folder_stats(folder: Path) -> Tuple[int, int]:
     return count, size
 
 
-def build_all(config: Optional[EmbeddedDataConfig] = None, fashion_mnist: bool = True) -> Dict[str, dict]:
+def build_all(
+    config: Optional[EmbeddedDataConfig] = None, fashion_mnist: bool = True, pool: bool = False
+) -> Dict[str, dict]:
     """Build (or find cached) every embedded dataset and register them for ``config``.
 
     Args:
         fashion_mnist: False skips the Fashion-MNIST folder (the detection set still
             needs the Fashion-MNIST files).
+        pool: True also builds the few-label setting's unlabelled pool (``soco_demo_pool``,
+            about 40 MB per 1000 images; otherwise built on first use).
     Returns:
         Folder name -> ``{"path", "files", "bytes", "seconds", "build_seconds", "info"}``
         (``seconds``: this call, small when cached; ``build_seconds``: when built); ``info``
@@ -251,6 +288,8 @@ def build_all(config: Optional[EmbeddedDataConfig] = None, fashion_mnist: bool =
     steps = [("demo_photos", _ensure_photos), ("demo_det", _ensure_detection)]
     if fashion_mnist:
         steps.append(("fashion_mnist", _ensure_fashion_mnist))
+    if pool:
+        steps.append(("demo_pool", _ensure_pool))
     for folder_name, ensure in steps:
         start = time.perf_counter()
         manifest = ensure(config)

@@ -1,0 +1,120 @@
+"""The demo's table (text), plot (PNG) and results file (JSON), from :mod:`.results` rows."""
+
+import math
+from typing import Dict, List, Tuple
+
+from ..utils.files import atomic_write, atomic_write_json
+
+from .results import METRICS, PROBE_METRICS
+
+__all__ = ["format_value", "format_table", "format_markdown", "format_runs", "plot", "write_json_atomic"]
+
+_HEADERS = {"knn_top1": "probe kNN %", "linear_top1": "probe lin. %", "AP": "AP", "AP50": "AP50", "AP75": "AP75"}
+
+
+def format_value(mean: float, se: float) -> str:
+    """``"10.22 ± 0.11"``; the standard error is left out when unknown (NaN: one value)."""
+    return f"{mean:.2f}" if math.isnan(se) else f"{mean:.2f} ± {se:.2f}"
+
+
+def _signed(d: Dict) -> str:
+    low, high = d["ci95"]
+    interval = "" if math.isnan(low) else f" [{low:+.2f}, {high:+.2f}]"
+    return f"{d['mean']:+.2f}{interval}{' *' if d['exceeds_noise'] else ''}"
+
+
+def format_table(rows: Dict[str, Dict], diffs: Dict[str, Dict] = None, baseline: str = "random init") -> str:
+    """start x (probe kNN, probe linear, AP, AP50, AP75: mean ± standard error; runs: fine-tunes
+    averaged) and, with ``diffs``, each start's AP, kNN and linear-probe difference from
+    ``baseline`` with its 95 % interval, ``*`` where the interval excludes 0."""
+    keys = [k for k in (*PROBE_METRICS, *METRICS) if any(k in r for r in rows.values())]
+    cells = {name: [format_value(r[k], r["se"][k]) if k in r else "-" for k in keys] for name, r in rows.items()}
+    width = max(15, *(len(c) + 2 for row in cells.values() for c in row))
+    name_width = max(16, *(len(n) + 2 for n in rows))
+    header = f"{'start':<{name_width}}" + "".join(f"{_HEADERS[k]:>{width}}" for k in keys) + f"{'runs':>6}"
+    if diffs:
+        header += "".join(f"   {k + ' - ' + baseline + ' [95% CI]':<32}" for k in ("AP", "kNN", "linear")).rstrip()
+    lines = [header]
+    for name, r in rows.items():
+        line = f"{name:<{name_width}}" + "".join(f"{c:>{width}}" for c in cells[name]) + f"{r['runs']:>6}"
+        if diffs and name in diffs:
+            d = diffs[name]
+            line += "".join(f"   {_signed(d[k]) if k in d else '-':<32}" for k in ("AP", "knn_top1", "linear_top1")).rstrip()
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def format_markdown(summaries: Dict[str, Dict], baseline: str = "random init") -> str:
+    """One markdown table over settings: ``summaries`` maps a setting's name to the results dict
+    of :func:`soco.demo.pipeline.run_comparison` (its ``results`` and ``differences``). Columns:
+    setting, start, pretraining x fine-tuning seeds, probe kNN and linear, AP, AP50 (mean ±
+    standard error) and the AP difference from ``baseline`` with its 95 % interval (bold where
+    it excludes 0)."""
+    lines = ["| setting | start | seeds (pretrain x fine-tune) | probe kNN % | probe linear % | AP | AP50 "
+             f"| AP - {baseline} [95% CI] |", "|---|---|---|---|---|---|---|---|"]
+    for setting, summary in summaries.items():
+        for name, r in summary["results"].items():
+            pseeds = len({x["pretrain_seed"] for x in r["per_run"]})
+            fseeds = len({x["seed"] for x in r["per_run"]})
+            seeds = f"{fseeds}" if name == baseline else f"{pseeds} x {fseeds}"
+            cells = [format_value(r[k], r["se"][k]) if k in r else "-" for k in ("knn_top1", "linear_top1", "AP", "AP50")]
+            d = summary.get("differences", {}).get(name, {}).get("AP")
+            diff = "" if d is None else (f"**{_signed(d)[:-2]}**" if d["exceeds_noise"] else _signed(d))
+            lines.append(f"| {setting} | {name} | {seeds} | " + " | ".join(cells) + f" | {diff} |")
+    return "\n".join(lines)
+
+
+def format_runs(rows: Dict[str, Dict]) -> str:
+    """One line per start: each fine-tune's AP as ``p<pretraining seed>/f<fine-tuning seed>``."""
+    lines = []
+    for name, r in rows.items():
+        runs = " ".join(
+            (f"p{x['pretrain_seed']}/" if x["pretrain_seed"] is not None else "") + f"f{x['seed']} {x['AP']:.2f}"
+            for x in r["per_run"])
+        lines.append(f"  {name}: {runs or '(not fine-tuned yet)'}")
+    return "\n".join(lines)
+
+
+def plot(rows: Dict[str, Dict], pretrain_curves: Dict[str, Tuple[List[int], List[float]]], path: str,
+         title: str = "") -> None:
+    """Five panels: fine-tuning loss, AP while fine-tuning (means over runs), pretraining loss
+    per run, AP / AP50 bars and probe bars (error bars: standard errors). Written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 5, figsize=(25, 4.4))
+    for name, r in rows.items():
+        axes[0].plot(r["iterations"], r["total_loss"], marker="o", markersize=3, label=name)
+        axes[1].plot([0, *r["ap_iterations"]], [0.0, *r["ap_curve"]], marker="o", label=name)
+    axes[0].set(title="fine-tuning loss (Faster R-CNN R18-FPN)", xlabel="iteration", ylabel="total loss")
+    axes[1].set(title="box AP on soco_demo_det_val while fine-tuning", xlabel="iteration", ylabel="AP (%)")
+    for name, (its, losses) in pretrain_curves.items():
+        axes[2].plot(its, losses, marker="o", markersize=3, label=name)
+    axes[2].set(title="pretraining loss", xlabel="iteration", ylabel="total loss")
+    names = list(rows)
+    for ax, keys, title_ in ((axes[3], METRICS[:2], "COCO AP on soco_demo_det_val"),
+                             (axes[4], PROBE_METRICS, "item probe of the start (top-1 %)")):
+        keys = [k for k in keys if any(k in rows[n] for n in names)]
+        width = 0.8 / max(len(keys), 1)
+        for j, key in enumerate(keys):
+            xs = [i + (j - (len(keys) - 1) / 2) * width for i in range(len(names))]
+            means = [rows[n].get(key, 0.0) for n in names]
+            errors = [0.0 if math.isnan(rows[n]["se"].get(key, math.nan)) else rows[n]["se"][key] for n in names]
+            ax.bar(xs, means, width, yerr=errors, capsize=3, label=_HEADERS[key])
+        ax.set_xticks(range(len(names)), names, rotation=10)
+        ax.set(title=title_, ylabel="%")
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, dpi=90, format="png"))
+    plt.close(fig)
+
+
+def write_json_atomic(obj, path: str) -> None:
+    """``obj`` as indented JSON at ``path``, written atomically (a reader never sees half)."""
+    atomic_write_json(path, obj)

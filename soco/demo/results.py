@@ -1,0 +1,101 @@
+"""Reading the demo's run outputs and reducing them to one row per start.
+
+A *run* is one fine-tune: ``{"start", "pretrain_seed" (None for random init), "seed" (the
+fine-tuning seed), "AP", "AP50", "AP75", "iterations", "total_loss", "ap_iterations",
+"ap_curve"}``. A *probe* is one item-probe result of a start's initial weights: ``{"start",
+"pretrain_seed", "seed", "knn_top1", "linear_top1"}`` (random init: one per fine-tuning seed,
+which is its initialisation seed; a pretrained start: one per pretraining seed).
+"""
+
+import json
+import math
+import os
+from typing import Dict, List, Tuple
+
+from .statistics import mean_se, paired_difference, unpaired_difference
+
+__all__ = ["read_metrics", "nan_to_zero", "METRICS", "PROBE_METRICS", "summarise", "differences"]
+
+METRICS = ("AP", "AP50", "AP75")
+PROBE_METRICS = ("knn_top1", "linear_top1")
+
+
+def read_metrics(path: str, key: str = "total_loss") -> Tuple[List[int], List[float]]:
+    """(iterations, values) of ``key`` in a Detectron2 metrics.json (one JSON object per line;
+    missing file: empty lists)."""
+    its, values = [], []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                row = json.loads(line)
+                if key in row:
+                    its.append(row["iteration"])
+                    values.append(row[key])
+    return its, values
+
+
+def nan_to_zero(ap: float) -> float:
+    """COCO AP is NaN when the detector outputs nothing above the score threshold: that is AP 0."""
+    return 0.0 if math.isnan(ap) else ap
+
+
+def _mean_curves(curves: List[List[float]]) -> List[float]:
+    return [sum(v) / len(v) for v in zip(*curves)]
+
+
+def summarise(runs: List[Dict], probes: List[Dict]) -> Dict[str, Dict]:
+    """One row per start (in order of first appearance in ``runs``, then ``probes``): the mean of
+    each metric (``AP``, ..., ``knn_top1``, ``linear_top1``; only those measured), their standard
+    errors under ``se``, the run and probe counts, each run's and probe's values (``per_run``,
+    ``per_probe``) and the curves averaged over the runs (same budget, so they share their
+    iterations; empty for a start not fine-tuned yet)."""
+    rows = {}
+    for start in dict.fromkeys([r["start"] for r in runs] + [p["start"] for p in probes]):
+        mine = [r for r in runs if r["start"] == start]
+        mine_probes = [p for p in probes if p["start"] == start]
+        row = {"iterations": mine[0]["iterations"] if mine else [],
+               "ap_iterations": mine[0]["ap_iterations"] if mine else [],
+               "total_loss": _mean_curves([r["total_loss"] for r in mine]),
+               "ap_curve": _mean_curves([r["ap_curve"] for r in mine]), "se": {}, "runs": len(mine),
+               "probes": len(mine_probes)}
+        for key in METRICS:
+            if mine:
+                stat = mean_se([r[key] for r in mine])
+                row[key], row["se"][key] = stat["mean"], stat["se"]
+        for key in PROBE_METRICS:
+            values = [p[key] for p in mine_probes if key in p]
+            if values:
+                stat = mean_se(values)
+                row[key], row["se"][key] = stat["mean"], stat["se"]
+        row["per_run"] = [{k: r[k] for k in ("pretrain_seed", "seed", *METRICS)} for r in mine]
+        row["per_probe"] = [{k: p[k] for k in ("pretrain_seed", "seed", *PROBE_METRICS) if k in p} for p in mine_probes]
+        rows[start] = row
+    return rows
+
+
+def differences(runs: List[Dict], probes: List[Dict], baseline: str) -> Dict[str, Dict]:
+    """Each other start minus ``baseline``: AP metrics paired by fine-tuning seed (a start's
+    value for a seed is its mean over pretraining seeds), probe metrics unpaired (the starts'
+    probes share no seed). See :mod:`.statistics` for the keys and when a difference is called
+    larger than its noise."""
+    base = {r["seed"]: r for r in runs if r["start"] == baseline}
+    out = {}
+    starts = [r["start"] for r in runs] + [p["start"] for p in probes]
+    for start in dict.fromkeys(s for s in starts if s != baseline):
+        by_seed: Dict[int, List[Dict]] = {}
+        for r in runs:
+            if r["start"] == start and r["seed"] in base:
+                by_seed.setdefault(r["seed"], []).append(r)
+        seeds = sorted(by_seed)
+        diff = {}
+        if seeds:
+            for key in METRICS:
+                mine = [sum(r[key] for r in by_seed[s]) / len(by_seed[s]) for s in seeds]
+                diff[key] = paired_difference(mine, [base[s][key] for s in seeds])
+        for key in PROBE_METRICS:
+            a = [p[key] for p in probes if p["start"] == start and key in p]
+            b = [p[key] for p in probes if p["start"] == baseline and key in p]
+            if a and b:
+                diff[key] = unpaired_difference(a, b)
+        out[start] = diff
+    return out
