@@ -151,9 +151,6 @@ def test_table_runs_and_plot(tmp_path):
     report.plot(rows, {"soco_seed0": ([0, 1], [-0.1, -0.2])}, path, title="test")
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    report.write_json_atomic({"a": 1}, str(tmp_path / "r.json"))
-    assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1}
-    assert not (tmp_path / "r.json.tmp").exists()
 
 
 def test_markdown_table_over_settings():

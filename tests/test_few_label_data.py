@@ -39,13 +39,13 @@ def test_pool_is_unlabelled_and_other_images(built):
     assert [d["image_id"] for d in dicts] == [f"{i:06d}.jpg" for i in range(6)]
     assert all("annotations" not in d for d in dicts)
     assert all(Path(d["file_name"]).parent == Path(embedded.image_root("soco_demo_pool")) for d in dicts)
-    root = Path(config.root)
+    pool_dir = embedded.dataset_folder(config, "demo_pool")
     # The boxes are kept for inspection, one file, not in the image folder.
-    coco = json.loads((root / "demo_pool" / "instances_pool.json").read_text())
+    coco = json.loads((pool_dir / "instances_pool.json").read_text())
     assert len(coco["images"]) == 6 and coco["annotations"]
     # Same renderer, other split code: no pool image is a training or validation image.
-    pool_files = set(_digests(root / "demo_pool" / "images").values())
-    det_files = set(_digests(root / "demo_det").values())
+    pool_files = set(_digests(pool_dir / "images").values())
+    det_files = set(_digests(embedded.dataset_folder(config, "demo_det")).values())
     assert len(pool_files) == 6 and not pool_files & det_files
 
 
@@ -54,12 +54,13 @@ def test_pool_deterministic_and_cached(built, tmp_path):
     other = EmbeddedDataConfig(root=str(tmp_path / "again"), **SMALL)
     try:
         embedded.build_all(other, fashion_mnist=False, pool=True)
-        first = (Path(other.root) / "demo_pool" / cache.MANIFEST_NAME).stat().st_mtime_ns
+        manifest = embedded.dataset_folder(other, "demo_pool") / cache.MANIFEST_NAME
+        first = manifest.stat().st_mtime_ns
         embedded.image_root("soco_demo_pool")  # cached: not rebuilt
-        assert (Path(other.root) / "demo_pool" / cache.MANIFEST_NAME).stat().st_mtime_ns == first
+        assert manifest.stat().st_mtime_ns == first
     finally:
         embedded.register_all(config)
-    assert _digests(Path(other.root) / "demo_pool") == _digests(Path(config.root) / "demo_pool")
+    assert _digests(embedded.dataset_folder(other, "demo_pool")) == _digests(embedded.dataset_folder(config, "demo_pool"))
 
 
 def test_few_labels_are_the_first_training_images(built):

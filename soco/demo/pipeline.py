@@ -13,7 +13,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Sequence
 
-from .report import format_runs, format_table, plot, write_json_atomic
+from ..utils.files import atomic_write_json
+from .report import format_runs, format_table, plot
 from .results import differences, read_metrics, summarise
 from .settings import METHODS, RANDOM_INIT, Budget, Setting
 from .steps import Runner, StepFailed, finetune, image_subset, pretrain, pretrain_dirs, probe, proposals, read_finetune
@@ -107,7 +108,7 @@ def run_comparison(setting: Setting, budget: Budget, methods: Sequence[str], pre
                                        for r in runs],
         "probes": probes,
     }
-    write_json_atomic(summary, os.path.join(out, RESULTS_FILE))
+    atomic_write_json(os.path.join(out, RESULTS_FILE), summary)
     plot(rows, curves, os.path.join(out, PLOT_FILE),
          title=f"{setting.name} setting, {budget.name} budget: {len(finetune_seeds)} fine-tuning seed(s), "
                f"{len(pretrain_seeds)} pretraining seed(s)")

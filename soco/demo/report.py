@@ -3,11 +3,11 @@
 import math
 from typing import Dict, List, Tuple
 
-from ..utils.files import atomic_write, atomic_write_json
+from ..utils.files import atomic_write
 
 from .results import METRICS, PROBE_METRICS
 
-__all__ = ["format_value", "format_table", "format_markdown", "format_runs", "plot", "write_json_atomic"]
+__all__ = ["format_value", "format_table", "format_markdown", "format_runs", "plot"]
 
 _HEADERS = {"knn_top1": "probe kNN %", "linear_top1": "probe lin. %", "AP": "AP", "AP50": "AP50", "AP75": "AP75"}
 
@@ -113,8 +113,3 @@ def plot(rows: Dict[str, Dict], pretrain_curves: Dict[str, Tuple[List[int], List
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, dpi=90, format="png"))
     plt.close(fig)
-
-
-def write_json_atomic(obj, path: str) -> None:
-    """``obj`` as indented JSON at ``path``, written atomically (a reader never sees half)."""
-    atomic_write_json(path, obj)

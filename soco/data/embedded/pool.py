@@ -13,7 +13,7 @@ so a larger count keeps the smaller set's images.
 from pathlib import Path
 from typing import List
 
-from .cache import write_json_atomic
+from ...utils.files import atomic_write_json
 from .detection import PasteParams, build_coco_split
 from .fashion_mnist import load_split
 from .photos import load_source_photos
@@ -31,7 +31,7 @@ def build_pool(out_dir: Path, fashion_root: Path, num_images: int, seed: int, pa
     coco = build_coco_split(Path(out_dir) / "images", num_images, seed, POOL_SPLIT_CODE,
                             list(load_source_photos().values()), items, labels, paste)
     coco["info"]["description"] = "unlabelled pool of the few-label demo setting (boxes for inspection only)"
-    write_json_atomic(Path(out_dir) / "instances_pool.json", coco)
+    atomic_write_json(Path(out_dir) / "instances_pool.json", coco, indent=None)
     return {
         "images": len(coco["images"]),
         "annotations": len(coco["annotations"]),
