@@ -29,7 +29,6 @@ Timings on a shared machine vary with its load; compare ratios from the same run
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
@@ -237,10 +236,9 @@ def main(argv=None):
             print(f"{'':8} loader, {workers} workers: " + ", ".join(f"{p} {v:.0f} img/s" for p, v in ips.items()))
     print(f"cores/GPU at {args.gpu_throughput:.0f} img/s per GPU; x = today's ms / this path's ms (same run)")
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=1)
-        os.replace(tmp, args.json)
+        from soco.utils.files import atomic_write_json
+
+        atomic_write_json(args.json, results)
     return results
 
 
