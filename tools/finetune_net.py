@@ -31,8 +31,7 @@ from detectron2.engine import DefaultTrainer, default_argument_parser, default_s
 from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
 from detectron2.utils import comm
 
-import soco.data.embedded  # noqa: F401  (registers soco_demo_det_train / _val)
-import soco.modeling.roi_heads  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
+import soco.d2_plugin  # noqa: F401  (soco's demo datasets and ROI heads, as for stock train_net.py)
 from soco.engine.checkpoint import AtomicCheckpointer
 from soco.engine.run_guard import add_overwrite_argument, claim_output_dir, truncate_metrics
 from soco.utils.files import atomic_write_json
