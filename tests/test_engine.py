@@ -17,15 +17,19 @@ from soco.engine import PretrainCheckpointer, run_pretraining
 
 
 
-@pytest.fixture(scope="module")
-def image_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("images")
+def write_smooth_images(root) -> None:
+    """8 smooth random PNGs of 40-56 px (crops of one image resemble each other) in ``root``."""
     rng = np.random.default_rng(0)
     for i in range(8):
-        # Smooth random images (so crops of one image resemble each other), 40-56 px.
         small = rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)
         size = (40 + 2 * i, 56 - 2 * i)
         Image.fromarray(small).resize(size, Image.BILINEAR).save(root / f"{i}.png")
+
+
+@pytest.fixture(scope="module")
+def image_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    write_smooth_images(root)
     return str(root)
 
 

@@ -46,12 +46,11 @@ def _cli(tool, *args):
 
 @pytest.fixture(scope="module")
 def smooth_images(tmp_path_factory):
-    """8 small smooth images (as test_engine's) for the BYOL runs."""
+    """8 small smooth images (test_engine's) for the BYOL runs."""
+    from test_engine import write_smooth_images
+
     root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        small = rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((40 + 2 * i, 56 - 2 * i), Image.BILINEAR).save(root / f"{i}.png")
+    write_smooth_images(root)
     return str(root)
 
 
@@ -170,14 +169,10 @@ def test_fpn_finetune_refuses_c4_converted_weights(tmp_path):
     from detectron2.engine import default_argument_parser
 
     from soco.checkpoint import convert
-    from soco.config.defaults import load_pretrain_config
-    from test_finetune import _register_subset, load_tool
+    from test_finetune import _register_subset, load_tool, write_demo_soco_checkpoint
 
-    cfg = load_pretrain_config(os.path.join(REPO, "configs/SoCo/SoCo_demo_R18_FPN_cpu.yaml"))
-    cfg.MODEL.DEVICE = "cpu"
-    model = META_ARCH_REGISTRY.get("SoCo")(cfg)
     pth, pkl = str(tmp_path / "soco.pth"), str(tmp_path / "soco_c4.pkl")
-    torch.save({"model": model.state_dict(), "cfg": cfg.dump(), "iteration": 0}, pth)
+    write_demo_soco_checkpoint(pth)
     convert(pth, pkl, verify=False, include=["none"], layout="c4")
     _register_subset("soco_demo_det_train_2", "soco_demo_det_train", 2)
     args = default_argument_parser().parse_args([

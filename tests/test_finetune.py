@@ -89,12 +89,17 @@ def _register_subset(name, source, count):
             thing_classes=MetadataCatalog.get(source).thing_classes, evaluator_type="coco")
 
 
-def test_short_finetune_from_converted_soco_weights(tmp_path):
+def write_demo_soco_checkpoint(path: str) -> None:
+    """A pretraining checkpoint of SoCo's CPU demo config at its random initialisation."""
     cfg = load_pretrain_config(os.path.join(REPO, "configs/SoCo/SoCo_demo_R18_FPN_cpu.yaml"))
     cfg.MODEL.DEVICE = "cpu"
     model = META_ARCH_REGISTRY.get("SoCo")(cfg)
+    torch.save({"model": model.state_dict(), "cfg": cfg.dump(), "iteration": 0}, path)
+
+
+def test_short_finetune_from_converted_soco_weights(tmp_path):
     pth, pkl = str(tmp_path / "soco.pth"), str(tmp_path / "soco_d2.pkl")
-    torch.save({"model": model.state_dict(), "cfg": cfg.dump(), "iteration": 0}, pth)
+    write_demo_soco_checkpoint(pth)
     convert(pth, pkl, verify=False)
 
     _register_subset("soco_demo_det_train_4", "soco_demo_det_train", 4)

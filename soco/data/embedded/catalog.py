@@ -101,11 +101,14 @@ def dataset_folder(cfg: EmbeddedDataConfig, folder: str) -> Path:
     return options_folder(cfg.resolved_root(), folder, _params(cfg, folder), _params(EmbeddedDataConfig(), folder))
 
 
+def _cached_folder(cfg: EmbeddedDataConfig, folder: str, build) -> dict:
+    """``folder``'s manifest for ``cfg``'s options, running ``build(tmp)`` when missing or stale."""
+    return cached_build(dataset_folder(cfg, folder), _params(cfg, folder), build)
+
+
 def _ensure_photos(cfg: EmbeddedDataConfig) -> dict:
-    return cached_build(
-        dataset_folder(cfg, "demo_photos"),
-        _params(cfg, "demo_photos"),
-        lambda tmp: build_demo_photos(tmp, cfg.num_photos, cfg.seed, cfg.photo_long_side),
+    return _cached_folder(
+        cfg, "demo_photos", lambda tmp: build_demo_photos(tmp, cfg.num_photos, cfg.seed, cfg.photo_long_side)
     )
 
 
@@ -127,27 +130,19 @@ def _ensure_detection(cfg: EmbeddedDataConfig) -> dict:
         return info
 
     unpack_raw(root)  # fails early, with instructions, when Fashion-MNIST is missing
-    return cached_build(dataset_folder(cfg, "demo_det"), _params(cfg, "demo_det"), build)
+    return _cached_folder(cfg, "demo_det", build)
 
 
 def _ensure_fashion_mnist(cfg: EmbeddedDataConfig) -> dict:
     root = cfg.resolved_root()
     unpack_raw(root)
-    return cached_build(
-        dataset_folder(cfg, "fashion_mnist"),
-        _params(cfg, "fashion_mnist"),
-        lambda tmp: build_fashion_mnist_folder(tmp, root, cfg.fashion_limit),
-    )
+    return _cached_folder(cfg, "fashion_mnist", lambda tmp: build_fashion_mnist_folder(tmp, root, cfg.fashion_limit))
 
 
 def _ensure_pool(cfg: EmbeddedDataConfig) -> dict:
     root = cfg.resolved_root()
     unpack_raw(root)
-    return cached_build(
-        dataset_folder(cfg, "demo_pool"),
-        _params(cfg, "demo_pool"),
-        lambda tmp: build_pool(tmp, root, cfg.pool_images, cfg.seed, cfg.paste),
-    )
+    return _cached_folder(cfg, "demo_pool", lambda tmp: build_pool(tmp, root, cfg.pool_images, cfg.seed, cfg.paste))
 
 
 _ENSURE = {
