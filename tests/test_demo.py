@@ -158,10 +158,11 @@ def test_markdown_table_over_settings():
     table = report.format_markdown({"few-label": summary, "current": {**summary, "differences": {}}})
     lines = table.splitlines()
     assert lines[0].startswith("| setting | start | seeds (pretrain x fine-tune) | probe kNN %")
-    assert lines[2] == "| few-label | random init | 3 | 31.00 ± 0.58 | 30.00 ± 0.58 | 8.67 ± 0.33 | 17.33 ± 0.67 |  |"
-    assert lines[3] == ("| few-label | SoCo | 2 x 3 | 41.00 ± 1.00 | 42.00 ± 1.00 | 11.00 ± 0.37 | 22.00 ± 0.73 "
-                        "| **+2.33 [+0.90, +3.77]** |")
-    assert lines[5].startswith("| current | SoCo | 2 x 3 |") and lines[5].endswith("|  |")
+    assert lines[0].endswith("| AP - random init [95% CI] | linear - random init [95% CI] |")
+    assert lines[2] == "| few-label | random init | 3 | 31.00 ± 0.58 | 30.00 ± 0.58 | 8.67 ± 0.33 | 17.33 ± 0.67 |  |  |"
+    assert lines[3].startswith("| few-label | SoCo | 2 x 3 | 41.00 ± 1.00 | 42.00 ± 1.00 | 11.00 ± 0.37 | 22.00 ± 0.73 "
+                               "| **+2.33 [+0.90, +3.77]** | **+12.00 [")
+    assert lines[5].startswith("| current | SoCo | 2 x 3 |") and lines[5].endswith("|  |  |")
 
 
 def test_every_method_sees_the_same_images():
@@ -275,22 +276,26 @@ def test_bench_transfer_refuses_unknown_settings_and_methods(tmp_path, capsys):
     assert not (tmp_path / "bench").exists()
 
 
+def _finished_fine_tune(out, name, ap):
+    """A fine-tune's folder as tools/finetune_net.py leaves it (eval_results.json, metrics.json)."""
+    folder = out / f"finetune_{name}"
+    folder.mkdir(parents=True)
+    (folder / "eval_results.json").write_text(json.dumps({"bbox": {"AP": ap, "AP50": 2 * ap, "AP75": float("nan")}}))
+    (folder / "metrics.json").write_text('{"iteration": 9, "total_loss": 1.5}\n{"iteration": 9, "bbox/AP": %s}\n' % ap)
+
+
+def _finished_probe(out, name, seed, knn, linear=1.0):
+    (out / f"probe_{name}.json").write_text(json.dumps({"seed": seed, "knn_top1": knn, "linear_top1": linear}))
+
+
 def test_collect_finished_reads_the_steps_done_so_far(tmp_path):
     from soco.demo.pipeline import collect_finished
 
-    def fine_tune(name, ap):
-        folder = tmp_path / f"finetune_{name}"
-        folder.mkdir()
-        (folder / "eval_results.json").write_text(json.dumps({"bbox": {"AP": ap, "AP50": 2 * ap, "AP75": float("nan")}}))
-        (folder / "metrics.json").write_text('{"iteration": 9, "total_loss": 1.5}\n{"iteration": 9, "bbox/AP": %s}\n' % ap)
-
-    fine_tune("random_seed1", 8.0)
-    fine_tune("random_seed2", 9.0)
-    fine_tune("soco_p1_seed2", 11.0)
-    fine_tune("smog_p0_seed1", 7.0)
+    for name, ap in (("random_seed1", 8.0), ("random_seed2", 9.0), ("soco_p1_seed2", 11.0), ("smog_p0_seed1", 7.0)):
+        _finished_fine_tune(tmp_path, name, ap)
     (tmp_path / "finetune_soco_p0_seed1").mkdir()  # still running: no eval_results.json
     for name, seed, knn in (("random_seed1", 1, 30.0), ("random_seed2", 2, 32.0), ("coke_p0", 1, 35.0)):
-        (tmp_path / f"probe_{name}.json").write_text(json.dumps({"seed": seed, "knn_top1": knn, "linear_top1": 1.0}))
+        _finished_probe(tmp_path, name, seed, knn)
     found = collect_finished(str(tmp_path), settings.BUDGETS["quick"])
     assert [(r["start"], r["pretrain_seed"], r["seed"], r["AP"], r["AP75"]) for r in found["runs"]] == [
         ("random init", None, 1, 8.0, 0.0), ("random init", None, 2, 9.0, 0.0), ("SoCo", 1, 2, 11.0, 0.0),
@@ -302,3 +307,27 @@ def test_collect_finished_reads_the_steps_done_so_far(tmp_path):
     assert found["differences"]["CoKe"]["knn_top1"]["mean"] == 4.0
     assert "CoKe: (not fine-tuned yet)" in found["per_run"]
     assert found["table"].splitlines()[4].startswith("CoKe")
+
+
+def test_bench_transfer_collects_one_table_from_finished_folders(tmp_path, capsys):
+    bench = load_tool("bench_transfer", "benchmarks")
+    few, current = tmp_path / "few", tmp_path / "current"
+    for out, base in ((few, 1.0), (current, 8.0)):
+        for seed in (1, 2):
+            _finished_fine_tune(out, f"random_seed{seed}", base + seed)
+            _finished_fine_tune(out, f"soco_p0_seed{seed}", base + 1.5 * seed + 1.0)
+            _finished_probe(out, f"random_seed{seed}", seed, 30.0, linear=30.0 + seed)
+        _finished_probe(out, "soco_p0", 1, 31.0, linear=40.0)
+    assert bench.main(["--collect", f"few-label:medium={few}", "--collect", f"current:full={current}",
+                       "--output", str(tmp_path / "table")]) == 0
+    table = (tmp_path / "table" / "transfer_table.md").read_text()
+    assert "600 fine-tuning iterations" in table and "200 SoCo pretraining iterations of 4 images on 800" in table
+    rows = [line for line in table.splitlines() if line.startswith("| few-label") or line.startswith("| current")]
+    assert rows[0].startswith("| few-label (medium) | random init | 2 | 30.00 ± 0.00 | 31.50 ± 0.50 | 2.50 ± 0.50 |")
+    assert rows[1].startswith("| few-label (medium) | SoCo | 1 x 2 |") and "| +1.75 [-1.43, +4.93] | +8.50 |" in rows[1]
+    assert rows[3].startswith("| current (full) | SoCo | 1 x 2 |") and "11.25 ± 0.75" in rows[3]
+    for spec in ("few-label=DIR", f"imagenet:full={few}", f"current:full={tmp_path / 'missing'}"):
+        with pytest.raises(SystemExit):
+            bench.main(["--collect", spec, "--output", str(tmp_path / "bad")])
+        assert "--collect" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -45,22 +45,24 @@ def format_table(rows: Dict[str, Dict], diffs: Dict[str, Dict] = None, baseline:
 
 
 def format_markdown(summaries: Dict[str, Dict], baseline: str = "random init") -> str:
-    """One markdown table over settings: ``summaries`` maps a setting's name to the results dict
-    of :func:`soco.demo.pipeline.run_comparison` (its ``results`` and ``differences``). Columns:
-    setting, start, pretraining x fine-tuning seeds, probe kNN and linear, AP, AP50 (mean ±
-    standard error) and the AP difference from ``baseline`` with its 95 % interval (bold where
-    it excludes 0)."""
+    """One markdown table over settings: ``summaries`` maps a label (a setting's name, or e.g.
+    "few-label, medium") to the results dict of :func:`soco.demo.pipeline.run_comparison` or
+    :func:`soco.demo.pipeline.collect_finished` (its ``results`` and ``differences``). Columns:
+    label, start, pretraining x fine-tuning seeds, probe kNN and linear, AP, AP50 (mean ±
+    standard error), and the AP and linear-probe differences from ``baseline`` with their 95 %
+    intervals (bold where the interval excludes 0)."""
     lines = ["| setting | start | seeds (pretrain x fine-tune) | probe kNN % | probe linear % | AP | AP50 "
-             f"| AP - {baseline} [95% CI] |", "|---|---|---|---|---|---|---|---|"]
+             f"| AP - {baseline} [95% CI] | linear - {baseline} [95% CI] |", "|---|---|---|---|---|---|---|---|---|"]
     for setting, summary in summaries.items():
         for name, r in summary["results"].items():
             pseeds = len({x["pretrain_seed"] for x in r["per_run"]})
             fseeds = len({x["seed"] for x in r["per_run"]})
             seeds = f"{fseeds}" if name == baseline else f"{pseeds} x {fseeds}"
             cells = [format_value(r[k], r["se"][k]) if k in r else "-" for k in ("knn_top1", "linear_top1", "AP", "AP50")]
-            d = summary.get("differences", {}).get(name, {}).get("AP")
-            diff = "" if d is None else (f"**{_signed(d)[:-2]}**" if d["exceeds_noise"] else _signed(d))
-            lines.append(f"| {setting} | {name} | {seeds} | " + " | ".join(cells) + f" | {diff} |")
+            for key in ("AP", "linear_top1"):
+                d = summary.get("differences", {}).get(name, {}).get(key)
+                cells.append("" if d is None else (f"**{_signed(d)[:-2]}**" if d["exceeds_noise"] else _signed(d)))
+            lines.append(f"| {setting} | {name} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
