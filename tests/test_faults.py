@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -125,6 +126,41 @@ def test_killed_worker_is_named_and_the_run_finishes(tmp_path):
     assert "boom.jpg" in read_proposal_file(output).failed
     # A rerun finds every chunk done: it neither hangs nor meets the image again.
     assert run().stdout.split() == ["6", "1", "0"]
+
+
+HUNG_WORKER_SCRIPT = """
+import os, sys, time
+from soco.data.proposals import generate, runner
+real = runner.propose_file_with_size
+def hang_on_stuck(path, *args, **kwargs):
+    if os.path.basename(path) == "stuck.jpg":
+        time.sleep(3600)  # as a decoder caught in a loop would
+    return real(path, *args, **kwargs)
+runner.START_METHOD = "fork"
+runner.propose_file_with_size = hang_on_stuck
+summary = generate(sys.argv[1], sys.argv[2], num_workers=2, chunk_size=3, progress=False, image_timeout=4)
+print(summary["images"], summary["failures"], summary["images_this_run"])
+"""
+
+
+def test_hung_worker_times_out_and_the_run_finishes(tmp_path):
+    root = str(tmp_path / "images")
+    _photos(root, 6)
+    shutil.copy(os.path.join(root, "class0", "img000.jpg"), os.path.join(root, "stuck.jpg"))
+    output = str(tmp_path / "p.pkl")
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", HUNG_WORKER_SCRIPT, root, output], capture_output=True,
+                            text=True, timeout=120, env=dict(os.environ, PYTHONPATH=REPO))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert time.monotonic() - start < 60  # two 4 s limits (in the pool, then alone), not an hour
+    assert result.stdout.split() == ["6", "1", "7"]
+    assert "stuck.jpg: in flight for over 4 s" in result.stderr and "timed out" in result.stderr
+    with open(runner.output_paths(output)["failures"]) as f:
+        failures = json.load(f)
+    assert [f["id"] for f in failures] == ["stuck.jpg"] and failures[0]["reason"].startswith("timed out")
+    assert "stuck.jpg" in read_proposal_file(output).failed
+    with pytest.raises(ValueError, match="image_timeout must be >= 0"):
+        generate(root, str(tmp_path / "q.pkl"), num_workers=1, progress=False, image_timeout=-1)
 
 
 # ------------------------------------------------------------------ 3. one run per folder

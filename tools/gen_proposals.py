@@ -7,10 +7,10 @@
     python tools/gen_proposals.py --output proposals/NAME.pkl --merge
 
 Rerunning the same command after an interruption continues where it stopped. Unreadable images
-(and images whose worker process died) are recorded as failures and skipped by training; the exit
-status is 1 when no image at all could be read. With --shard i/n on
-n machines (sharing the output folder, or copying NAME.pkl.shards/ together), the last shard to
-finish writes NAME.pkl; --merge does it explicitly. See proposals/README.md.
+(and images whose worker process died, or that stayed in a worker past --image-timeout) are
+recorded as failures and skipped by training; the exit status is 1 when no image at all could be
+read. With --shard i/n on n machines (sharing the output folder, or copying NAME.pkl.shards/
+together), the last shard to finish writes NAME.pkl; --merge does it explicitly. See proposals/README.md.
 """
 import argparse
 import json
@@ -18,7 +18,7 @@ import sys
 
 from soco.data.proposals import DEFAULT_MAX_SIZE, DEFAULT_METHOD, METHODS, generate, merge
 from soco.data.proposals.filtering import PAPER_MIN_SIDE, PAPER_SCALE_RANGE
-from soco.data.proposals.runner import output_paths
+from soco.data.proposals.runner import DEFAULT_IMAGE_TIMEOUT, output_paths
 
 
 def parse_args(argv=None):
@@ -37,6 +37,9 @@ def parse_args(argv=None):
     parser.add_argument("--min-side", type=float, default=PAPER_MIN_SIDE,
                         help=f"keep boxes whose sides are at least this many original pixels (default {PAPER_MIN_SIDE:g})")
     parser.add_argument("--num-workers", type=int, default=None, help="processes (default: all cores; 0: in-process)")
+    parser.add_argument("--image-timeout", type=float, default=DEFAULT_IMAGE_TIMEOUT, metavar="SECONDS",
+                        help="an image still in a worker after this long is recorded as a failure and skipped "
+                             f"(default {DEFAULT_IMAGE_TIMEOUT:g}; 0: no limit; needs --num-workers >= 1)")
     parser.add_argument("--shard", default="0/1", help="i/n: compute only this machine's share (default 0/1)")
     parser.add_argument("--chunk-size", type=int, default=1000, help="images per checkpoint file (default 1000)")
     parser.add_argument("--merge", action="store_true", help="only merge finished shards into --output")
@@ -57,7 +60,8 @@ def main(argv=None) -> int:
             summary = generate(args.image_root, args.output, image_list=args.image_list, method=args.method,
                                max_size=max_size, num_workers=args.num_workers, shard=args.shard,
                                chunk_size=args.chunk_size, progress=not args.no_progress,
-                               scale_range=tuple(args.scale_range), min_side=args.min_side)
+                               scale_range=tuple(args.scale_range), min_side=args.min_side,
+                               image_timeout=args.image_timeout)
         except KeyboardInterrupt:
             print("\ninterrupted: finished chunks are kept; rerun the same command to continue", file=sys.stderr)
             return 130

@@ -19,7 +19,11 @@ Layout next to the output ``NAME.pkl``:
 Workers are a ``concurrent.futures.ProcessPoolExecutor``. A worker that dies (the OOM killer on
 a huge image, a crash in a decoder) breaks the pool; the images that were in flight are then
 rerun one at a time in a separate worker, the one whose worker dies again is recorded as a
-failure ("worker died") and the run goes on, so a rerun never meets it again.
+failure ("worker died") and the run goes on, so a rerun never meets it again. An image still in
+flight ``image_timeout`` seconds after it was handed to the pool (a decoder stuck in a loop, a
+search that never ends) is treated the same way: the pool's workers are stopped, the images in
+flight are rerun one at a time under the same limit, and the one that exceeds it again is recorded
+as a failure ("timed out ...").
 
 Memory stays flat: images are decoded one at a time in the workers and the parent holds the
 results of at most two chunks.
@@ -34,6 +38,7 @@ import os
 import pickle
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
@@ -55,6 +60,8 @@ MANIFEST_VERSION = 3
 # Worker start method: spawn, as forking a process that may hold threads (OpenCV, torch) is unsafe.
 START_METHOD = "spawn"
 WORKER_DIED = "worker died while processing this image (killed, e.g. by the out-of-memory killer, or crashed)"
+# Seconds an image may stay in flight (about 1 s is typical at the default working size).
+DEFAULT_IMAGE_TIMEOUT = 600.0
 # The searched image must allow a 32 px box; smaller images go straight to the whole-image box.
 MIN_SEARCH_SIDE = 32
 
@@ -119,18 +126,26 @@ def _process(task):
     return image_id, boxes, level, size, failure, time.perf_counter() - start
 
 
+def _timed_out(seconds: float) -> str:
+    return f"timed out: still in flight after {seconds:g} s (a hung decoder or search); skipped"
+
+
 class _Workers:
-    """A process pool that survives the death of its workers.
+    """A process pool that survives the death and the hang of its workers.
 
     ``run(items)`` maps ``_process`` over ``(key, task)`` pairs and yields ``(key, result)`` in
     completion order, keeping at most ``2 * num_workers + 2`` tasks submitted. When a worker
     dies, every task in flight fails with ``BrokenProcessPool`` and nothing says which one
     killed it: those tasks are rerun one by one in a one-worker pool, where a death names its
-    image, which gets the result "worker died"; then a fresh pool continues.
+    image, which gets the result "worker died"; then a fresh pool continues. A task in flight
+    longer than ``image_timeout`` seconds (None: no limit; counted from its submission, which
+    precedes its start by at most two tasks' time) is handled the same way, its rerun limited
+    to ``image_timeout`` too.
     """
 
-    def __init__(self, num_workers: int):
+    def __init__(self, num_workers: int, image_timeout: float | None = DEFAULT_IMAGE_TIMEOUT):
         self.num_workers = num_workers
+        self.image_timeout = image_timeout
         self.window = 2 * num_workers + 2
         self.pool = self._new_pool(num_workers)
         self.single = None
@@ -139,9 +154,17 @@ class _Workers:
     def _new_pool(n: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(n, mp_context=multiprocessing.get_context(START_METHOD), initializer=_worker_init)
 
+    @staticmethod
+    def _stop(pool: ProcessPoolExecutor) -> None:
+        """Kill the pool's workers, then shut it down. concurrent.futures cannot cancel a running
+        task; its worker processes (the private ``_processes``) are the only handle on a hung one."""
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+
     def run(self, items):
         items = iter(items)
-        in_flight = {}
+        in_flight, deadline = {}, {}
         exhausted = False
         while True:
             while not exhausted and len(in_flight) < self.window:
@@ -149,13 +172,29 @@ class _Workers:
                 if item is None:
                     exhausted = True
                 else:
-                    in_flight[self.pool.submit(_process, item[1])] = item
+                    future = self.pool.submit(_process, item[1])
+                    in_flight[future] = item
+                    if self.image_timeout:
+                        deadline[future] = time.monotonic() + self.image_timeout
             if not in_flight:
                 return
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            timeout = max(0.0, min(deadline[f] for f in in_flight) - time.monotonic()) if self.image_timeout else None
+            done, _ = wait(in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
+            if not done:  # the oldest task passed its deadline
+                hung = [in_flight[f][1][0] for f in in_flight if deadline[f] <= time.monotonic()]
+                logger.warning(f"{', '.join(hung)}: in flight for over {self.image_timeout:g} s; stopping the "
+                               f"workers and rerunning the {len(in_flight)} images in flight one at a time")
+                suspects = list(in_flight.values())
+                in_flight.clear()
+                deadline.clear()
+                self._stop(self.pool)
+                yield from self._isolate(suspects)
+                self.pool = self._new_pool(self.num_workers)
+                continue
             suspects = []
             for future in done:
                 key, task = in_flight.pop(future)
+                deadline.pop(future, None)
                 try:
                     result = future.result()
                 except BrokenProcessPool:
@@ -165,6 +204,7 @@ class _Workers:
             if suspects:
                 suspects += in_flight.values()
                 in_flight.clear()
+                deadline.clear()
                 self.pool.shutdown(wait=True, cancel_futures=True)
                 logger.warning(f"a proposal worker died; rerunning the {len(suspects)} images it may have "
                                "been processing one at a time")
@@ -176,12 +216,13 @@ class _Workers:
             if self.single is None:
                 self.single = self._new_pool(1)
             try:
-                result = self.single.submit(_process, task).result()
-            except BrokenProcessPool:
-                self.single.shutdown(wait=True)
+                result = self.single.submit(_process, task).result(timeout=self.image_timeout or None)
+            except (BrokenProcessPool, FutureTimeout) as exc:
+                self._stop(self.single)
                 self.single = None
-                logger.error(f"{task[1]}: {WORKER_DIED}; recorded as a failure")
-                result = (task[0], None, -1, None, WORKER_DIED, 0.0)
+                reason = WORKER_DIED if isinstance(exc, BrokenProcessPool) else _timed_out(self.image_timeout)
+                logger.error(f"{task[1]}: {reason}; recorded as a failure")
+                result = (task[0], None, -1, None, reason, 0.0)
             yield key, result
 
     def close(self):
@@ -277,7 +318,8 @@ def _parse_shard(shard) -> tuple[int, int]:
 
 def generate(image_root, output, image_list=None, method=DEFAULT_METHOD, max_size="default", num_workers=None,
              shard="0/1", chunk_size=1000, progress=True, max_chunks=None,
-             scale_range=PAPER_SCALE_RANGE, min_side=PAPER_MIN_SIDE) -> dict | None:
+             scale_range=PAPER_SCALE_RANGE, min_side=PAPER_MIN_SIDE,
+             image_timeout: float | None = DEFAULT_IMAGE_TIMEOUT) -> dict | None:
     """Compute (or continue) this shard's chunks; merge when every shard's chunks exist.
 
     Args:
@@ -291,6 +333,8 @@ def generate(image_root, output, image_list=None, method=DEFAULT_METHOD, max_siz
         max_chunks: stop after writing this many chunks (to simulate an interruption in tests).
         scale_range, min_side: ``soco_filter``'s box rule (default the paper's: sqrt(wh) within
             0.3-0.8 of the image's, sides >= 32 px); a dataset of small objects may lower them.
+        image_timeout: seconds an image may stay in a worker before it is recorded as a failure
+            (None or 0: no limit; with ``num_workers=0`` nothing can interrupt an image).
 
     Returns:
         The summary dict if the final file was written, else None (other shards still missing).
@@ -332,7 +376,9 @@ def generate(image_root, output, image_list=None, method=DEFAULT_METHOD, max_siz
     bar = tqdm(total=total, initial=total - todo, unit="img", disable=not progress, smoothing=0.05,
                desc=f"proposals {method} shard {shard_index}/{shard_count}")
     processed = 0
-    workers = _Workers(num_workers) if num_workers > 0 else None
+    if image_timeout is not None and image_timeout < 0:
+        raise ValueError(f"image_timeout must be >= 0 seconds (0: no limit), got {image_timeout}")
+    workers = _Workers(num_workers, image_timeout) if num_workers > 0 else None
     results = workers.run(tasks()) if workers else ((key, _process(task)) for key, task in tasks())
     collected = {}  # chunk index -> results by position; written (and dropped) once complete
     try:
