@@ -180,6 +180,45 @@ def test_second_run_in_a_locked_folder_is_refused(tmp_path):
     claim_output_dir(out, False, False)  # the holder died: its lock is stale and taken over
 
 
+CLAIM_ON_TWO_MACHINES_SCRIPT = """
+import sys
+from detectron2.utils import comm
+from soco.engine.launch import launch
+from soco.engine.run_guard import claim_output_dir_on_all_ranks
+def main(out):
+    claim_output_dir_on_all_ranks(out, False, False)
+    comm.synchronize()  # where a rank that was not told would wait for rank 0 forever
+if __name__ == "__main__":
+    launch(main, 1, num_machines=2, machine_rank=int(sys.argv[2]), dist_url=sys.argv[3], args=(sys.argv[1],),
+           device="cpu")
+"""
+
+
+def test_refused_claim_stops_the_ranks_of_every_machine(tmp_path):
+    """Rank 0 refuses the folder (it holds checkpoints); the rank on the other machine stops
+    with the same reason instead of waiting in its first collective."""
+    from soco.engine.launch import free_local_url
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model_final.pth").write_bytes(b"old")
+    url = free_local_url()
+    script = tmp_path / "claim.py"  # a file: the spawned processes import their main function from it
+    script.write_text(CLAIM_ON_TWO_MACHINES_SCRIPT)
+    machines = [subprocess.Popen([sys.executable, str(script), str(out), str(rank), url],
+                                 stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=REPO))
+                for rank in (0, 1)]
+    try:
+        errors = [machine.communicate(timeout=120)[1] for machine in machines]
+    finally:
+        for machine in machines:
+            machine.kill()
+    assert all(machine.returncode != 0 for machine in machines)
+    assert "holds checkpoints of an earlier run" in errors[0]
+    assert "rank 0 refused the run: OUTPUT_DIR" in errors[1] and "holds checkpoints" in errors[1]
+    assert (out / "model_final.pth").read_bytes() == b"old"
+
+
 def test_fresh_run_into_a_folder_with_checkpoints_needs_overwrite(tmp_path, smooth_images):
     out = tmp_path / "run"
     out.mkdir()

@@ -33,7 +33,7 @@ from detectron2.utils import comm
 
 import soco.d2_plugin  # noqa: F401  (soco's demo datasets and ROI heads, as for stock train_net.py)
 from soco.engine.checkpoint import AtomicCheckpointer
-from soco.engine.run_guard import add_overwrite_argument, claim_output_dir, truncate_metrics
+from soco.engine.run_guard import add_overwrite_argument, claim_output_dir_on_all_ranks, truncate_metrics
 from soco.utils.files import atomic_write_json
 
 logger = logging.getLogger("soco.finetune")
@@ -126,8 +126,8 @@ def write_results(results, output_dir: str) -> None:
 def main(args):
     cfg = build_config(args.config_file, args.opts, comm.get_world_size())
     cfg.freeze()
-    if comm.is_main_process() and not args.eval_only:  # before default_setup writes config.yaml
-        claim_output_dir(cfg.OUTPUT_DIR, args.resume, getattr(args, "overwrite", False))
+    if not args.eval_only:  # before default_setup writes config.yaml
+        claim_output_dir_on_all_ranks(cfg.OUTPUT_DIR, args.resume, getattr(args, "overwrite", False))
     default_setup(cfg, args)
     if cfg.MODEL.DEVICE == "cpu":
         torch.set_flush_denormal(True)  # denormals make CPU convolutions very slow

@@ -41,7 +41,7 @@ import soco.modeling.meta_arch  # noqa: F401  (registers the methods in META_ARC
 from soco.config.defaults import load_pretrain_config
 from soco.engine import run_pretraining
 from soco.engine.launch import launch
-from soco.engine.run_guard import add_overwrite_argument, claim_output_dir
+from soco.engine.run_guard import add_overwrite_argument, claim_output_dir_on_all_ranks
 
 
 def setup(args):
@@ -51,8 +51,8 @@ def setup(args):
     if not cfg.OUTPUT_DIR:
         raise ValueError("OUTPUT_DIR is empty; set it in the config or on the command line")
     cfg.freeze()
-    if comm.is_main_process():  # before default_setup writes config.yaml into the folder
-        claim_output_dir(cfg.OUTPUT_DIR, args.resume, getattr(args, "overwrite", False))
+    # Before default_setup writes config.yaml into the folder.
+    claim_output_dir_on_all_ranks(cfg.OUTPUT_DIR, args.resume, getattr(args, "overwrite", False))
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="soco")
     return cfg

@@ -5,6 +5,8 @@
   refused; the kernel drops the lock when a process dies, so a lock left by a killed job is
   stale and taken over. Starting without ``--resume`` in a folder that holds checkpoints is
   refused unless ``overwrite`` is set, which deletes the old checkpoints first.
+  ``claim_output_dir_on_all_ranks`` does this on rank 0 and tells every rank of the job, on
+  every machine, so a refusal stops them all instead of leaving the others waiting for rank 0.
 - ``truncate_metrics``: drops the ``metrics.json`` lines of iterations >= the start iteration
   (those a killed job wrote after its last checkpoint), so a resumed run writes each once.
 - ``MetricsHistoryHook``: puts the recent values of each logged scalar into checkpoints, so the
@@ -33,6 +35,7 @@ __all__ = [
     "OutputDirInUseError",
     "add_overwrite_argument",
     "claim_output_dir",
+    "claim_output_dir_on_all_ranks",
     "checkpoint_files",
     "truncate_metrics",
     "MetricsHistoryHook",
@@ -105,6 +108,22 @@ def claim_output_dir(output_dir: str, resume: bool, overwrite: bool) -> None:
     logger.warning(f"--overwrite: deleting {len(old)} checkpoint files of an earlier run in {output_dir}")
     for path in old:
         os.remove(path)
+
+
+def claim_output_dir_on_all_ranks(output_dir: str, resume: bool, overwrite: bool) -> None:
+    """:func:`claim_output_dir` on rank 0, its outcome shared with every rank (one gloo
+    all-gather; nothing in a one-process job): a refused claim raises the same
+    :class:`OutputDirInUseError` on every rank of every machine."""
+    error = None
+    if comm.is_main_process():
+        try:
+            claim_output_dir(output_dir, resume, overwrite)
+        except OutputDirInUseError as exc:
+            error = str(exc)
+    if comm.get_world_size() > 1:
+        error = comm.all_gather(error)[0]
+    if error is not None:
+        raise OutputDirInUseError(error if comm.is_main_process() else f"rank 0 refused the run: {error}")
 
 
 def truncate_metrics(path: str, start_iter: int) -> int:
