@@ -87,37 +87,47 @@ def test_images_missing_from_the_proposal_file_give_the_command_to_fix_it(tmp_pa
         attach_proposals(dicts, props)
 
 
-# ------------------------------------------------------------------ 2. a dead worker
+# ------------------------------------------------------------------ 2. a dead or hung worker
 # Run in a fresh interpreter: the workers are forked there (so they inherit the patched
 # function; spawn would re-import the module), which is only safe in a process that has not
 # started torch's or OpenCV's threads, as this test process has.
-KILLED_WORKER_SCRIPT = """
-import os, signal, sys
+PATCHED_WORKER_SCRIPT = """
+import os, signal, sys, time
 from soco.data.proposals import generate, runner
 real = runner.propose_file_with_size
-def kill_on_boom(path, *args, **kwargs):
-    if os.path.basename(path) == "boom.jpg":
-        os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer would
+def patched(path, *args, **kwargs):
+    if os.path.basename(path) == sys.argv[3]:
+        {action}
     return real(path, *args, **kwargs)
 runner.START_METHOD = "fork"
-runner.propose_file_with_size = kill_on_boom
-summary = generate(sys.argv[1], sys.argv[2], num_workers=2, chunk_size=3, progress=False)
+runner.propose_file_with_size = patched
+summary = generate(sys.argv[1], sys.argv[2], num_workers=2, chunk_size=3, progress=False, image_timeout={timeout})
 print(summary["images"], summary["failures"], summary["images_this_run"])
 """
 
 
-def test_killed_worker_is_named_and_the_run_finishes(tmp_path):
+def _generate_with_a_bad_worker(tmp_path, name: str, action: str, timeout: float = 600):
+    """6 photos plus ``name``, on which a worker runs ``action``; returns a function that runs the
+    generation in a fresh interpreter (2 workers, ``timeout`` s per image at most) and its output path."""
     root = str(tmp_path / "images")
-    _photos(root, 6)
-    shutil.copy(os.path.join(root, "class0", "img000.jpg"), os.path.join(root, "boom.jpg"))
+    if not os.path.isdir(root):
+        _photos(root, 6)
+        shutil.copy(os.path.join(root, "class0", "img000.jpg"), os.path.join(root, name))
     output = str(tmp_path / "p.pkl")
+    script = PATCHED_WORKER_SCRIPT.format(action=action, timeout=timeout)
 
     def run():
-        result = subprocess.run([sys.executable, "-c", KILLED_WORKER_SCRIPT, root, output], capture_output=True,
+        result = subprocess.run([sys.executable, "-c", script, root, output, name], capture_output=True,
                                 text=True, timeout=120, env=dict(os.environ, PYTHONPATH=REPO))
         assert result.returncode == 0, result.stderr[-3000:]
         return result
 
+    return run, output
+
+
+def test_killed_worker_is_named_and_the_run_finishes(tmp_path):
+    # SIGKILL: as the out-of-memory killer would.
+    run, output = _generate_with_a_bad_worker(tmp_path, "boom.jpg", "os.kill(os.getpid(), signal.SIGKILL)")
     first = run()
     assert first.stdout.split() == ["6", "1", "7"]
     assert "boom.jpg: worker died" in first.stderr
@@ -128,30 +138,11 @@ def test_killed_worker_is_named_and_the_run_finishes(tmp_path):
     assert run().stdout.split() == ["6", "1", "0"]
 
 
-HUNG_WORKER_SCRIPT = """
-import os, sys, time
-from soco.data.proposals import generate, runner
-real = runner.propose_file_with_size
-def hang_on_stuck(path, *args, **kwargs):
-    if os.path.basename(path) == "stuck.jpg":
-        time.sleep(3600)  # as a decoder caught in a loop would
-    return real(path, *args, **kwargs)
-runner.START_METHOD = "fork"
-runner.propose_file_with_size = hang_on_stuck
-summary = generate(sys.argv[1], sys.argv[2], num_workers=2, chunk_size=3, progress=False, image_timeout=4)
-print(summary["images"], summary["failures"], summary["images_this_run"])
-"""
-
-
 def test_hung_worker_times_out_and_the_run_finishes(tmp_path):
-    root = str(tmp_path / "images")
-    _photos(root, 6)
-    shutil.copy(os.path.join(root, "class0", "img000.jpg"), os.path.join(root, "stuck.jpg"))
-    output = str(tmp_path / "p.pkl")
+    # An hour's sleep: as a decoder caught in a loop would.
+    run, output = _generate_with_a_bad_worker(tmp_path, "stuck.jpg", "time.sleep(3600)", timeout=4)
     start = time.monotonic()
-    result = subprocess.run([sys.executable, "-c", HUNG_WORKER_SCRIPT, root, output], capture_output=True,
-                            text=True, timeout=120, env=dict(os.environ, PYTHONPATH=REPO))
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run()
     assert time.monotonic() - start < 60  # two 4 s limits (in the pool, then alone), not an hour
     assert result.stdout.split() == ["6", "1", "7"]
     assert "stuck.jpg: in flight for over 4 s" in result.stderr and "timed out" in result.stderr
@@ -160,7 +151,7 @@ def test_hung_worker_times_out_and_the_run_finishes(tmp_path):
     assert [f["id"] for f in failures] == ["stuck.jpg"] and failures[0]["reason"].startswith("timed out")
     assert "stuck.jpg" in read_proposal_file(output).failed
     with pytest.raises(ValueError, match="image_timeout must be >= 0"):
-        generate(root, str(tmp_path / "q.pkl"), num_workers=1, progress=False, image_timeout=-1)
+        generate(str(tmp_path / "images"), str(tmp_path / "q.pkl"), num_workers=1, progress=False, image_timeout=-1)
 
 
 # ------------------------------------------------------------------ 3. one run per folder
