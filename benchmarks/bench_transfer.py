@@ -2,8 +2,8 @@
 """Does pretraining transfer? Every start (random init, SoCo, BYOL, CoKe, CLSA, SMoG) fine-tuned
 with the same config and seeds, in both data settings of the demo, with the item probe beside
 the AP: one markdown table, mean ± standard error, each start's AP difference from random init
-(paired by fine-tuning seed) with its 95 % interval. Random init is the baseline measured in the
-same run.
+(paired by fine-tuning seed) with its 95 % interval, and SoCo's differences from the image-level
+starts. Random init is the baseline measured in the same run.
 
     python benchmarks/bench_transfer.py                          # long budget: hours on 2 cores
     python benchmarks/bench_transfer.py --budget short --settings few-label --methods SoCo
@@ -12,7 +12,8 @@ same run.
 
 ``--collect SETTING:BUDGET=DIR`` runs nothing: it reads the fine-tunes and probes finished in
 folders of ``tools/demo.py`` (or of this benchmark), runs of several invocations included, and
-writes the same table from them, one block of rows per folder.
+writes the same tables from them, one block of rows per folder. A second table gives SoCo minus
+each image-level start (AP paired by fine-tuning seed, linear probe by Welch's test).
 
 Each setting's steps, logs, results and plot are in OUTPUT/<setting>/ (soco.demo.pipeline;
 finished steps are reused, so an interrupted run continues where it stopped); the table is
@@ -29,7 +30,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from soco.demo.pipeline import collect_finished, run_comparison  # noqa: E402
-from soco.demo.report import format_markdown  # noqa: E402
+from soco.demo.report import format_markdown, format_versus  # noqa: E402
 from soco.demo.settings import BUDGETS, METHODS, SETTINGS  # noqa: E402
 from soco.demo.steps import StepFailed  # noqa: E402
 from soco.utils.files import atomic_write_bytes  # noqa: E402
@@ -54,7 +55,9 @@ def parse_collect(spec: str):
 
 
 def write_table(output: str, header: str, summaries) -> None:
-    table = header + "\n\n" + format_markdown(summaries)
+    versus = format_versus(summaries)
+    table = header + "\n\n" + format_markdown(summaries) + (
+        f"\n\nSoCo against each image-level start (AP paired by fine-tuning seed):\n\n{versus}" if versus else "")
     print(table)
     os.makedirs(output, exist_ok=True)
     atomic_write_bytes(os.path.join(output, "transfer_table.md"), (table + "\n").encode())

@@ -5,9 +5,9 @@ from typing import Dict, List, Tuple
 
 from ..utils.files import atomic_write
 
-from .results import METRICS, PROBE_METRICS
+from .results import METRICS, PROBE_METRICS, differences
 
-__all__ = ["format_value", "format_table", "format_markdown", "format_runs", "plot"]
+__all__ = ["format_value", "format_table", "format_markdown", "format_versus", "format_runs", "plot"]
 
 _HEADERS = {"knn_top1": "probe kNN %", "linear_top1": "probe lin. %", "AP": "AP", "AP50": "AP50", "AP75": "AP75"}
 
@@ -64,6 +64,30 @@ def format_markdown(summaries: Dict[str, Dict], baseline: str = "random init") -
                 cells.append("" if d is None else (f"**{_signed(d)[:-2]}**" if d["exceeds_noise"] else _signed(d)))
             lines.append(f"| {setting} | {name} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def format_versus(summaries: Dict[str, Dict], start: str = "SoCo", baseline: str = "random init") -> str:
+    """Markdown rows of ``start`` minus each other pretrained start, per label of ``summaries``
+    (results dicts with ``runs`` and ``probes``): the AP difference paired by fine-tuning seed
+    and the linear-probe difference (Welch), each with its 95 % interval, bold where it excludes
+    0. Empty string when no label has ``start`` and another pretrained start."""
+    lines = []
+    for setting, summary in summaries.items():
+        runs, probes = summary.get("runs", []), summary.get("probes", [])
+        starts = [s for s in dict.fromkeys([r["start"] for r in runs] + [p["start"] for p in probes])
+                  if s not in (start, baseline)]
+        if start not in {r["start"] for r in runs} | {p["start"] for p in probes}:
+            continue
+        for other in starts:
+            diff = differences(runs, probes, other).get(start, {})
+            cells = []
+            for key in ("AP", "linear_top1"):
+                d = diff.get(key)
+                cells.append("-" if d is None else (f"**{_signed(d)[:-2]}**" if d["exceeds_noise"] else _signed(d)))
+            lines.append(f"| {setting} | {start} - {other} | " + " | ".join(cells) + " |")
+    if not lines:
+        return ""
+    return "\n".join([f"| setting | difference | AP [95% CI] | probe linear % [95% CI] |", "|---|---|---|---|", *lines])
 
 
 def format_runs(rows: Dict[str, Dict]) -> str:
