@@ -82,8 +82,8 @@ def _iters(soco_iters: int) -> Dict[str, int]:
 
 
 BUDGETS = {
-    # `make demo`: ~20 min on 2 cores for random init and SoCo with one seed.
-    "full": Budget("full", None, _iters(300), 600, 2, "make demo: ~20 min on 2 cores (2 starts, 1 seed)"),
+    # `make demo`: ~9 min on 2 idle cores (20 on shared ones) for random init and SoCo, one seed.
+    "full": Budget("full", None, _iters(300), 600, 2, "make demo: ~9 min on 2 idle cores (2 starts, 1 seed)"),
     # Smoke mode: every step, tiny budgets (AP values mean nothing).
     "quick": Budget("quick", 24, _iters(8), 12, 1, "smoke test: minutes"),
     # The few-label comparison that fits an hour on a shared 2-core CPU: 800 pool images seen
