@@ -17,10 +17,19 @@ def format_value(mean: float, se: float) -> str:
     return f"{mean:.2f}" if math.isnan(se) else f"{mean:.2f} ± {se:.2f}"
 
 
-def _signed(d: Dict) -> str:
+def _signed(d: Dict, mark: bool = True) -> str:
+    """``"+2.33 [+0.90, +3.77] *"``: a difference, its 95 % interval (when known) and, with
+    ``mark``, ``*`` where the interval excludes 0."""
     low, high = d["ci95"]
     interval = "" if math.isnan(low) else f" [{low:+.2f}, {high:+.2f}]"
-    return f"{d['mean']:+.2f}{interval}{' *' if d['exceeds_noise'] else ''}"
+    return f"{d['mean']:+.2f}{interval}{' *' if mark and d['exceeds_noise'] else ''}"
+
+
+def _markdown_difference(d: Dict, missing: str) -> str:
+    """A difference for a markdown cell, bold where its interval excludes 0; ``missing`` for None."""
+    if d is None:
+        return missing
+    return f"**{_signed(d, mark=False)}**" if d["exceeds_noise"] else _signed(d)
 
 
 def format_table(rows: Dict[str, Dict], diffs: Dict[str, Dict] = None, baseline: str = "random init") -> str:
@@ -59,9 +68,8 @@ def format_markdown(summaries: Dict[str, Dict], baseline: str = "random init") -
             fseeds = len({x["seed"] for x in r["per_run"]})
             seeds = f"{fseeds}" if name == baseline else f"{pseeds} x {fseeds}"
             cells = [format_value(r[k], r["se"][k]) if k in r else "-" for k in ("knn_top1", "linear_top1", "AP", "AP50")]
-            for key in ("AP", "linear_top1"):
-                d = summary.get("differences", {}).get(name, {}).get(key)
-                cells.append("" if d is None else (f"**{_signed(d)[:-2]}**" if d["exceeds_noise"] else _signed(d)))
+            cells += [_markdown_difference(summary.get("differences", {}).get(name, {}).get(key), "")
+                      for key in ("AP", "linear_top1")]
             lines.append(f"| {setting} | {name} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -80,10 +88,7 @@ def format_versus(summaries: Dict[str, Dict], start: str = "SoCo", baseline: str
             continue
         for other in starts:
             diff = differences(runs, probes, other).get(start, {})
-            cells = []
-            for key in ("AP", "linear_top1"):
-                d = diff.get(key)
-                cells.append("-" if d is None else (f"**{_signed(d)[:-2]}**" if d["exceeds_noise"] else _signed(d)))
+            cells = [_markdown_difference(diff.get(key), "-") for key in ("AP", "linear_top1")]
             lines.append(f"| {setting} | {start} - {other} | " + " | ".join(cells) + " |")
     if not lines:
         return ""

@@ -73,25 +73,30 @@ def summarise(runs: List[Dict], probes: List[Dict]) -> Dict[str, Dict]:
     return rows
 
 
+def _mean_by_seed(runs: List[Dict], start: str, key: str) -> Dict[int, float]:
+    """Fine-tuning seed -> ``start``'s mean of ``key`` over its runs with that seed (its
+    pretraining seeds)."""
+    by_seed: Dict[int, List[float]] = {}
+    for r in runs:
+        if r["start"] == start:
+            by_seed.setdefault(r["seed"], []).append(r[key])
+    return {seed: sum(values) / len(values) for seed, values in by_seed.items()}
+
+
 def differences(runs: List[Dict], probes: List[Dict], baseline: str) -> Dict[str, Dict]:
-    """Each other start minus ``baseline``: AP metrics paired by fine-tuning seed (a start's
-    value for a seed is its mean over pretraining seeds), probe metrics unpaired (the starts'
-    probes share no seed). See :mod:`.statistics` for the keys and when a difference is called
-    larger than its noise."""
-    base = {r["seed"]: r for r in runs if r["start"] == baseline}
+    """Each other start minus ``baseline``: AP metrics paired by fine-tuning seed (each start's
+    value for a seed, the baseline's too, is its mean over pretraining seeds), probe metrics
+    unpaired (the starts' probes share no seed). See :mod:`.statistics` for the keys and when a
+    difference is called larger than its noise."""
     out = {}
     starts = [r["start"] for r in runs] + [p["start"] for p in probes]
     for start in dict.fromkeys(s for s in starts if s != baseline):
-        by_seed: Dict[int, List[Dict]] = {}
-        for r in runs:
-            if r["start"] == start and r["seed"] in base:
-                by_seed.setdefault(r["seed"], []).append(r)
-        seeds = sorted(by_seed)
         diff = {}
-        if seeds:
-            for key in METRICS:
-                mine = [sum(r[key] for r in by_seed[s]) / len(by_seed[s]) for s in seeds]
-                diff[key] = paired_difference(mine, [base[s][key] for s in seeds])
+        for key in METRICS:
+            mine, base = _mean_by_seed(runs, start, key), _mean_by_seed(runs, baseline, key)
+            seeds = sorted(set(mine) & set(base))
+            if seeds:
+                diff[key] = paired_difference([mine[s] for s in seeds], [base[s] for s in seeds])
         for key in PROBE_METRICS:
             a = [p[key] for p in probes if p["start"] == start and key in p]
             b = [p[key] for p in probes if p["start"] == baseline and key in p]
