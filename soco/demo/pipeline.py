@@ -95,8 +95,7 @@ def run_comparison(setting: Setting, budget: Budget, methods: Sequence[str], pre
             pool.shutdown(wait=False, cancel_futures=True)  # queued steps never start
             raise
 
-    rows = summarise(runs, probes)
-    diffs = differences(runs, probes, RANDOM_INIT)
+    rows, diffs = _reduce(runs, probes)
     curves = {d[len("pretrain_"):]: read_metrics(os.path.join(out, d, "metrics.json")) for d in pretrain_dirs(out)}
     wall = time.time() - start_time
     summary = {
@@ -112,9 +111,17 @@ def run_comparison(setting: Setting, budget: Budget, methods: Sequence[str], pre
     plot(rows, curves, os.path.join(out, PLOT_FILE),
          title=f"{setting.name} setting, {budget.name} budget: {len(finetune_seeds)} fine-tuning seed(s), "
                f"{len(pretrain_seeds)} pretraining seed(s)")
-    summary["table"] = format_table(rows, diffs if len(rows) > 1 else None, RANDOM_INIT)
-    summary["per_run"] = format_runs(rows)
-    return summary
+    return {**summary, **_texts(rows, diffs)}
+
+
+def _reduce(runs: List[Dict], probes: List[Dict]):
+    """(one row per start, each start's differences from random init)."""
+    return summarise(runs, probes), differences(runs, probes, RANDOM_INIT)
+
+
+def _texts(rows: Dict, diffs: Dict) -> Dict[str, str]:
+    """The printed table and the AP of every fine-tune."""
+    return {"table": format_table(rows, diffs if len(rows) > 1 else None, RANDOM_INIT), "per_run": format_runs(rows)}
 
 
 def _start_of(name: str):
@@ -146,7 +153,5 @@ def collect_finished(out: str, budget: Budget) -> Dict:
                            **{k: result[k] for k in ("knn_top1", "linear_top1") if k in result}})
     order = {RANDOM_INIT: -1, **{m: i for i, m in enumerate(METHODS)}}
     runs.sort(key=lambda r: (order[r["start"]], r["pretrain_seed"] or 0, r["seed"]))
-    rows = summarise(runs, probes)
-    diffs = differences(runs, probes, RANDOM_INIT)
-    return {"runs": runs, "probes": probes, "results": rows, "differences": diffs,
-            "table": format_table(rows, diffs if len(rows) > 1 else None, RANDOM_INIT), "per_run": format_runs(rows)}
+    rows, diffs = _reduce(runs, probes)
+    return {"runs": runs, "probes": probes, "results": rows, "differences": diffs, **_texts(rows, diffs)}
