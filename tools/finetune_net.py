@@ -25,13 +25,13 @@ import os
 import weakref
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
 from detectron2.utils import comm
 
 import soco.d2_plugin  # noqa: F401  (soco's demo datasets and ROI heads, as for stock train_net.py)
+from soco.config.finetune import build_finetune_config
 from soco.engine.checkpoint import AtomicCheckpointer
 from soco.engine.run_guard import add_overwrite_argument, claim_output_dir_on_all_ranks, truncate_metrics
 from soco.utils.files import atomic_write_json
@@ -96,35 +96,13 @@ class Trainer(DefaultTrainer):
         )
 
 
-NORM_NODES = ("RESNETS", "FPN", "ROI_BOX_HEAD", "ROI_MASK_HEAD")
-
-
-def use_plain_bn(cfg) -> None:
-    """SyncBN -> BN in every layer (same computation with one process; SyncBN needs DDP)."""
-    for node in NORM_NODES:
-        if cfg.MODEL[node].NORM == "SyncBN":
-            cfg.MODEL[node].NORM = "BN"
-
-
-def build_config(config_file: str, opts=(), world_size: int = 1):
-    """Detectron2 config from ``config_file`` and KEY VALUE ``opts``, adjusted for the run."""
-    cfg = get_cfg()
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    if world_size == 1:
-        use_plain_bn(cfg)
-    if not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
-    return cfg
-
-
 def write_results(results, output_dir: str) -> None:
     """``eval_results.json`` in ``output_dir``, written atomically."""
     atomic_write_json(os.path.join(output_dir, "eval_results.json"), results)
 
 
 def main(args):
-    cfg = build_config(args.config_file, args.opts, comm.get_world_size())
+    cfg = build_finetune_config(args.config_file, args.opts, comm.get_world_size())
     cfg.freeze()
     if not args.eval_only:  # before default_setup writes config.yaml
         claim_output_dir_on_all_ranks(cfg.OUTPUT_DIR, args.resume, getattr(args, "overwrite", False))

@@ -35,6 +35,7 @@ from detectron2.modeling import build_model
 from fvcore.nn.precise_bn import update_bn_stats
 from torchvision.ops import roi_align
 
+from ..config.finetune import use_plain_bn
 from ..data.image_io import read_image_chw
 from ..utils.files import atomic_write_json
 from .knn import knn_accuracy
@@ -81,10 +82,7 @@ def detector_resnet(cfg: CfgNode, weights: str, seed: int) -> Tuple[torch.nn.Mod
     (3, 1, 1), pixel_std (3, 1, 1)) in the channel order of ``cfg.INPUT.FORMAT``."""
     cfg = cfg.clone()
     cfg.defrost()
-    # One CPU process: SyncBN has no process group here (as tools/finetune_net.py does).
-    for node in ("RESNETS", "FPN", "ROI_BOX_HEAD", "ROI_MASK_HEAD"):
-        if cfg.MODEL[node].get("NORM") == "SyncBN":
-            cfg.MODEL[node].NORM = "BN"
+    use_plain_bn(cfg)  # one CPU process: SyncBN has no process group here
     cfg.MODEL.DEVICE = "cpu"
     torch.manual_seed(seed)
     model = build_model(cfg)
@@ -94,6 +92,11 @@ def detector_resnet(cfg: CfgNode, weights: str, seed: int) -> Tuple[torch.nn.Mod
         DetectionCheckpointer(model).load(weights)
     resnet = getattr(model.backbone, "bottom_up", model.backbone)
     return resnet, model.pixel_mean.cpu(), model.pixel_std.cpu()
+
+
+def _normalise(crops: torch.Tensor, pixel_mean: torch.Tensor, pixel_std: torch.Tensor, bgr: bool) -> torch.Tensor:
+    """uint8 RGB crops (N, 3, S, S) -> the detector's float input (channel order, mean, std)."""
+    return ((crops.flip(1) if bgr else crops).float() - pixel_mean) / pixel_std
 
 
 @torch.no_grad()
@@ -106,8 +109,7 @@ def res5_features(
     resnet.eval()
     feats = []
     for chunk in crops.split(batch_size):
-        x = chunk.flip(1) if bgr else chunk
-        out = resnet((x.float() - pixel_mean) / pixel_std)
+        out = resnet(_normalise(chunk, pixel_mean, pixel_std, bgr))
         if "res5" not in out:
             raise ValueError(f"item probe: the backbone outputs {sorted(out)}, not res5 (needs an FPN-style ResNet)")
         feats.append(out["res5"].mean(dim=(2, 3)))
@@ -128,7 +130,7 @@ def item_probe(
     start = time.perf_counter()
     resnet, mean, std = detector_resnet(cfg, weights, seed)
     bgr = cfg.INPUT.FORMAT == "BGR"
-    inputs = [((c.flip(1) if bgr else c).float() - mean) / std for c in bank[0].split(batch_size)]
+    inputs = [_normalise(c, mean, std, bgr) for c in bank[0].split(batch_size)]
     with torch.no_grad():
         update_bn_stats(resnet, inputs, num_iters=len(inputs))
     bank_feats = res5_features(resnet, bank[0], mean, std, bgr, batch_size)
