@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """End-to-end demo on the embedded data, on CPU: does pretraining help a detector?
 
-    python tools/demo.py            # about 20 minutes on 2 CPU cores: random init vs SoCo
+    python tools/demo.py            # about 9 minutes on 2 idle CPU cores: random init vs SoCo
     python tools/demo.py --quick    # a few minutes: every step, tiny budgets (a smoke test)
-    python tools/demo.py --setting few-label --budget short --pretrain-seeds 2 --seeds 3
+    python tools/demo.py --setting few-label --budget medium --pretrain-seeds 2 --seeds 3 --methods all
     python tools/demo.py --setting few-label --budget long --methods all --pretrain-seeds 2 --seeds 3
 
 Steps (each one of the project's command-line tools, its log under OUTPUT/logs/):
@@ -23,7 +23,8 @@ Steps (each one of the project's command-line tools, its log under OUTPUT/logs/)
 Settings (--setting): "current" pretrains on the 200 training images and fine-tunes on the same
 images with their labels; "few-label" pretrains on the unlabelled pool (soco_demo_pool) and
 fine-tunes on 64 labelled images (soco_demo_det_train_few). Budgets (--budget): see
-soco/demo/settings.py ("full": `make demo`, "quick": smoke, "short" / "long": the comparisons).
+soco/demo/settings.py ("full": `make demo`, "quick": smoke, "short" / "medium" / "long": the
+few-label comparisons).
 The table (start x probe, AP, AP50, AP75: mean ± standard error; each start's difference from
 random init, paired by fine-tuning seed, with its 95 % interval) is printed and written to
 OUTPUT/demo_results.json, with a plot in OUTPUT/demo_results.png. Steps whose result already
