@@ -1,22 +1,29 @@
 #!/usr/bin/env python
-"""Self-supervised pretraining (SoCo, BYOL, CoKe, CLSA, SMoG) with Detectron2's launcher.
+"""Self-supervised pretraining (SoCo, BYOL, CoKe, CLSA, SMoG): one process, spawned processes, torchrun or srun.
 
 One CPU (the demo configs set MODEL.DEVICE cpu):
     python tools/pretrain_net.py --config-file configs/BYOL/byol_R18_cpu_demo.yaml
 One machine, 8 GPUs:
     python tools/pretrain_net.py --config-file configs/BYOL/byol_R50_300ep.yaml --num-gpus 8
+Several jobs on one machine: each picks a free port for its processes' rendezvous (the default
+--dist-url auto), so they never collide.
 Two machines of 8 GPUs, one line per machine (same config, same --dist-url = machine 0's
-address and a free port):
+address and a port free there; "auto" works on one machine only):
     python tools/pretrain_net.py --config-file CFG --num-gpus 8 --num-machines 2 --machine-rank 0 --dist-url tcp://10.0.0.1:29500
     python tools/pretrain_net.py --config-file CFG --num-gpus 8 --num-machines 2 --machine-rank 1 --dist-url tcp://10.0.0.1:29500
-Slurm, one task per machine (an sbatch script; SLURM_NODEID is the machine rank). Machines of
-one DDP job must start together, so use one multi-node job, not a job array (job arrays suit
-independent work such as proposal shards):
-    #SBATCH --nodes=2 --ntasks-per-node=1 --gres=gpu:8 --cpus-per-task=64
-    MASTER=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
-    srun bash -c 'python tools/pretrain_net.py --config-file CFG --num-gpus 8 --num-machines 2 \\
-        --machine-rank $SLURM_NODEID --dist-url tcp://'$MASTER':29500 --resume'
-  (--resume makes a requeued job continue from the last checkpoint.)
+torchrun or Slurm's srun starting one process per GPU (or CPU slot): the tool reads their
+env:// variables (RANK/LOCAL_RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT; SLURM_PROCID/
+SLURM_LOCALID/SLURM_STEP_NUM_TASKS/SLURM_STEP_NODELIST, rendezvous on the first node at
+MASTER_PORT or a port derived from the job id) and spawns nothing; leave --num-gpus at 1:
+    torchrun --nproc_per_node 8 --nnodes 2 --rdzv-backend c10d --rdzv-endpoint HOST0:29500 \\
+        tools/pretrain_net.py --config-file CFG --resume
+    srun --ntasks-per-node 8 --gres gpu:8 python tools/pretrain_net.py --config-file CFG --resume
+  (tools/slurm/ holds sbatch files to copy. With --resume, a requeued job and torchrun's
+  --max-restarts continue from the last checkpoint by themselves.)
+Signals: SIGINT, SIGTERM or SIGUSR1 (Slurm's pre-emption notice), sent to the launcher, to every
+process or to one rank, make every process save one checkpoint at the same iteration; the job
+exits 130 / 143 / 138. PRETRAIN.DIST_TIMEOUT_MINUTES bounds how long the others wait for a
+stalled rank (a watchdog names it in the log first).
 Resume (continues from OUTPUT_DIR/last_checkpoint with the same data order, lr, EMA and
 method state; losses on CPU match an uninterrupted run exactly): add --resume.
 Several CPU processes (gloo; the same launcher path, trainer, sampler and checkpointer as on
@@ -32,6 +39,8 @@ The console prints, every PRETRAIN.LOG_PERIOD iterations, ETA, iteration, losses
 iteration, data time, lr and memory; OUTPUT_DIR gets metrics.json, TensorBoard events,
 config.yaml and checkpoints model_XXXXXXX.pth / model_final.pth (with the config inside).
 """
+
+from datetime import timedelta
 
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
@@ -65,8 +74,22 @@ def main(args):
     run_pretraining(cfg, resume=args.resume)
 
 
+def argument_parser():
+    """Detectron2's default arguments, --overwrite, and a rendezvous on a free port by default
+    (Detectron2's default is a fixed port, on which two jobs of one machine collide)."""
+    parser = add_overwrite_argument(default_argument_parser(epilog=__doc__))
+    parser.set_defaults(dist_url="auto")
+    for action in parser._actions:
+        if action.dest == "dist_url":
+            action.help = ("rendezvous of the processes: 'auto' (default) picks a free local port (one machine); "
+                           "with --num-machines > 1 give every machine tcp://MACHINE0_ADDRESS:PORT. Not used "
+                           "under torchrun or srun, whose MASTER_ADDR/MASTER_PORT are read instead")
+    return parser
+
+
 if __name__ == "__main__":
-    args = add_overwrite_argument(default_argument_parser(epilog=__doc__)).parse_args()
+    args = argument_parser().parse_args()
+    launch_cfg = load_pretrain_config(args.config_file, args.opts)
     launch(
         main,
         args.num_gpus,
@@ -74,5 +97,6 @@ if __name__ == "__main__":
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
         args=(args,),
-        device=load_pretrain_config(args.config_file, args.opts).MODEL.DEVICE,
+        device=launch_cfg.MODEL.DEVICE,
+        timeout=timedelta(minutes=launch_cfg.PRETRAIN.DIST_TIMEOUT_MINUTES),
     )

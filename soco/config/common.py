@@ -45,6 +45,10 @@ def add_common_config(cfg: CN) -> None:
     # a hash of the global state (parameters, EMA copies, queues, clusters, groups) and stop
     # with an error naming the tensor if they differ. 0 disables it; one process: no cost.
     cfg.PRETRAIN.STATE_CHECK_PERIOD = 1000
+    # How long a collective (gradient all-reduce, gathers) waits for a missing process before
+    # every process stops with an error naming it (PyTorch's default is 30 minutes). Minutes;
+    # fractions allowed. A watchdog logs the late rank and where it is well before that.
+    cfg.PRETRAIN.DIST_TIMEOUT_MINUTES = 10.0
     # Metrics go to the console (with ETA), OUTPUT_DIR/metrics.json and TensorBoard every
     # LOG_PERIOD iterations.
     cfg.PRETRAIN.LOG_PERIOD = 20

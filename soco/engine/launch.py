@@ -1,29 +1,45 @@
-"""Start one process per device: Detectron2's ``launch`` on GPUs, gloo processes on CPU.
+"""Start the processes of a job: spawned here (one per GPU, or per CPU slot with gloo), or
+started by a cluster launcher (torchrun, Slurm's srun) and joined through its env:// contract.
 
-Detectron2 0.6's ``launch`` asserts that CUDA is available and always uses NCCL, so on CPU it
-stops with ``AssertionError: cuda is not available``. For ``MODEL.DEVICE cpu`` this module
-spawns the processes itself, with the gloo backend and the same arguments (processes per
-machine, machines, machine rank, ``--dist-url``), sets Detectron2's per-machine process group
-(``comm.get_local_rank``) as its launcher does, and calls the same ``main_func``: the trainer,
-sampler, checkpointer and hooks are those of a GPU run. Works with Detectron2 0.6 and with the
-official Detectron2 (``comm.create_local_process_group``) without editing either.
+Why not Detectron2's ``launch``: 0.6's asserts CUDA and always uses NCCL, so it cannot run on
+CPU; and neither its launcher nor PyTorch's spawn survives a signal gracefully (the launcher
+dies of SIGTERM's default action, PyTorch then sends every worker SIGINT as its parent-death
+signal, and the spawn wrapper swallows the resulting ``KeyboardInterrupt``). Here the launcher
+catches SIGINT / SIGTERM / SIGUSR1, hands the request to its workers (``soco.engine.signals``),
+waits for them to write their checkpoint and exits 128 + signal. The worker's set-up is the same
+as Detectron2's (process group, per-machine group for ``comm.get_local_rank``, the GPU of the
+local rank) on every path, so the trainer, sampler, checkpointer and hooks are those of one
+program. Works with Detectron2 0.6 and with the official Detectron2
+(``comm.create_local_process_group``) without editing either.
 """
 
 import logging
 import os
+import signal
 import socket
 from datetime import timedelta
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Tuple
+from urllib.parse import urlparse
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from detectron2.engine import launch as detectron2_launch
 from detectron2.utils import comm
 
-__all__ = ["free_local_url", "launch"]
+from .cluster import cluster_process
+from .signals import STOP_SIGNALS, LauncherSignals, exit_code, set_launcher_flag
 
-DEFAULT_TIMEOUT = timedelta(minutes=30)
+__all__ = ["free_local_url", "launch", "rendezvous_address"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = timedelta(minutes=10)
+# After one worker failed: seconds the others get to exit by themselves, then again after SIGTERM
+# before SIGKILL (a stopped or hung worker must not keep the job alive).
+FAILURE_GRACE_S = 5.0
+_STOP_CODES = {exit_code(s) for s in STOP_SIGNALS}
+
+_rendezvous: Optional[Tuple[str, int]] = None  # in a worker: (host, port) of the job's TCP store
 
 
 def free_local_url() -> str:
@@ -31,6 +47,12 @@ def free_local_url() -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def rendezvous_address() -> Optional[Tuple[str, int]]:
+    """(host, port) of the TCP store this process joined its job through; None for one process
+    or a file:// rendezvous."""
+    return _rendezvous
 
 
 def launch(
@@ -43,12 +65,33 @@ def launch(
     device: str = "cuda",
     timeout: timedelta = DEFAULT_TIMEOUT,
 ) -> None:
-    """Run ``main_func(*args)`` in ``num_processes_per_machine`` processes on this machine
-    (world size = that times ``num_machines``). ``device``: the config's MODEL.DEVICE; "cuda..."
-    delegates to Detectron2's launch (one process per GPU, NCCL), "cpu" spawns gloo processes.
-    ``dist_url`` "auto" picks a free local port (one machine only)."""
-    if torch.device(device).type != "cpu":
-        detectron2_launch(main_func, num_processes_per_machine, num_machines, machine_rank, dist_url, args=tuple(args))
+    """Run ``main_func(*args)`` in every process of the job.
+
+    Started by torchrun or srun (``soco.engine.cluster``) with a world size above 1: this
+    process is one rank; it joins the others (env://) and runs ``main_func``; the counts must
+    then be 1. Otherwise ``num_processes_per_machine`` processes are spawned on this machine
+    (world size = that times ``num_machines``; one process runs ``main_func`` in place).
+    ``device``: the config's MODEL.DEVICE ("cuda..." -> NCCL, one GPU per process; "cpu" ->
+    gloo). ``dist_url``: "tcp://HOST:PORT" of machine 0; None or "auto" picks a free local port
+    (one machine only). ``timeout``: how long a collective waits for a missing process.
+
+    A stop signal (SIGINT, SIGTERM, SIGUSR1) makes every process save one checkpoint at the
+    same iteration; this function then raises ``SystemExit(128 + signal)`` once all have.
+    """
+    backend = "gloo" if torch.device(device).type == "cpu" else "nccl"
+    cluster = cluster_process(os.environ)
+    if cluster is not None and cluster.world_size > 1:
+        if num_processes_per_machine != 1 or num_machines != 1:
+            raise ValueError(
+                f"this process was started by {cluster.launcher} as rank {cluster.rank} of {cluster.world_size}, "
+                "which starts one process per GPU (or CPU slot) itself: leave --num-gpus and --num-machines at 1"
+            )
+        os.environ.update(MASTER_ADDR=cluster.master_addr, MASTER_PORT=str(cluster.master_port),
+                          RANK=str(cluster.rank), WORLD_SIZE=str(cluster.world_size))
+        logger.info(f"{cluster.launcher}: rank {cluster.rank} of {cluster.world_size} "
+                    f"(rendezvous {cluster.master_addr}:{cluster.master_port})")
+        _run_rank(main_func, tuple(args), backend, "env://", cluster.rank, cluster.world_size,
+                  cluster.local_rank, cluster.local_world_size, timeout)
         return
     world_size = num_processes_per_machine * num_machines
     if world_size == 1:
@@ -56,15 +99,80 @@ def launch(
         return
     if dist_url in (None, "auto"):
         if num_machines > 1:
-            raise ValueError("--dist-url auto works on one machine only; give tcp://MACHINE0:PORT")
+            raise ValueError("--dist-url auto works on one machine only; give every machine tcp://MACHINE0:PORT")
         dist_url = free_local_url()
-    mp.start_processes(
-        _cpu_worker,
-        nprocs=num_processes_per_machine,
-        args=(main_func, world_size, num_processes_per_machine, machine_rank, dist_url, tuple(args), timeout),
+    _spawn(main_func, tuple(args), backend, dist_url, num_processes_per_machine, machine_rank, world_size, timeout)
+
+
+def _spawn(main_func, args, backend, dist_url, num_per_machine, machine_rank, world_size, timeout) -> None:
+    """Spawn the workers of this machine, relay stop signals to them, wait for all of them."""
+    context = mp.get_context("spawn")
+    request, stopped = context.Value("i", 0), context.Value("i", 0)
+    workers = mp.start_processes(
+        _spawned_worker,
+        nprocs=num_per_machine,
+        args=(main_func, args, backend, dist_url, machine_rank, num_per_machine, world_size, timeout, request, stopped),
         daemon=False,
         start_method="spawn",
+        join=False,
     )
+
+    def kill_all():
+        for process in workers.processes:
+            if process.is_alive():
+                process.kill()
+
+    with LauncherSignals(request, kill_all) as signals:
+        try:
+            while not workers.join(grace_period=FAILURE_GRACE_S):
+                pass
+        except mp.ProcessExitedException as exc:
+            if signals.received and exc.exit_code in _STOP_CODES:  # stopped at once by a second signal
+                raise SystemExit(exit_code(signals.received)) from None
+            raise
+    if stopped.value:
+        raise SystemExit(stopped.value)
+
+
+def _spawned_worker(local_rank, main_func, args, backend, dist_url, machine_rank, num_per_machine, world_size,
+                    timeout, request, stopped):
+    set_launcher_flag(request)
+    try:
+        _run_rank(main_func, args, backend, dist_url, machine_rank * num_per_machine + local_rank, world_size,
+                  local_rank, num_per_machine, timeout)
+    except SystemExit as exc:
+        if exc.code not in _STOP_CODES:
+            raise
+        stopped.value = exc.code  # a graceful stop: the launcher exits with this code once all are done
+    except KeyboardInterrupt:  # a second signal; PyTorch's wrapper would swallow it and exit 0
+        raise SystemExit(exit_code(request.value or signal.SIGINT)) from None
+
+
+def _run_rank(main_func, args, backend, init_method, rank, world_size, local_rank, local_world_size, timeout):
+    """Join the job as ``rank`` and run ``main_func(*args)``; what every path shares."""
+    global _rendezvous
+    if backend == "nccl":
+        if local_rank >= torch.cuda.device_count():
+            raise RuntimeError(f"local rank {local_rank} needs GPU {local_rank}, but {torch.cuda.device_count()} are visible")
+        torch.cuda.set_device(local_rank)
+    try:
+        dist.init_process_group(backend, init_method=init_method, world_size=world_size, rank=rank, timeout=timeout)
+    except Exception:
+        logger.error(f"could not join the process group at {init_method} as rank {rank} of {world_size}")
+        raise
+    if init_method == "env://":
+        _rendezvous = (os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
+    elif init_method.startswith("tcp://"):
+        url = urlparse(init_method)
+        _rendezvous = (url.hostname, url.port)
+    _set_local_process_group(local_world_size, rank // local_world_size)
+    if backend == "gloo" and "OMP_NUM_THREADS" not in os.environ:  # share the cores, do not oversubscribe
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world_size))
+    comm.synchronize()
+    try:
+        main_func(*args)
+    finally:
+        dist.destroy_process_group()
 
 
 def _set_local_process_group(num_per_machine: int, machine_rank: int) -> None:
@@ -77,20 +185,3 @@ def _set_local_process_group(num_per_machine: int, machine_rank: int) -> None:
         group = dist.new_group(list(range(i * num_per_machine, (i + 1) * num_per_machine)))
         if i == machine_rank:
             comm._LOCAL_PROCESS_GROUP = group
-
-
-def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank, dist_url, args, timeout):
-    rank = machine_rank * num_per_machine + local_rank
-    try:
-        dist.init_process_group("gloo", init_method=dist_url, world_size=world_size, rank=rank, timeout=timeout)
-    except Exception:
-        logging.getLogger(__name__).error(f"could not join the process group at {dist_url} as rank {rank}")
-        raise
-    _set_local_process_group(num_per_machine, machine_rank)
-    if "OMP_NUM_THREADS" not in os.environ:  # share the cores instead of oversubscribing them
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // num_per_machine))
-    comm.synchronize()
-    try:
-        main_func(*args)
-    finally:
-        dist.destroy_process_group()

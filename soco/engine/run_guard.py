@@ -11,9 +11,10 @@
   (those a killed job wrote after its last checkpoint), so a resumed run writes each once.
 - ``MetricsHistoryHook``: puts the recent values of each logged scalar into checkpoints, so the
   20-iteration medians of ``metrics.json`` continue across a resume as in an uninterrupted run.
-- ``StopOnSignalHook``: SIGINT / SIGTERM (Slurm pre-emption) finish the current iteration, save
-  ``model_<iter>.pth`` and exit with 128 + the signal number; every process stops at the same
-  iteration.
+- ``StopOnSignalHook``: SIGINT / SIGTERM / SIGUSR1 (Slurm's time limit and pre-emption notice),
+  received by any process or by the launcher that spawned them, finish the current iteration,
+  save ``model_<iter>.pth`` and exit with 128 + the signal number; every process stops at the
+  same iteration.
 """
 
 import fcntl
@@ -30,6 +31,8 @@ from typing import Optional
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 from detectron2.utils.events import HistoryBuffer
+
+from .signals import STOP_SIGNALS, exit_code, launcher_request
 
 __all__ = [
     "OutputDirInUseError",
@@ -188,17 +191,18 @@ class MetricsHistoryHook(HookBase):
 
 
 class StopOnSignalHook(HookBase):
-    """On SIGINT or SIGTERM, finish the current iteration, save ``model_<iter:07d>.pth`` (what
-    ``--resume`` continues from, losing nothing) and raise ``SystemExit(128 + signal)``.
+    """On SIGINT, SIGTERM or SIGUSR1 (``soco.engine.signals.STOP_SIGNALS``) to this process or
+    to the launcher that spawned it, finish the current iteration, save
+    ``model_<iter:07d>.pth`` (what ``--resume`` continues from, losing nothing) and raise
+    ``SystemExit(128 + signal)``.
 
     Register it after every hook whose ``after_step`` changes state (schedules, EMA) and
     before the PeriodicWriter, which then logs the last iteration once, in ``after_train``.
 
-    With several processes the flag is gathered every iteration, so all stop at the same one.
-    A second signal stops at once (the last periodic checkpoint stays valid).
+    With several processes the requests are gathered every iteration, so all stop at the same
+    one whichever process the signal reached. A second signal stops at once (the last periodic
+    checkpoint stays valid).
     """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, checkpointer):
         self.checkpointer = checkpointer
@@ -214,7 +218,7 @@ class StopOnSignalHook(HookBase):
 
     def before_train(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+            self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
 
     def after_train(self):
         for s, handler in self._previous.items():
@@ -222,18 +226,21 @@ class StopOnSignalHook(HookBase):
         self._previous = {}
 
     def after_step(self):
-        flags = comm.all_gather(self.received or 0) if comm.get_world_size() > 1 else [self.received or 0]
-        signum = max(flags)
+        local = (self.received or 0, launcher_request())
+        flags = comm.all_gather(local) if comm.get_world_size() > 1 else [local]
+        signum = max(max(f) for f in flags)
         if not signum:
             return
         iteration = self.trainer.iter
         name = f"model_{iteration:07d}"
         self.checkpointer.save(name, iteration=iteration)
         comm.synchronize()
-        logger.warning(f"stopped by {signal.Signals(signum).name} after iteration {iteration}; "
-                       f"{name}.pth written: rerun with --resume to continue")
+        ranks = [r for r, (own, _) in enumerate(flags) if own == signum]
+        via = [f"rank {r}" for r in ranks] + (["the launcher"] if any(f[1] == signum for f in flags) else [])
+        logger.warning(f"stopped by {signal.Signals(signum).name} (received by {', '.join(via)}) after iteration "
+                       f"{iteration}; {name}.pth written: rerun with --resume to continue")
         self.after_train()  # restore the handlers now: a later hook's after_train may fail
-        raise SystemExit(128 + signum)
+        raise SystemExit(exit_code(signum))
 
 
 def add_overwrite_argument(parser):

@@ -1,0 +1,99 @@
+"""The env:// contract of cluster launchers: which process this is, when torchrun or Slurm
+started it.
+
+torchrun sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``, ``GROUP_RANK``,
+``MASTER_ADDR`` and ``MASTER_PORT`` in every worker. ``srun`` sets, in every task of a job step,
+``SLURM_PROCID`` (rank), ``SLURM_LOCALID`` (rank on the node), ``SLURM_STEP_NUM_TASKS`` (world
+size), ``SLURM_STEP_NUM_NODES`` and ``SLURM_STEP_NODELIST`` (a hostlist such
+as ``node[03-04,07]``); the batch shell of an ``sbatch`` job sets no ``SLURM_STEP_NUM_TASKS``,
+so a tool started there without ``srun`` is not mistaken for one rank of many. Slurm gives no
+rendezvous address: the first node of the step hosts it, on ``MASTER_PORT`` when set, else on
+a port derived from the job id (the same in every task, different for jobs that share a node).
+"""
+
+import re
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+__all__ = ["ClusterProcess", "cluster_process", "first_host", "slurm_port"]
+
+_TORCHRUN_KEYS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+_SLURM_KEYS = ("SLURM_PROCID", "SLURM_LOCALID", "SLURM_STEP_NUM_TASKS", "SLURM_STEP_NODELIST")
+# Ports derived from a Slurm job id: above the well-known range, below Linux's ephemeral one.
+_PORT_BASE, _PORT_SPAN = 20000, 12000
+
+
+@dataclass(frozen=True)
+class ClusterProcess:
+    """One process of a job started by a cluster launcher.
+
+    ``launcher``: "torchrun" or "slurm"; ``rank`` in [0, world_size); ``local_rank`` in
+    [0, local_world_size) on its machine; ``master_addr``
+    and ``master_port``: where rank 0 (torchrun: its agent) hosts the rendezvous."""
+
+    launcher: str
+    rank: int
+    local_rank: int
+    world_size: int
+    local_world_size: int
+    master_addr: str
+    master_port: int
+
+    @property
+    def machine_rank(self) -> int:
+        """Index of this process's machine (launchers place consecutive ranks on a machine)."""
+        return self.rank // self.local_world_size
+
+
+def _int(env: Mapping[str, str], key: str) -> int:
+    try:
+        return int(env[key])
+    except ValueError:
+        raise ValueError(f"environment variable {key}={env[key]!r} is not an integer") from None
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a Slurm hostlist: "node[03-04,07],gpu1" -> "node03", "a1,b2" -> "a1"."""
+    match = re.match(r"([^\[,]*)(?:\[([^\]]*)\])?([^,]*)", nodelist.strip())
+    prefix, ranges, suffix = match.groups()
+    if ranges is not None:
+        prefix += ranges.split(",")[0].split("-")[0]
+    host = prefix + (suffix or "")
+    if not host:
+        raise ValueError(f"cannot read a host name from the Slurm node list {nodelist!r}")
+    return host
+
+
+def slurm_port(job_id: int) -> int:
+    """The rendezvous port of Slurm job ``job_id`` when MASTER_PORT is not set."""
+    return _PORT_BASE + job_id % _PORT_SPAN
+
+
+def cluster_process(env: Mapping[str, str]) -> Optional[ClusterProcess]:
+    """This process as torchrun or an ``srun`` step describes it in ``env`` (``os.environ``),
+    or None when neither started it. torchrun's variables win over Slurm's (torchrun run by
+    srun, one agent per node). ``MASTER_ADDR`` / ``MASTER_PORT`` override Slurm's defaults.
+
+    Raises ValueError naming the variable when one is not an integer, or when the step's tasks
+    are not spread evenly over its nodes (Detectron2's per-machine group needs equal counts)."""
+    if all(k in env for k in _TORCHRUN_KEYS):
+        world = _int(env, "WORLD_SIZE")
+        local_world = _int(env, "LOCAL_WORLD_SIZE") if "LOCAL_WORLD_SIZE" in env else world
+        return ClusterProcess(
+            "torchrun", _int(env, "RANK"), _int(env, "LOCAL_RANK"), world, local_world,
+            env["MASTER_ADDR"], _int(env, "MASTER_PORT"),
+        )
+    if all(k in env for k in _SLURM_KEYS):
+        world = _int(env, "SLURM_STEP_NUM_TASKS")
+        nodes = _int(env, "SLURM_STEP_NUM_NODES") if "SLURM_STEP_NUM_NODES" in env else 1
+        if world % nodes:
+            raise ValueError(
+                f"the Slurm step runs {world} tasks on {nodes} nodes: give every node the same number "
+                "(e.g. --ntasks-per-node)"
+            )
+        port = _int(env, "MASTER_PORT") if "MASTER_PORT" in env else slurm_port(_int(env, "SLURM_JOB_ID"))
+        return ClusterProcess(
+            "slurm", _int(env, "SLURM_PROCID"), _int(env, "SLURM_LOCALID"), world, world // nodes,
+            env.get("MASTER_ADDR") or first_host(env["SLURM_STEP_NODELIST"]), port,
+        )
+    return None
