@@ -75,3 +75,10 @@ def final_weights_equal(a: str, b: str) -> bool:
     wa = torch.load(os.path.join(a, "model_final.pth"), weights_only=True)["model"]
     wb = torch.load(os.path.join(b, "model_final.pth"), weights_only=True)["model"]
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def worker_pids(launcher_pid: int) -> List[int]:
+    """The spawned workers of a launcher, rank 0 first (its pid is in OUTPUT_DIR/run.lock too)."""
+    children = open(f"/proc/{launcher_pid}/task/{launcher_pid}/children").read().split()
+    workers = [int(c) for c in children if "--multiprocessing-fork" in open(f"/proc/{c}/cmdline").read()]
+    return sorted(workers)

@@ -18,8 +18,10 @@ from ..modeling.meta_arch import build_pretrain_model, pretrain_method_class
 from ..solver import build_lr_multiplier, build_optimizer, iterations_per_epoch, resolve_schedule
 from .checkpoint import PretrainCheckpointer
 from .hooks import GlobalStateCheckHook, RNGStateHook
+from .launch import rendezvous_address
 from .run_guard import MetricsHistoryHook, StopOnSignalHook, truncate_metrics
 from .trainer import PretrainTrainer
+from .watchdog import StepWatchdogHook
 
 __all__ = [
     "saved_config",
@@ -173,6 +175,8 @@ def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[Pretrain
     checkpointer = PretrainCheckpointer(model, cfg.OUTPUT_DIR, cfg.dump(), trainer=weakref.proxy(trainer))
     trainer.register_hooks(
         [
+            # First: its step time spans every other hook's work.
+            StepWatchdogHook(rendezvous_address(), comm.get_rank(), world_size, 60 * cfg.PRETRAIN.DIST_TIMEOUT_MINUTES),
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=build_lr_multiplier(cfg, method.zero_lr_iterations(cfg, iters_per_epoch))),
             RNGStateHook(cfg.SOLVER.CHECKPOINT_PERIOD),
@@ -201,10 +205,20 @@ def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[Pretrain
 
 
 def run_pretraining(cfg: CfgNode, resume: bool = False) -> PretrainTrainer:
-    """Build everything and train from the start (or the last checkpoint with ``resume``)."""
+    """Build everything and train from the start (or the last checkpoint with ``resume``).
+
+    A collective that times out in an iteration the watchdog reported late raises
+    :class:`soco.engine.watchdog.StalledRankError` naming the stalled rank."""
     trainer, start_iter, cfg = build_pretrain_trainer(cfg, resume)
     if start_iter >= cfg.SOLVER.MAX_ITER:
         logger.info(f"Nothing to do: the last checkpoint is at the end ({cfg.SOLVER.MAX_ITER} iterations)")
         return trainer
-    trainer.train(start_iter, cfg.SOLVER.MAX_ITER)
+    try:
+        trainer.train(start_iter, cfg.SOLVER.MAX_ITER)
+    except RuntimeError as exc:  # a collective's timeout: name the stalled rank the watchdog saw
+        watchdog = next(h for h in trainer._hooks if isinstance(h, StepWatchdogHook))
+        stalled = watchdog.stalled_error(exc)
+        if stalled is None:
+            raise
+        raise stalled from exc
     return trainer
