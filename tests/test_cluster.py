@@ -1,0 +1,178 @@
+"""Cluster life of tools/pretrain_net.py at world size 2 on CPU (gloo): signals to the launcher,
+the process group or one rank; torchrun and Slurm's env:// contract; two jobs on one machine;
+a stalled rank. Every run is the tool itself in its own process group (tests/cluster_helpers.py).
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+import cluster_helpers as h
+from soco.engine.cluster import ClusterProcess, cluster_process, first_host, slurm_port
+from soco.engine.signals import exit_code
+
+STOP_AT = 6  # the signal is sent once metrics.json shows this iteration (checkpoints at 4, 9, ...)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    from test_engine import write_smooth_images
+
+    root = tmp_path_factory.mktemp("images")
+    write_smooth_images(root)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(images, tmp_path_factory):
+    """OUTPUT_DIR of a run of 2 spawned processes that nothing interrupts."""
+    out = str(tmp_path_factory.mktemp("uninterrupted"))
+    result = subprocess.run(h.tool_command(images, out, "--num-gpus", "2"), capture_output=True, text=True,
+                            env=h.tool_env(), timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out
+
+
+def _no_cluster_env():
+    return {k: v for k, v in h.tool_env().items()
+            if not k.startswith(("SLURM_", "TORCHELASTIC_")) and k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE",
+                                                                          "MASTER_ADDR", "MASTER_PORT")}
+
+
+# ------------------------------------------------------------------ the env:// contract
+def test_torchrun_variables_are_read():
+    env = {"RANK": "5", "LOCAL_RANK": "1", "WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4",
+           "MASTER_ADDR": "n0", "MASTER_PORT": "29400", "SLURM_PROCID": "0"}
+    assert cluster_process(env) == ClusterProcess("torchrun", 5, 1, 8, 4, "n0", 29400)
+    assert cluster_process(env).machine_rank == 1
+
+
+def test_slurm_step_variables_are_read_and_the_batch_shell_is_not_a_rank():
+    step = {"SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_STEP_NUM_TASKS": "4", "SLURM_STEP_NUM_NODES": "2",
+            "SLURM_STEP_NODELIST": "gpu[07-08]", "SLURM_JOB_ID": "123456"}
+    assert cluster_process(step) == ClusterProcess("slurm", 3, 1, 4, 2, "gpu07", slurm_port(123456))
+    assert cluster_process(dict(step, MASTER_ADDR="10.0.0.1", MASTER_PORT="29500")).master_port == 29500
+    batch_shell = {k: v for k, v in step.items() if k != "SLURM_STEP_NUM_TASKS"}
+    assert cluster_process(batch_shell) is None
+    with pytest.raises(ValueError, match="3 tasks on 2 nodes"):
+        cluster_process(dict(step, SLURM_STEP_NUM_TASKS="3"))
+    with pytest.raises(ValueError, match="SLURM_PROCID='x'"):
+        cluster_process(dict(step, SLURM_PROCID="x"))
+
+
+def test_first_host_of_a_slurm_hostlist():
+    assert first_host("node[03-04,07],gpu1") == "node03"
+    assert first_host("a1,b2") == "a1"
+    assert first_host("rack[2-3]-ib") == "rack2-ib"
+    assert slurm_port(7) != slurm_port(8)
+
+
+# ------------------------------------------------------------------ signals
+@pytest.mark.parametrize("target, signum", [("group", signal.SIGTERM), ("launcher", signal.SIGTERM),
+                                            ("group", signal.SIGINT)])
+def test_signal_stops_every_rank_at_one_checkpoint_and_resume_equals_uninterrupted(
+        images, uninterrupted, tmp_path, target, signum):
+    out = str(tmp_path / "run")
+    job = h.start(h.tool_command(images, out, "--num-gpus", "2"), str(tmp_path / "job.log"))
+    try:
+        h.wait_for_iteration(out, STOP_AT, job)
+        (os.killpg if target == "group" else os.kill)(job.pid, signum)
+        assert job.wait(timeout=120) == exit_code(signum), open(tmp_path / "job.log").read()[-3000:]
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    stopped = [n for n in h.checkpoint_names(out) if n != "model_0000004.pth"]
+    assert len(stopped) == 1, h.checkpoint_names(out)
+    iteration = int(stopped[0][6:13])
+    assert STOP_AT <= iteration < h.MAX_ITER - 1
+    assert open(os.path.join(out, "last_checkpoint")).read() == stopped[0]
+    for log in ("log.txt", "log.txt.rank1"):  # every rank stopped after the same iteration
+        text = open(os.path.join(out, log)).read()
+        assert f"stopped by {signal.Signals(signum).name} (received by " in text
+        assert f"after iteration {iteration}; {stopped[0]} written" in text
+    assert "the launcher" in text  # it received the signal too, or alone
+    resumed = subprocess.run(h.tool_command(images, out, "--num-gpus", "2", "--resume"), capture_output=True,
+                             text=True, env=h.tool_env(), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resuming from {os.path.join(out, stopped[0])} at iteration {iteration + 1}" in resumed.stdout + resumed.stderr
+    assert h.final_weights_equal(out, uninterrupted)
+
+
+# ------------------------------------------------------------------ cluster launchers
+def test_torchrun_equals_spawned_processes(images, uninterrupted, tmp_path):
+    out = str(tmp_path / "torchrun")
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    command = [torchrun, "--standalone", "--nproc_per_node", "2", *h.tool_command(images, out)[1:]]
+    result = subprocess.run(command, capture_output=True, text=True, env=_no_cluster_env(), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert os.path.exists(os.path.join(out, "log.txt.rank1"))  # one job of two ranks, not two of one
+    assert h.final_weights_equal(out, uninterrupted)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_slurm_step_variables_set_by_hand_equal_spawned_processes(images, uninterrupted, tmp_path):
+    out = str(tmp_path / "slurm")
+    port = str(_free_port())
+    tasks = []
+    for rank in (0, 1):
+        env = dict(_no_cluster_env(), SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank), SLURM_STEP_NUM_TASKS="2",
+                   SLURM_STEP_NUM_NODES="1", SLURM_STEP_NODELIST="127.0.0.1", SLURM_JOB_ID="1", MASTER_PORT=port)
+        tasks.append(h.start(h.tool_command(images, out), str(tmp_path / f"task{rank}.log"), env))
+    try:
+        assert [task.wait(timeout=300) for task in tasks] == [0, 0], open(tmp_path / "task1.log").read()[-3000:]
+    finally:
+        for task in tasks:
+            if task.poll() is None:
+                os.killpg(task.pid, signal.SIGKILL)
+    assert os.path.exists(os.path.join(out, "log.txt.rank1"))  # one job of two ranks, not two of one
+    assert h.final_weights_equal(out, uninterrupted)
+
+
+# ------------------------------------------------------------------ shared machines
+def test_two_jobs_started_at_once_on_one_machine_both_finish(images, tmp_path):
+    jobs = [h.start(h.tool_command(images, str(tmp_path / f"job{i}"), "--num-gpus", "2",
+                                   opts=["SOLVER.MAX_ITER", "3"]), str(tmp_path / f"job{i}.log"))
+            for i in (0, 1)]
+    try:
+        codes = [job.wait(timeout=300) for job in jobs]
+    finally:
+        for job in jobs:
+            if job.poll() is None:
+                os.killpg(job.pid, signal.SIGKILL)
+    assert codes == [0, 0], open(tmp_path / "job1.log").read()[-3000:]
+    assert all(os.path.exists(tmp_path / f"job{i}" / "model_final.pth") for i in (0, 1))
+
+
+# ------------------------------------------------------------------ stalled ranks
+def test_stopped_rank_is_named_and_every_rank_exits_within_the_timeout(images, tmp_path):
+    out = str(tmp_path / "run")
+    timeout_s = 15
+    job = h.start(h.tool_command(images, out, "--num-gpus", "2", opts=["PRETRAIN.DIST_TIMEOUT_MINUTES", str(timeout_s / 60)]),
+                  str(tmp_path / "job.log"))
+    try:
+        h.wait_for_iteration(out, STOP_AT, job)
+        workers = h.worker_pids(job.pid)
+        os.kill(workers[1], signal.SIGSTOP)
+        start = time.monotonic()
+        code = job.wait(timeout=timeout_s + 60)
+        elapsed = time.monotonic() - start
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    log = open(tmp_path / "job.log").read()
+    assert code not in (0, None)
+    # The timeout, the launcher's grace (twice FAILURE_GRACE_S) and the exit, on a loaded machine.
+    assert elapsed < timeout_s + 40, elapsed
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in workers)
+    assert "soco.engine.watchdog.StalledRankError: iteration" in log
+    assert "rank 1 is not responding" in log and "(PRETRAIN.DIST_TIMEOUT_MINUTES)" in log
