@@ -98,7 +98,8 @@ def propose_file_with_size(path: str, method: str, max_size: int | None,
         raw = np.zeros((0, 4), np.float32)
     else:
         raw = METHODS[method](work, work.shape[0] / original_hw[0])
-    boxes, level = soco_filter(scale_boxes(raw, work.shape[:2], original_hw), original_hw, **(box_filter or {}))
+    # Whole pixels before the filter, so the rule holds for the boxes the store keeps.
+    boxes, level = soco_filter(np.rint(scale_boxes(raw, work.shape[:2], original_hw)), original_hw, **(box_filter or {}))
     return boxes, level, (int(original_hw[0]), int(original_hw[1]))
 
 
