@@ -20,16 +20,14 @@ and ignores the last three keys; files written before they existed read with siz
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 
-from ...utils.files import atomic_write_bytes
+from ...utils.files import atomic_write_bytes, derived_file
 from .store import ProposalStore, is_store, part_from_boxes, write_store
 
 __all__ = ["XYXY_ABS", "ProposalFile", "save_proposals", "read_proposal_file", "load_proposals", "is_pickle_path",
@@ -156,33 +154,21 @@ def store_path_for(pickle_path) -> str:
     return os.fspath(pickle_path)[:-4] + ".store"
 
 
-def _fresh(store_path: str, source: str) -> bool:
-    return os.path.exists(store_path) and os.path.getmtime(store_path) >= os.path.getmtime(source)
-
-
 def open_proposals(path) -> ProposalStore:
     """The proposals at ``path`` as a memory-mapped ``ProposalStore``.
 
     A store opens directly. A pickle (``.pkl``) is converted once to ``NAME.store`` next to it
-    (again when the pickle is newer); where that folder is not writable, to the temporary folder,
-    keyed by the pickle's path, size and time. Concurrent callers write identical bytes, and
-    the writes are atomic, so any number of processes may call this at once.
+    (again when the pickle is newer; in the temporary folder when that folder is read only,
+    ``soco.utils.files.derived_file``); any number of processes may call this at once.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"proposal file not found: {path}")
     if is_store(path) or not is_pickle_path(path):
         return ProposalStore(path)
-    target = store_path_for(path)
-    if not _fresh(target, path):
+
+    def convert(target: str) -> None:
         logger.info(f"converting the proposal pickle {path} once to the memory-mapped store {target}")
-        try:
-            pickle_to_store(path, target)
-        except PermissionError:
-            stat = os.stat(path)
-            key = hashlib.sha1(f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-            target = os.path.join(tempfile.gettempdir(), f"soco-proposals-{key}.store")
-            logger.warning(f"cannot write next to {path}; converting it to {target} instead")
-            if not _fresh(target, path):
-                pickle_to_store(path, target)
-    return ProposalStore(target)
+        pickle_to_store(path, target)
+
+    return ProposalStore(derived_file(path, store_path_for(path), convert))

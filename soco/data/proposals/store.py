@@ -272,7 +272,7 @@ class ProposalStore:
             raise FileNotFoundError(f"proposal store not found: {self.path}") from None
         if size != self.header.get("file_bytes"):
             self._fail(f"truncated or extended: {size} bytes, its header says {self.header.get('file_bytes')}")
-        self._sections = {}
+        self._sections, self._mapped = {}, {}
         for name, (offset, dtype, shape) in self.header["sections"].items():
             nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
             if offset + nbytes > size:
@@ -300,10 +300,11 @@ class ProposalStore:
         """A section as a read-only memory-mapped array (KeyError naming the file if absent)."""
         if name not in self._sections:
             raise KeyError(f"{self.path}: no section {name!r} (has {sorted(self._sections)})")
-        offset, dtype, shape = self._sections[name]
-        if int(np.prod(shape, dtype=np.int64)) == 0:
-            return np.zeros(shape, dtype)
-        return np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=shape)
+        if name not in self._mapped:
+            offset, dtype, shape = self._sections[name]
+            self._mapped[name] = (np.zeros(shape, dtype) if int(np.prod(shape, dtype=np.int64)) == 0 else
+                                  np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=shape))
+        return self._mapped[name]
 
     def has_section(self, name: str) -> bool:
         return name in self._sections
