@@ -159,7 +159,7 @@ def _cached_listing(root: str, image_list, cache_dir):
     if comm.get_local_rank() == 0 and not os.path.exists(target):
         ids = list_images(root, image_list)
         if not ids:
-            raise ValueError(f"no images found under {root}" + (f" from list {image_list}" if image_list else ""))
+            raise ValueError(f"no training images found under {root}" + (f" from list {image_list}" if image_list else ""))
         n = len(ids)
         write_store(target, [StorePart(ids, np.zeros(n, np.int64), np.zeros((0, 4), np.int64), np.zeros((n, 2), np.int32))],
                     sizes_known=False, meta={"root": root, "image_list": image_list})
