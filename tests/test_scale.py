@@ -14,31 +14,22 @@ from soco.data.build import PositionSampler
 from soco.data.image_folder import ImageFolderDataset, image_folder_dicts, list_images
 from soco.data.indexed_datasets import IndexedDataset, ProposalDataset
 from soco.data.proposals import generate, read_proposal_file
-from soco.data.proposals.chunks import chunk_path, manifest, check_manifest, write_chunk
 from soco.data.proposals.merging import merge
 from soco.data.proposals.store import ProposalStore
 from soco.data.soco_mapper import attach_proposals
 from test_proposals_runner import _photos
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+from bench_scale import synthetic_work_folder  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def fake_work_folder(output, num_images, chunk_size=1000, boxes_per_image=55, seed=0):
-    """A finished generator work folder of ``num_images`` synthetic images (ids ``nXXXX/YYYYYY.JPEG``)."""
+def fake_work_folder(output, num_images, chunk_size=1000):
+    """A finished generator work folder of ``num_images`` synthetic images, 55 boxes each."""
     ids = [f"n{i // 1300:04d}/{i:07d}.JPEG" for i in range(num_images)]
-    shard_dir = output + ".shards"
-    os.makedirs(shard_dir, exist_ok=True)
-    check_manifest(shard_dir, manifest(ids, "vectorized", 320, chunk_size, None))
-    rng = np.random.default_rng(seed)
-    for k in range(0, num_images, chunk_size):
-        results = []
-        for i in range(k, min(num_images, k + chunk_size)):
-            h, w = 300 + i % 200, 400 + i % 150
-            xy = rng.integers(0, 150, (boxes_per_image, 2))
-            boxes = np.concatenate([xy, xy + rng.integers(32, 150, (boxes_per_image, 2))], 1).astype(np.float32)
-            failure = "not a recognised image format" if i % 997 == 5 else None
-            results.append((ids[i], None if failure else boxes, 0, (h, w), failure, 0.01))
-        write_chunk(shard_dir, k // chunk_size, results)
+    synthetic_work_folder(output, ids, [(300 + i % 200, 400 + i % 150) for i in range(num_images)],
+                          chunk_size=chunk_size)
     return ids
 
 
