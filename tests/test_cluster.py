@@ -176,3 +176,43 @@ def test_stopped_rank_is_named_and_every_rank_exits_within_the_timeout(images, t
     assert not any(os.path.exists(f"/proc/{pid}") for pid in workers)
     assert "soco.engine.watchdog.StalledRankError: iteration" in log
     assert "rank 1 is not responding" in log and "(PRETRAIN.DIST_TIMEOUT_MINUTES)" in log
+
+
+def test_counts_under_torchrun_are_refused_and_under_srun_spawn_as_told(monkeypatch):
+    from soco.engine import launch as launch_module
+
+    torchrun = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    for key, value in torchrun.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValueError, match="started by torchrun as rank 0 of 2.*leave --num-gpus"):
+        launch_module.launch(print, 2, device="cpu")
+    for key in torchrun:
+        monkeypatch.delenv(key)
+    for key, value in {"SLURM_PROCID": "1", "SLURM_LOCALID": "0", "SLURM_STEP_NUM_TASKS": "2",
+                       "SLURM_STEP_NUM_NODES": "2", "SLURM_STEP_NODELIST": "n[1-2]", "SLURM_JOB_ID": "9"}.items():
+        monkeypatch.setenv(key, value)
+    spawned = []
+    monkeypatch.setattr(launch_module, "_spawn", lambda *a: spawned.append(a))
+    launch_module.launch(print, 8, num_machines=2, machine_rank=1, dist_url="tcp://n1:29500", device="cpu")
+    assert [(a[3], a[4], a[5], a[6]) for a in spawned] == [("tcp://n1:29500", 8, 1, 16)]
+
+
+@pytest.mark.slow
+def test_torchrun_restart_resumes_from_the_last_checkpoint(images, uninterrupted, tmp_path):
+    """torchrun --max-restarts 1 with --resume: rank 0 killed after iteration 6 -> the restarted
+    workers continue from model_0000004.pth and end bit-identical to the uninterrupted run."""
+    out = str(tmp_path / "run")
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    command = [torchrun, "--standalone", "--nproc_per_node", "2", "--max-restarts", "1",
+               *h.tool_command(images, out, "--resume")[1:]]
+    job = h.start(command, str(tmp_path / "job.log"), _no_cluster_env())
+    try:
+        h.wait_for_iteration(out, STOP_AT, job)
+        rank0 = int(open(os.path.join(out, "run.lock")).read().split('"pid": ')[1].split(",")[0])
+        os.kill(rank0, signal.SIGKILL)
+        assert job.wait(timeout=300) == 0, open(tmp_path / "job.log").read()[-3000:]
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert f"Resuming from {os.path.join(out, 'model_0000004.pth')} at iteration 5" in open(tmp_path / "job.log").read()
+    assert h.final_weights_equal(out, uninterrupted)

@@ -68,8 +68,9 @@ def launch(
     """Run ``main_func(*args)`` in every process of the job.
 
     Started by torchrun or srun (``soco.engine.cluster``) with a world size above 1: this
-    process is one rank; it joins the others (env://) and runs ``main_func``; the counts must
-    then be 1. Otherwise ``num_processes_per_machine`` processes are spawned on this machine
+    process is one rank; it joins the others (env://) and runs ``main_func``. The counts must
+    then be 1 under torchrun; under srun, counts above 1 mean one task per machine that spawns
+    its processes as told (Slurm's variables are then ignored). Otherwise ``num_processes_per_machine`` processes are spawned on this machine
     (world size = that times ``num_machines``; one process runs ``main_func`` in place).
     ``device``: the config's MODEL.DEVICE ("cuda..." -> NCCL, one GPU per process; "cpu" ->
     gloo). ``dist_url``: "tcp://HOST:PORT" of machine 0; None or "auto" picks a free local port
@@ -80,11 +81,14 @@ def launch(
     """
     backend = "gloo" if torch.device(device).type == "cpu" else "nccl"
     cluster = cluster_process(os.environ)
+    counts_given = num_processes_per_machine != 1 or num_machines != 1
+    if cluster is not None and cluster.launcher == "slurm" and counts_given:
+        cluster = None  # one srun task per machine that spawns its processes itself, as told
     if cluster is not None and cluster.world_size > 1:
-        if num_processes_per_machine != 1 or num_machines != 1:
+        if counts_given:
             raise ValueError(
-                f"this process was started by {cluster.launcher} as rank {cluster.rank} of {cluster.world_size}, "
-                "which starts one process per GPU (or CPU slot) itself: leave --num-gpus and --num-machines at 1"
+                f"this process was started by torchrun as rank {cluster.rank} of {cluster.world_size}, which "
+                "starts one process per GPU (or CPU slot) itself: leave --num-gpus and --num-machines at 1"
             )
         os.environ.update(MASTER_ADDR=cluster.master_addr, MASTER_PORT=str(cluster.master_port),
                           RANK=str(cluster.rank), WORLD_SIZE=str(cluster.world_size))
