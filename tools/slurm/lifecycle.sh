@@ -10,7 +10,10 @@
 #     checkpoint at one iteration and stops; then, unless REQUEUE=0, the job is requeued and
 #     continues from that checkpoint (the tools run with --resume).
 #   - SIGTERM (time limit, scancel): the tasks got it themselves; this shell only keeps waiting.
-# run_step exits with the step's exit code (143 SIGTERM, 138 SIGUSR1, 130 SIGINT).
+# run_step exits with the step's exit code (143 SIGTERM, 138 SIGUSR1, 130 SIGINT). Do not give the
+# step --kill-on-bad-exit: a rank that stopped gracefully exits 138/143, and srun would then
+# SIGTERM the others while they shut down. Slurm makes a requeued job eligible about two
+# minutes after the requeue (slurm-wlm 22.05).
 
 STEP_SIGNAL=${STEP_SIGNAL:-USR1}
 REQUEUE=${REQUEUE:-1}
