@@ -1,7 +1,8 @@
 """tools/slurm/pretrain.sbatch on a real one-node Slurm (tests/slurm_cluster.py), 2 tasks, CPU,
 gloo: ``scancel --signal=TERM``, a USR1 pre-emption notice to the batch shell (what
 ``--signal=B:USR1@N`` delivers) with requeue, and a time limit each end in one checkpoint at one
-iteration on both ranks, and the job continues from it. Skipped where Slurm cannot run (not root,
+iteration on both ranks, and the job continues from it; proposals as an array job over two
+shards plus the dependent merge (tools/slurm/submit_proposals.sh) equal one generation. Skipped where Slurm cannot run (not root,
 packages missing). Takes minutes: ``pytest -m slow tests/test_slurm.py``.
 """
 
@@ -134,3 +135,24 @@ def test_time_limit_checkpoints_and_the_job_continues_from_it(slurm, images, tmp
     assert wait_state(slurm, again, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")) == "COMPLETED"
     assert f"at iteration {iteration + 1}" in open(os.path.join(out, "log.txt")).read()
     assert os.path.exists(os.path.join(out, "model_final.pth"))
+
+
+def test_proposal_array_job_and_its_merge_equal_one_generation(slurm, tmp_path):
+    from soco.data.proposals import load_proposals
+    from test_proposals_runner import _photos
+
+    _photos(str(tmp_path / "photos"), 6)
+    one = subprocess.run([sys.executable, os.path.join(h.REPO, "tools", "gen_proposals.py"), "--image-root",
+                          str(tmp_path / "photos"), "--output", str(tmp_path / "one.pkl"), "--num-workers", "0",
+                          "--no-progress"], env=slurm.env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    env = dict(slurm.env, SBATCH_ARGS=f"--cpus-per-task=1 --output={tmp_path}/slurm-%j.out")
+    submitted = subprocess.run([os.path.join(h.REPO, "tools", "slurm", "submit_proposals.sh"), "2", "--image-root",
+                                str(tmp_path / "photos"), "--output", str(tmp_path / "sharded.pkl")],
+                               env=env, cwd=h.REPO, capture_output=True, text=True, timeout=60)
+    assert submitted.returncode == 0, submitted.stderr
+    merge_job = submitted.stdout.split("merge job ")[1].strip()
+    assert wait_state(slurm, merge_job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")) == "COMPLETED"
+    a, b = load_proposals(str(tmp_path / "one.pkl")), load_proposals(str(tmp_path / "sharded.pkl"))
+    assert sorted(a) == sorted(b) and len(a) == 6
+    assert all((a[k] == b[k]).all() for k in a)
