@@ -126,8 +126,11 @@ def test_preemption_notice_checkpoints_requeues_and_the_job_resumes_by_itself(sl
 
 def test_time_limit_checkpoints_and_the_job_continues_from_it(slurm, images, tmp_path):
     out = str(tmp_path / "run")
-    job = submit(slurm, out, images, "--time=1", "--no-requeue", opts=["SOLVER.MAX_ITER", "100000"])
-    assert wait_state(slurm, job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout=300) == "TIMEOUT"
+    job = submit(slurm, out, images, "--time=1", "--no-requeue",
+                 opts=["SOLVER.MAX_ITER", "100000", "SOLVER.CHECKPOINT_PERIOD", "1000"])
+    # TIMEOUT, or FAILED when the batch shell exited (143) before Slurm's SIGKILL.
+    assert wait_state(slurm, job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout=300) != "COMPLETED"
+    assert "DUE TO TIME LIMIT" in open(out + ".slurm.out").read()
     iteration = stop_iteration(out, "SIGTERM")
     assert open(os.path.join(out, "last_checkpoint")).read() == f"model_{iteration:07d}.pth"
     # The same run continues (the schedule follows a new length: the run is cut short here).
