@@ -216,3 +216,22 @@ def test_torchrun_restart_resumes_from_the_last_checkpoint(images, uninterrupted
             os.killpg(job.pid, signal.SIGKILL)
     assert f"Resuming from {os.path.join(out, 'model_0000004.pth')} at iteration 5" in open(tmp_path / "job.log").read()
     assert h.final_weights_equal(out, uninterrupted)
+
+
+def test_signal_during_set_up_stops_after_the_first_iteration_with_a_checkpoint(images, tmp_path, monkeypatch):
+    """A pre-emption notice while data and model are being built: recorded, not fatal."""
+    from soco.engine import run_pretraining, signals
+    from test_engine import tiny_byol_cfg
+
+    monkeypatch.setattr(signals, "_early_signal", 0)
+    previous = {s: signal.getsignal(s) for s in signals.STOP_SIGNALS}
+    try:
+        signals.record_early_signals()
+        os.kill(os.getpid(), signal.SIGUSR1)
+        with pytest.raises(SystemExit) as stopped:
+            run_pretraining(tiny_byol_cfg(images, tmp_path / "run", **{"SOLVER.CHECKPOINT_PERIOD": 100}))
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    assert stopped.value.code == 138
+    assert h.checkpoint_names(str(tmp_path / "run")) == ["model_0000000.pth"]

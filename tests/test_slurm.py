@@ -126,7 +126,8 @@ def test_preemption_notice_checkpoints_requeues_and_the_job_resumes_by_itself(sl
 
 def test_time_limit_checkpoints_and_the_job_continues_from_it(slurm, images, tmp_path):
     out = str(tmp_path / "run")
-    job = submit(slurm, out, images, "--time=1", "--no-requeue",
+    # The sbatch file's pre-emption notice (300 s before the limit) is moved out of the way.
+    job = submit(slurm, out, images, "--time=1", "--no-requeue", "--signal=B:URG@1",
                  opts=["SOLVER.MAX_ITER", "100000", "SOLVER.CHECKPOINT_PERIOD", "1000"])
     # TIMEOUT, or FAILED when the batch shell exited (143) before Slurm's SIGKILL.
     assert wait_state(slurm, job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout=300) != "COMPLETED"

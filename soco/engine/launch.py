@@ -27,7 +27,7 @@ import torch.multiprocessing as mp
 from detectron2.utils import comm
 
 from .cluster import cluster_process
-from .signals import STOP_SIGNALS, LauncherSignals, exit_code, set_launcher_flag
+from .signals import STOP_SIGNALS, LauncherSignals, exit_code, record_early_signals, set_launcher_flag
 
 __all__ = ["free_local_url", "launch", "rendezvous_address"]
 
@@ -155,6 +155,7 @@ def _spawned_worker(local_rank, main_func, args, backend, dist_url, machine_rank
 def _run_rank(main_func, args, backend, init_method, rank, world_size, local_rank, local_world_size, timeout):
     """Join the job as ``rank`` and run ``main_func(*args)``; what every path shares."""
     global _rendezvous
+    record_early_signals()
     if backend == "nccl":
         if local_rank >= torch.cuda.device_count():
             raise RuntimeError(f"local rank {local_rank} needs GPU {local_rank}, but {torch.cuda.device_count()} are visible")

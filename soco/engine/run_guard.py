@@ -32,7 +32,7 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 from detectron2.utils.events import HistoryBuffer
 
-from .signals import STOP_SIGNALS, exit_code, launcher_request
+from .signals import STOP_SIGNALS, early_signal, exit_code, launcher_request
 
 __all__ = [
     "OutputDirInUseError",
@@ -217,6 +217,7 @@ class StopOnSignalHook(HookBase):
                        "(send it again to stop at once)")
 
     def before_train(self):
+        self.received = self.received or early_signal() or None
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
 

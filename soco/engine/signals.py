@@ -15,7 +15,8 @@ import os
 import signal
 from typing import Callable, Optional
 
-__all__ = ["STOP_SIGNALS", "LauncherSignals", "exit_code", "launcher_request", "set_launcher_flag"]
+__all__ = ["STOP_SIGNALS", "LauncherSignals", "early_signal", "exit_code", "launcher_request",
+           "record_early_signals", "set_launcher_flag"]
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
 _launcher_flag = None  # in a spawned worker: the launcher's shared integer (0: no request)
+_early_signal = 0  # a stop signal that arrived before the training loop took over the handlers
 
 
 def exit_code(signum: int) -> int:
@@ -40,6 +42,25 @@ def set_launcher_flag(flag) -> None:
 def launcher_request() -> int:
     """The signal the launcher of this worker received (0: none, or no launcher)."""
     return _launcher_flag.value if _launcher_flag is not None else 0
+
+
+def record_early_signals() -> None:
+    """From process start until the training loop installs its own handlers, record a stop
+    signal instead of dying of it (a pre-emption notice can come while data is being set up);
+    the loop then stops after its first iteration with a checkpoint."""
+
+    def record(signum, frame):
+        global _early_signal
+        _early_signal = _early_signal or signum
+        logger.warning(f"{signal.Signals(signum).name} received during set-up: stopping after the first iteration")
+
+    for s in STOP_SIGNALS:
+        signal.signal(s, record)
+
+
+def early_signal() -> int:
+    """The stop signal :func:`record_early_signals` recorded (0: none)."""
+    return _early_signal
 
 
 class LauncherSignals:
