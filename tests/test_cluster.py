@@ -224,9 +224,8 @@ def test_signal_during_set_up_stops_after_the_first_iteration_with_a_checkpoint(
     from test_engine import tiny_byol_cfg
 
     monkeypatch.setattr(signals, "_early_signal", 0)
-    previous = {s: signal.getsignal(s) for s in signals.STOP_SIGNALS}
+    previous = signals.record_early_signals()
     try:
-        signals.record_early_signals()
         os.kill(os.getpid(), signal.SIGUSR1)
         with pytest.raises(SystemExit) as stopped:
             run_pretraining(tiny_byol_cfg(images, tmp_path / "run", **{"SOLVER.CHECKPOINT_PERIOD": 100}))

@@ -155,7 +155,7 @@ def _spawned_worker(local_rank, main_func, args, backend, dist_url, machine_rank
 def _run_rank(main_func, args, backend, init_method, rank, world_size, local_rank, local_world_size, timeout):
     """Join the job as ``rank`` and run ``main_func(*args)``; what every path shares."""
     global _rendezvous
-    record_early_signals()
+    previous_handlers = record_early_signals()
     if backend == "nccl":
         if local_rank >= torch.cuda.device_count():
             raise RuntimeError(f"local rank {local_rank} needs GPU {local_rank}, but {torch.cuda.device_count()} are visible")
@@ -177,6 +177,8 @@ def _run_rank(main_func, args, backend, init_method, rank, world_size, local_ran
     try:
         main_func(*args)
     finally:
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
         dist.destroy_process_group()
 
 

@@ -44,18 +44,19 @@ def launcher_request() -> int:
     return _launcher_flag.value if _launcher_flag is not None else 0
 
 
-def record_early_signals() -> None:
+def record_early_signals() -> dict:
     """From process start until the training loop installs its own handlers, record a stop
     signal instead of dying of it (a pre-emption notice can come while data is being set up);
-    the loop then stops after its first iteration with a checkpoint."""
+    the loop then stops after its first iteration with a checkpoint. Returns the previous
+    handlers, which the caller restores once its work is done (a signal while the process
+    shuts down must act as usual)."""
 
     def record(signum, frame):
         global _early_signal
         _early_signal = _early_signal or signum
         logger.warning(f"{signal.Signals(signum).name} received during set-up: stopping after the first iteration")
 
-    for s in STOP_SIGNALS:
-        signal.signal(s, record)
+    return {s: signal.signal(s, record) for s in STOP_SIGNALS}
 
 
 def early_signal() -> int:
