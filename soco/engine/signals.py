@@ -53,8 +53,13 @@ def record_early_signals() -> dict:
 
     def record(signum, frame):
         global _early_signal
-        _early_signal = _early_signal or signum
-        logger.warning(f"{signal.Signals(signum).name} received during set-up: stopping after the first iteration")
+        if _early_signal:  # a second signal (or set-up hangs): act as without this handler
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        _early_signal = signum
+        logger.warning(f"{signal.Signals(signum).name} received during set-up: stopping after the first iteration "
+                       "(send it again to stop at once)")
 
     return {s: signal.signal(s, record) for s in STOP_SIGNALS}
 
