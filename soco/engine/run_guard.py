@@ -201,7 +201,8 @@ class StopOnSignalHook(HookBase):
 
     With several processes the requests are gathered every iteration, so all stop at the same
     one whichever process the signal reached. A second signal stops at once (the last periodic
-    checkpoint stays valid).
+    checkpoint stays valid), except in a Slurm job, whose time limit signals the tasks twice
+    (slurmstepd, then srun) and which SIGKILLs them after KillWait anyway.
     """
 
     def __init__(self, checkpointer):
@@ -211,6 +212,10 @@ class StopOnSignalHook(HookBase):
 
     def _handle(self, signum, frame):
         if self.received is not None:
+            if "SLURM_JOB_ID" in os.environ:  # Slurm repeats its signals (stepd, then srun) and SIGKILLs after KillWait
+                logger.warning(f"{signal.Signals(signum).name} again: still saving (under Slurm a second signal "
+                               "does not stop at once)")
+                return
             raise KeyboardInterrupt(f"second signal {signal.Signals(signum).name}")
         self.received = signum
         logger.warning(f"{signal.Signals(signum).name} received: saving a checkpoint after this iteration "
