@@ -108,9 +108,9 @@ class LocalSlurm:
         os.makedirs("/run/munge", exist_ok=True)
         shutil.chown("/run/munge", "munge", "munge")
         pid_file = os.path.join(self.root, "munged.pid")
+        os.chmod(self.root, 0o755)  # munged (the munge user) writes its pid file here
         subprocess.run(["runuser", "-u", "munge", "--", "munged", "--pid-file", pid_file, "--force"]
                        if shutil.which("runuser") else ["munged", "--force"], check=True)
-        os.chmod(self.root, 0o755)
         deadline = time.monotonic() + 10
         while subprocess.run(["munge", "-n"], capture_output=True).returncode != 0:
             if time.monotonic() > deadline:
