@@ -107,8 +107,7 @@ class LocalSlurm:
             return  # a munged already runs (started by the system or an earlier test)
         os.makedirs("/run/munge", exist_ok=True)
         shutil.chown("/run/munge", "munge", "munge")
-        pid_file = os.path.join(self.root, "munged.pid")
-        os.chmod(self.root, 0o755)  # munged (the munge user) writes its pid file here
+        pid_file = "/run/munge/soco-test-munged.pid"  # a folder the munge user may write
         subprocess.run(["runuser", "-u", "munge", "--", "munged", "--pid-file", pid_file, "--force"]
                        if shutil.which("runuser") else ["munged", "--force"], check=True)
         deadline = time.monotonic() + 10
