@@ -39,7 +39,7 @@ def load_images(num_images: int, longer_side: int):
         from detectron2.data import DatasetCatalog
         from detectron2.structures import BoxMode
 
-        import soco.data.embedded  # noqa: F401  (registers soco_demo_det_val)
+        import soco.embedded  # noqa: F401  (registers soco_demo_det_val)
 
         records = DatasetCatalog.get("soco_demo_det_val")[:num_images]
         source = f"soco_demo_det_val ({len(records)} images, upscaled to {longer_side} px)"

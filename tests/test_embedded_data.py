@@ -10,9 +10,9 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from pycocotools.coco import COCO
 
-from soco.data import embedded
-from soco.data.embedded import CLASS_NAMES, DATASET_NAMES, EmbeddedDataConfig, FashionMNISTNotFoundError
-from soco.data.embedded import cache, detection, fashion_mnist, photos
+from soco import embedded
+from soco.embedded import CLASS_NAMES, DATASET_NAMES, EmbeddedDataConfig, FashionMNISTNotFoundError
+from soco.embedded import cache, detection, fashion_mnist, photos
 
 # pycocotools' mask decoding warns under NumPy 2; harmless here.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -464,7 +464,7 @@ def test_signal_saves_a_checkpoint_and_resume_equals_uninterrupted(tmp_path, smo
 
 # ------------------------------------------------------------------ embedded data caches
 def test_embedded_caches_of_two_option_sets_coexist(tmp_path):
-    from soco.data import embedded
+    from soco import embedded
 
     small = embedded.EmbeddedDataConfig(root=str(tmp_path), num_photos=4)
     other = embedded.EmbeddedDataConfig(root=str(tmp_path), num_photos=5)

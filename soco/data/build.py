@@ -47,7 +47,7 @@ def get_pretrain_dataset_dicts(cfg: CfgNode) -> List[Dict[str, Any]]:
     else:
         if not cfg.DATASETS.TRAIN:
             raise ValueError("no training data: set DATASETS.TRAIN or PRETRAIN.IMAGE_ROOT")
-        from . import embedded  # noqa: F401  (registers the embedded demo datasets)
+        from .. import embedded  # noqa: F401  (registers the embedded demo datasets)
 
         dicts = []
         for name in cfg.DATASETS.TRAIN:

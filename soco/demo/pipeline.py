@@ -42,7 +42,7 @@ def run_comparison(setting: Setting, budget: Budget, methods: Sequence[str], pre
     cores = os.cpu_count() or 1
     runner = Runner(out, threads=max(1, cores // jobs) if jobs > 1 else None)
     runner.run("data", "tools/build_embedded_data.py", ["--no-fashion-mnist"])
-    import soco.data.embedded as embedded  # registers the datasets of the settings
+    import soco.embedded as embedded  # registers the datasets of the settings
 
     image_root = embedded.image_root(setting.pretrain_dataset)
     tag = _short(setting.pretrain_dataset)

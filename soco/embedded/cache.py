@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from ...utils.files import atomic_write_json
+from ..utils.files import atomic_write_json
 
 __all__ = ["MANIFEST_NAME", "dataset_root", "options_folder", "cached_build", "read_manifest"]
 

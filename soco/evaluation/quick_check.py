@@ -13,8 +13,8 @@ from detectron2.config import CfgNode
 from fvcore.nn.precise_bn import update_bn_stats
 from torchvision.transforms import v2
 
-from ..data.embedded.cache import dataset_root
-from ..data.embedded.fashion_mnist import load_split
+from ..embedded.cache import dataset_root
+from ..embedded.fashion_mnist import load_split
 from ..data.method_data import build_mapper
 from ..engine.step import training_step
 from ..modeling.meta_arch import build_pretrain_model
