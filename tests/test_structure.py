@@ -1,11 +1,14 @@
 """The package's structure: data flows tool -> data -> engine -> modeling (no imports between
-soco.data and soco.modeling), the engine gets each method's data from soco.data's registry,
-models are built from explicit arguments (no cfg kept), the proposal reader stays light."""
+soco.data and soco.modeling), no import cycles between modules (imports inside functions
+included), Evaluation and Modeling import nothing from Solver or Engine, the engine gets each
+method's data from soco.data's registry, models are built from explicit arguments (no cfg kept),
+the proposal reader stays light."""
 
 import ast
 import os
 import subprocess
 import sys
+from collections import defaultdict
 
 import pytest
 import torch
@@ -49,6 +52,102 @@ def test_the_import_scan_sees_relative_imports():
     """The check above would catch a relative import: the engine's own ones are found."""
     subs = {sub for _, sub in _soco_imports("engine")}
     assert {"data", "modeling", "solver"} <= subs
+
+
+def module_graph(package_dir):
+    """{module: {(imported module, line, inside a function)}} over every ``.py`` file of a package
+    folder, relative imports resolved, ``from pkg import name`` pointing at ``pkg.name`` when that
+    is a module; imports inside functions and methods count (they hide cycles)."""
+    root = os.path.dirname(package_dir)
+    modules = {}
+    for folder, _, files in os.walk(package_dir):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                parts = os.path.relpath(path, root)[:-3].split(os.sep)
+                modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+
+    def known(name):
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name
+
+    graph = defaultdict(set)
+    for module, path in modules.items():
+        package = module.split(".") if path.endswith("__init__.py") else module.split(".")[:-1]
+        tree = ast.parse(open(path).read(), path)
+        nested = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                  for n in ast.walk(f) if isinstance(n, (ast.Import, ast.ImportFrom))}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                source = ".".join(base + ([node.module] if node.module else []))
+                targets = [f"{source}.{a.name}" if f"{source}.{a.name}" in modules else source for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            for target in filter(None, map(known, targets)):
+                if target != module:
+                    graph[module].add((target, node.lineno, id(node) in nested))
+    return graph
+
+
+def import_cycles(graph):
+    """Strongly connected groups of more than one module (Tarjan), each sorted."""
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w, _, _ in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while not group or group[-1] != v:
+                group.append(stack.pop())
+                on_stack.discard(group[-1])
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for v in list(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_import_cycles():
+    graph = module_graph(PACKAGE)
+    assert not import_cycles(graph), f"import cycles (imports inside functions included): {import_cycles(graph)}"
+
+
+@pytest.mark.parametrize("room", ["evaluation", "modeling"])
+def test_evaluation_and_modeling_do_not_import_solver_or_engine(room):
+    offenders = sorted(
+        f"{module}:{line} -> {target}"
+        for module, edges in module_graph(PACKAGE).items() if module.startswith(f"soco.{room}")
+        for target, line, _ in edges if target.split(".")[:2] in (["soco", "solver"], ["soco", "engine"])
+    )
+    assert not offenders, f"soco/{room} imports Solver or Engine: {offenders}"
+
+
+def test_the_graph_finds_cycles_hidden_in_functions(tmp_path):
+    """A cycle closed only by an import inside a function, written relatively, is found."""
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("from . import b\n")
+    (pkg / "a.py").write_text("from .sub.b import f\n")
+    (pkg / "sub" / "b.py").write_text("def f():\n    from .. import a\n    return a\n")
+    (pkg / "c.py").write_text("import pkg.a\n")
+    graph = module_graph(str(pkg))
+    assert ("pkg.a", 2, True) in graph["pkg.sub.b"] and ("pkg.sub.b", 1, False) in graph["pkg.a"]
+    assert import_cycles(graph) == [["pkg.a", "pkg.sub.b"]]
 
 
 def test_reading_proposals_does_not_import_the_generator():
