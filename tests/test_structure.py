@@ -210,3 +210,42 @@ def test_coke_cluster_assignments_pick_the_closest_centre():
         model.loss_centers_1[4:].copy_(-z[:2])
     first, second = model.cluster_assignments(images)
     assert first.tolist() == [0, 1, 2, 3] and second.tolist() == [3, 2, 1, 0]
+
+
+def test_a_new_method_module_is_found_without_editing_a_list(tmp_path, monkeypatch):
+    """What makes a new method's config and model modules take part: import_submodules finds
+    every module of a package by prefix, in name order, and add_pretrain_config calls the
+    add_<name>_config of each soco/config/method_<name>.py (naming the module that lacks it)."""
+    from soco.config import defaults
+    from soco.utils.modules import import_submodules
+
+    pkg = tmp_path / "toypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "method_b.py").write_text("def add_b_config(cfg):\n    cfg.B = 2\n")
+    (pkg / "method_a.py").write_text("def add_a_config(cfg):\n    cfg.A = 1\n")
+    (pkg / "helpers.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert [m.__name__ for m in import_submodules("toypkg", prefix="method_")] == ["toypkg.method_a", "toypkg.method_b"]
+    assert [m.__name__ for m in import_submodules("toypkg", exclude=("helpers",))] == ["toypkg.method_a", "toypkg.method_b"]
+    monkeypatch.setattr(defaults, "__package__", "toypkg")
+    assert [f.__name__ for f in defaults.method_config_adders()] == ["add_a_config", "add_b_config"]
+    (pkg / "method_c.py").write_text("def add_config(cfg):\n    pass\n")
+    with pytest.raises(AttributeError, match=r"method_c.py: .* must define add_c_config\(cfg\)"):
+        defaults.method_config_adders()
+
+
+def test_every_method_is_registered_everywhere():
+    """Each method found in soco/modeling/meta_arch has its config keys and its data."""
+    from detectron2.modeling import META_ARCH_REGISTRY
+
+    from soco.config import get_pretrain_cfg
+    from soco.modeling.meta_arch import METHOD_MODULES, PretrainMetaArch
+
+    methods = sorted(n for n, c in META_ARCH_REGISTRY._obj_map.items() if isinstance(c, type) and issubclass(c, PretrainMetaArch))
+    assert methods == ["BYOL", "CLSA", "CoKe", "SMoG", "SoCo"] and len(METHOD_MODULES) == 5
+    cfg = get_pretrain_cfg()
+    assert {"SOCO", "COKE", "CLSA", "SMOG", "BYOL"} <= set(cfg.MODEL)
+    for name in methods:
+        cfg.MODEL.META_ARCHITECTURE = name
+        assert method_data(cfg).build_mapper is not None
