@@ -6,19 +6,19 @@
     python tools/demo.py --setting few-label --budget medium --pretrain-seeds 2 --seeds 3 --methods all
     python tools/demo.py --setting few-label --budget long --methods all --pretrain-seeds 2 --seeds 3
 
-Steps (each one of the project's command-line tools, its log under OUTPUT/logs/):
-  1. build the embedded data sets (tools/build_embedded_data.py; the few-label setting's pool of
+Steps (each a package function in a process of its own, soco.demo.worker; its log under OUTPUT/logs/):
+  1. build the embedded data sets (soco.embedded.build_all; the few-label setting's pool of
      3000 unlabelled mosaics on first use)
   2. selective-search proposals on the pretraining images, with a size band for their small
-     objects (tools/gen_proposals.py --scale-range 0.08 0.5 --min-side 16)
+     objects (soco.data.proposals.generate, as tools/gen_proposals.py --scale-range 0.08 0.5 --min-side 16)
   3. pretraining of each method (--methods; SoCo R18-FPN by default) with each pretraining seed
-     (0..N-1) on those images without their labels (tools/pretrain_net.py, the configs of
+     (0..N-1) on those images without their labels (soco.engine.run_pretraining, the configs of
      soco/demo/settings.py), the same number of images seen by every method
-  4. conversion to Detectron2 weights (tools/convert_to_d2.py)
+  4. conversion to Detectron2 weights (soco.checkpoint.convert, as tools/convert_to_d2.py)
   5. item probe of every start: kNN and linear top-1 on res5 features of the labelled items' crops
      (soco.evaluation.item_probe; bank: soco_demo_det_train's items, queries: soco_demo_det_val's)
   6. Faster R-CNN R18-FPN fine-tuning of every start, and of random initialisation, with seeds
-     1..N (--seeds), and COCO AP on soco_demo_det_val (tools/finetune_net.py,
+     1..N (--seeds), and COCO AP on soco_demo_det_val (soco.engine.finetune, as tools/finetune_net.py,
      configs/finetune/faster_rcnn_R18_FPN_demo_cpu.yaml)
 Settings (--setting): "current" pretrains on the 200 training images and fine-tunes on the same
 images with their labels; "few-label" pretrains on the unlabelled pool (soco_demo_pool) and

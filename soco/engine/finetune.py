@@ -1,11 +1,11 @@
-#!/usr/bin/env python
-"""Fine-tune a Detectron2 detector from converted weights (Detectron2's train_net, plus soco's
-heads and embedded datasets).
+"""Fine-tuning a Detectron2 detector from converted weights: Detectron2's train_net with soco's
+heads and embedded datasets, an evaluator per dataset and a check that the weights fill the
+ResNet. Its command line is tools/finetune_net.py (or ``python -m soco.engine.finetune``):
 
     python tools/convert_to_d2.py output/soco_r50_fpn/model_final.pth output/soco_r50_fpn_d2.pkl
-    python tools/finetune_net.py --config-file configs/finetune/mask_rcnn_R_50_FPN_1x_soco.yaml \
+    python tools/finetune_net.py --config-file configs/finetune/mask_rcnn_R_50_FPN_1x_soco.yaml \\
         --num-gpus 8 MODEL.WEIGHTS output/soco_r50_fpn_d2.pkl
-    python tools/finetune_net.py --config-file configs/finetune/faster_rcnn_R18_FPN_demo_cpu.yaml \
+    python tools/finetune_net.py --config-file configs/finetune/faster_rcnn_R18_FPN_demo_cpu.yaml \\
         MODEL.WEIGHTS output/demo/soco_d2.pkl OUTPUT_DIR output/demo/finetune
 
 Evaluation (COCO AP; Pascal VOC AP for VOC datasets) runs at the end of training and every
@@ -30,11 +30,11 @@ from detectron2.engine import DefaultTrainer, default_argument_parser, default_s
 from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
 from detectron2.utils import comm
 
-import soco.d2_plugin  # noqa: F401  (soco's demo datasets and ROI heads, as for stock train_net.py)
-from soco.config.finetune import build_finetune_config
-from soco.engine.checkpoint import AtomicCheckpointer
-from soco.engine.run_guard import add_overwrite_argument, claim_output_dir_on_all_ranks, truncate_metrics
-from soco.utils.files import atomic_write_json
+from .. import d2_plugin  # noqa: F401  (soco's demo datasets and ROI heads, as for stock train_net.py)
+from ..config.finetune import build_finetune_config
+from ..utils.files import atomic_write_json
+from .checkpoint import AtomicCheckpointer
+from .run_guard import add_overwrite_argument, claim_output_dir_on_all_ranks, truncate_metrics
 
 logger = logging.getLogger("soco.finetune")
 
@@ -132,10 +132,20 @@ def main(args):
     return results
 
 
-if __name__ == "__main__":
+def build_parser():
+    """Detectron2's default arguments, ``--overwrite`` and ``--allow-partial-weights``."""
     parser = add_overwrite_argument(default_argument_parser(epilog=__doc__))
     parser.add_argument("--allow-partial-weights", action="store_true",
                         help="fine-tune even if MODEL.WEIGHTS leaves ResNet tensors unset (random)")
-    args = parser.parse_args()
+    return parser
+
+
+def cli(argv=None) -> None:
+    """Parse ``argv`` (default: the command line) and run :func:`main` in every process."""
+    args = build_parser().parse_args(argv)
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))
+
+
+if __name__ == "__main__":
+    cli()
