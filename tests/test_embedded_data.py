@@ -281,3 +281,10 @@ def test_cli_prints_what_it_wrote(built, capsys):
     assert "soco_demo_photos: 14 JPEGs" in out
     assert "soco_demo_det_train: 6 images" in out and "instances_val.json" in out
     assert "fashion_mnist_test: 40 PNGs" in out
+
+
+def test_the_default_root_is_the_checkouts_datasets_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("SOCO_DATASETS", raising=False)
+    assert cache.dataset_root() == Path(__file__).resolve().parents[1] / "datasets"
+    monkeypatch.setenv("SOCO_DATASETS", str(tmp_path))
+    assert cache.dataset_root() == tmp_path.resolve()

@@ -35,7 +35,7 @@ def dataset_root(root: Optional[str] = None) -> Path:
     ``root`` if given, else env ``SOCO_DATASETS``, else ``<repository>/datasets``.
     """
     if root is None:
-        root = os.environ.get("SOCO_DATASETS") or Path(__file__).resolve().parents[3] / "datasets"
+        root = os.environ.get("SOCO_DATASETS") or Path(__file__).resolve().parents[2] / "datasets"
     return Path(root).expanduser().resolve()
 
 
