@@ -1,5 +1,5 @@
-#!/usr/bin/env python
 """End-to-end demo on the embedded data, on CPU: does pretraining help a detector?
+(tools/demo.py, or python -m soco.demo)
 
     python tools/demo.py            # about 9 minutes on 2 idle CPU cores: random init vs SoCo
     python tools/demo.py --quick    # a few minutes: every step, tiny budgets (a smoke test)
@@ -36,12 +36,11 @@ import os
 import shutil
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from .pipeline import PLOT_FILE, RESULTS_FILE, collect_finished, run_comparison
+from .settings import BUDGETS, METHODS, SETTINGS
+from .steps import StepFailed
 
-from soco.demo.pipeline import PLOT_FILE, RESULTS_FILE, collect_finished, run_comparison  # noqa: E402
-from soco.demo.settings import BUDGETS, METHODS, SETTINGS  # noqa: E402
-from soco.demo.steps import StepFailed  # noqa: E402
+__all__ = ["main", "parse_methods"]
 
 
 def parse_methods(text: str):
@@ -56,7 +55,9 @@ def parse_methods(text: str):
     return [m for m in METHODS if m.lower() in names]
 
 
-def main(argv=None) -> int:
+def main(argv=None, output_root: str = None) -> int:
+    """The demo's command line; the default output folders are under ``output_root`` (default:
+    the current folder)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke mode: the quick budget, minutes")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default=None,
@@ -76,8 +77,8 @@ def main(argv=None) -> int:
     parser.add_argument("--probe-only", action="store_true",
                         help="pretrain and probe every start, fine-tune none (minutes per start instead of tens)")
     parser.add_argument("--output", default=None,
-                        help="output folder (default: output/demo, output/demo_quick, or "
-                             "output/demo_<setting>_<budget>)")
+                        help="output folder (default: output/demo, output/demo_quick, "
+                             "or output/demo_<setting>_<budget>)")
     parser.add_argument("--fresh", action="store_true", help="delete the output folder first")
     parser.add_argument("--collect", action="store_true",
                         help="run nothing: print the table of the fine-tunes and probes finished so far in the "
@@ -104,9 +105,9 @@ def main(argv=None) -> int:
     if args.output:
         out = os.path.abspath(args.output)
     elif setting.name == "current" and budget.name in ("full", "quick"):
-        out = os.path.join(REPO, "output", "demo" + ("_quick" if budget.name == "quick" else ""))
+        out = os.path.join(os.path.abspath(output_root or "."), "output", "demo" + ("_quick" if budget.name == "quick" else ""))
     else:
-        out = os.path.join(REPO, "output", f"demo_{setting.name}_{budget.name}")
+        out = os.path.join(os.path.abspath(output_root or "."), "output", f"demo_{setting.name}_{budget.name}")
     if args.collect:
         if not os.path.isdir(out):
             parser.error(f"--collect: {out} does not exist")
