@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """End-to-end demo on the embedded data, on CPU: does pretraining help a detector? The same as
-``python -m soco.demo`` run from the repository root; ``--help`` and soco/demo/cli.py say more.
+``python -m soco.demo.cli`` run from the repository root; ``--help`` and soco/demo/cli.py say more.
 
     python tools/demo.py            # about 9 minutes on 2 idle CPU cores: random init vs SoCo
     python tools/demo.py --quick    # a few minutes: every step, tiny budgets (a smoke test)

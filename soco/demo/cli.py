@@ -1,5 +1,5 @@
 """End-to-end demo on the embedded data, on CPU: does pretraining help a detector?
-(tools/demo.py, or python -m soco.demo)
+(tools/demo.py, or python -m soco.demo.cli)
 
     python tools/demo.py            # about 9 minutes on 2 idle CPU cores: random init vs SoCo
     python tools/demo.py --quick    # a few minutes: every step, tiny budgets (a smoke test)
