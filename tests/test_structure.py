@@ -249,3 +249,14 @@ def test_every_method_is_registered_everywhere():
     for name in methods:
         cfg.MODEL.META_ARCHITECTURE = name
         assert method_data(cfg).build_mapper is not None
+
+
+def test_photometric_kernels_are_leaves():
+    """The parameter layout imports nothing from soco, its kernels only the layout; the methods'
+    recipes (byol_spec, mocov2_spec) sit with their methods, above them."""
+    graph = module_graph(PACKAGE)
+    base = "soco.data.transforms."
+    assert not graph.get(base + "photometric")
+    for kernel in ("photometric_cpu", "photometric_batch", "photometric_reference"):
+        assert {target for target, _, _ in graph[base + kernel]} == {base + "photometric"}, kernel
+    assert base + "photometric" in {target for target, _, _ in graph[base + "byol"]}
