@@ -67,7 +67,7 @@ def dataset_dicts(args, count):
 def write_proposals(dicts, path):
     """Proposals of ``dicts`` with the project's generator (fast settings: 160 px search)."""
     from soco.data.proposals import save_proposals
-    from soco.data.proposals.runner import propose_file
+    from soco.proposals.runner import propose_file
 
     save_proposals(path, [d["image_id"] for d in dicts], [propose_file(d["file_name"], "vectorized", 160)[0] for d in dicts])
 

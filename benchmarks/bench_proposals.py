@@ -24,8 +24,8 @@ import warnings
 import cv2
 import numpy as np
 
-from soco.data.proposals import METHODS, soco_filter
-from soco.data.proposals.methods import DEFAULT_MAX_SIZE, resize_longer_side, scale_boxes
+from soco.proposals import METHODS, soco_filter
+from soco.proposals.methods import DEFAULT_MAX_SIZE, resize_longer_side, scale_boxes
 
 BASELINE = "selectivesearch"
 IMAGENET_IMAGES = 1_281_167

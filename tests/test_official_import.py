@@ -20,7 +20,7 @@ import torchvision
 from soco.checkpoint import ConversionError, convert
 from soco.checkpoint.official import import_official, official_tensor_name
 from soco.data.proposals import load_proposals
-from soco.data.proposals.official_json import import_official_proposals, iter_official_entries
+from soco.proposals.official_json import import_official_proposals, iter_official_entries
 
 from conftest import load_tool
 from test_convert import finetune_model, load_converted

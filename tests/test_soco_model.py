@@ -183,7 +183,7 @@ def test_missing_images_in_the_proposal_file_fail_clearly(tmp_path):
 
 def _proposals_for(dicts):
     """Selective-search proposals from the project's generator (SoCo's filter applied)."""
-    from soco.data.proposals.runner import propose_file
+    from soco.proposals.runner import propose_file
 
     return [propose_file(d["file_name"], "vectorized", 160)[0] for d in dicts]
 

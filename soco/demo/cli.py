@@ -10,7 +10,7 @@ Steps (each a package function in a process of its own, soco.demo.worker; its lo
   1. build the embedded data sets (soco.embedded.build_all; the few-label setting's pool of
      3000 unlabelled mosaics on first use)
   2. selective-search proposals on the pretraining images, with a size band for their small
-     objects (soco.data.proposals.generate, as tools/gen_proposals.py --scale-range 0.08 0.5 --min-side 16)
+     objects (soco.proposals.generate, as tools/gen_proposals.py --scale-range 0.08 0.5 --min-side 16)
   3. pretraining of each method (--methods; SoCo R18-FPN by default) with each pretraining seed
      (0..N-1) on those images without their labels (soco.engine.run_pretraining, the configs of
      soco/demo/settings.py), the same number of images seen by every method

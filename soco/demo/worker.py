@@ -12,8 +12,8 @@ __all__ = ["STEPS", "main"]
 
 
 def proposals(image_root: str, output: str, image_list: str = None, scale_range=(0.3, 0.8), min_side: float = 0) -> int:
-    """Selective-search proposals of the images (``soco.data.proposals.generate``); 1 if none could be read."""
-    from soco.data.proposals import generate
+    """Selective-search proposals of the images (``soco.proposals.generate``); 1 if none could be read."""
+    from soco.proposals import generate
 
     summary = generate(image_root, output, image_list=image_list, progress=False, scale_range=tuple(scale_range),
                        min_side=min_side)
