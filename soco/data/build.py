@@ -19,6 +19,8 @@ from detectron2.data import DatasetCatalog
 from detectron2.data.build import trivial_batch_collator
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..utils.errors import ConfigError, ConfigKeyError
+
 __all__ = [
     "get_pretrain_dataset_dicts",
     "PositionSampler",
@@ -46,17 +48,17 @@ def get_pretrain_dataset_dicts(cfg: CfgNode) -> List[Dict[str, Any]]:
         source = f"PRETRAIN.IMAGE_ROOT={cfg.PRETRAIN.IMAGE_ROOT}"
     else:
         if not cfg.DATASETS.TRAIN:
-            raise ValueError("no training data: set DATASETS.TRAIN or PRETRAIN.IMAGE_ROOT")
+            raise ConfigError("no training data: set DATASETS.TRAIN or PRETRAIN.IMAGE_ROOT")
         from . import embedded  # noqa: F401  (registers the embedded demo datasets)
 
         dicts = []
         for name in cfg.DATASETS.TRAIN:
             if name not in DatasetCatalog.list():
-                raise KeyError(f"DATASETS.TRAIN: dataset {name!r} is not registered")
+                raise ConfigKeyError(f"DATASETS.TRAIN: dataset {name!r} is not registered")
             dicts.extend(DatasetCatalog.get(name))
         source = f"DATASETS.TRAIN={list(cfg.DATASETS.TRAIN)}"
     if not dicts:
-        raise ValueError(f"no training images found in {source}")
+        raise ConfigError(f"no training images found in {source}")
     logger.info(f"{len(dicts)} training images from {source}")
     return dicts
 
@@ -193,13 +195,7 @@ def build_pretrain_loader(
     device (``soco.data.transforms.device.apply_deferred_photometric``), so only a loader built
     here, for the trainer, ever returns views whose colour operations are still due.
     """
-    configure = getattr(mapper, "configure_augmentation", None)
-    if configure is not None:
-        configure(cfg.PRETRAIN.AUGMENT_IMPL, cfg.PRETRAIN.AUGMENT_ON)
-    elif (cfg.PRETRAIN.AUGMENT_ON, cfg.PRETRAIN.AUGMENT_IMPL) != ("cpu", "fast"):
-        raise ValueError(
-            f"PRETRAIN.AUGMENT_ON / AUGMENT_IMPL: mapper {type(mapper).__name__} has no configure_augmentation"
-        )
+    mapper.configure_augmentation(cfg.PRETRAIN.AUGMENT_IMPL, cfg.PRETRAIN.AUGMENT_ON)
     per_process = cfg.SOLVER.IMS_PER_BATCH // (world_size * cfg.PRETRAIN.ACCUM_STEPS)
     return ResumableLoader(
         SeededMapDataset(dicts, mapper, seed),

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from .image_io import ImageReadError, read_image_chw
-from .transforms.augment import AUGMENT_IMPLS, set_augment_impl
+from .transforms.augment import set_augment_impl
 from .transforms.byol import build_byol_transform
 from .transforms.multiview import CropSpec, MultiViewTransform, build_multi_crop
 
@@ -41,13 +41,8 @@ class ImageLevelMapper:
         self.configure_augmentation(augment_impl, augment_on)
 
     def configure_augmentation(self, impl: str = "fast", on: str = "cpu") -> None:
-        """``impl`` "fast" | "reference" for the CPU; ``on`` "cpu" | "device" (see the module doc)."""
-        if on not in ("cpu", "device"):
-            raise ValueError(f"PRETRAIN.AUGMENT_ON must be 'cpu' or 'device', got {on!r}")
-        if impl not in AUGMENT_IMPLS:
-            raise ValueError(f"PRETRAIN.AUGMENT_IMPL must be one of {AUGMENT_IMPLS}, got {impl!r}")
-        if on == "device" and impl != "fast":
-            raise ValueError("PRETRAIN.AUGMENT_IMPL 'reference' runs on the CPU only; use AUGMENT_ON 'cpu' with it")
+        """``impl`` "fast" | "reference" for the CPU; ``on`` "cpu" | "device" (see the module doc;
+        the config's values are checked when it is loaded, ``soco.config.validation``)."""
         set_augment_impl(self.view_sets, impl)
         self.deferred_keys = []
         if on == "device":

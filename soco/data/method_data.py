@@ -13,7 +13,6 @@ from typing import Any, Callable, Dict, List, Optional
 
 from detectron2.config import CfgNode
 
-from ..config.method_soco import check_soco_config
 from .image_level_mapper import ImageLevelMapper, add_instance_indices, build_byol_multi_crop
 from .soco_mapper import SoCoMapper, attach_proposals
 from .transforms.clsa_strong import build_clsa_strong_views
@@ -119,7 +118,6 @@ def _smog_mapper(cfg: CfgNode) -> ImageLevelMapper:
 
 def _soco_mapper(cfg: CfgNode) -> SoCoMapper:
     """SoCo's views and boxes (``SoCoViewParams`` from ``MODEL.SOCO``)."""
-    check_soco_config(cfg)
     return SoCoMapper.from_config(cfg)
 
 

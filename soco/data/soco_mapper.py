@@ -123,11 +123,8 @@ class SoCoMapper:
         return cls(SoCoViewParams.from_config(cfg))
 
     def configure_augmentation(self, impl: str = "fast", on: str = "cpu") -> None:
-        """``impl`` "fast" | "reference" (CPU kernels); ``on`` "cpu" | "device" (PRETRAIN.AUGMENT_*)."""
-        if on not in ("cpu", "device"):
-            raise ValueError(f"PRETRAIN.AUGMENT_ON must be 'cpu' or 'device', got {on!r}")
-        if on == "device" and impl != "fast":
-            raise ValueError("PRETRAIN.AUGMENT_IMPL 'reference' runs on the CPU only; use AUGMENT_ON 'cpu' with it")
+        """``impl`` "fast" | "reference" (CPU kernels); ``on`` "cpu" | "device" (PRETRAIN.AUGMENT_*,
+        checked with the config by ``soco.config.validation``)."""
         self.build_views.configure_augmentation(impl, defer=on == "device")
 
     def __call__(self, dataset_dict: Dict[str, Any]) -> Optional[Dict[str, Any]]:

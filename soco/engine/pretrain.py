@@ -11,6 +11,7 @@ from detectron2.engine import hooks
 from detectron2.engine.defaults import default_writers
 from detectron2.utils import comm
 
+from ..config.validation import check_dataset_size
 from ..data.build import build_pretrain_loader, get_pretrain_dataset_dicts
 from ..data.method_data import build_mapper, prepare_dataset_dicts
 from ..modeling.distributed import broadcast_module_state
@@ -149,6 +150,7 @@ def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[Pretrain
     method = pretrain_method_class(cfg)
     world_size = comm.get_world_size()
     dicts = prepare_dataset_dicts(cfg, get_pretrain_dataset_dicts(cfg))
+    check_dataset_size(cfg, len(dicts))
     cfg = resolve_schedule(cfg, len(dicts), world_size)
     iters_per_epoch = iterations_per_epoch(len(dicts), cfg.SOLVER.IMS_PER_BATCH)
     logger.info(
