@@ -167,3 +167,33 @@ def test_pretrain_net_bad_config_is_one_line_exit_2(tmp_path):
     assert lines == ["error: SOLVER.MAX_ITER is 0: set a positive number of iterations, or -1 for PRETRAIN.EPOCHS "
                      "over the dataset"], out.stderr
     assert "Traceback" in subprocess.run(cmd[:2] + ["--debug"] + cmd[2:], capture_output=True, text=True, env=env).stderr
+
+
+def test_a_pixel_bomb_in_training_is_skipped_with_its_reason_and_never_read_again(tmp_path, caplog):
+    """A 30000 x 30000 JPEG among the training images: refused from its header with both sizes
+    in the log, remembered, so later epochs do not open it again."""
+    from PIL import Image
+
+    from soco.data.build import SeededMapDataset
+    from soco.data.image_io import TooManyPixelsError
+    from soco.data.method_data import build_mapper
+    from test_image_io import jpeg_claiming_size
+
+    for i in range(3):
+        Image.new("RGB", (40, 32), (i * 60, 90, 30)).save(tmp_path / f"{i}.png")
+    jpeg_claiming_size(tmp_path / "3.jpg", 30000, 30000)
+    dicts = [{"file_name": str(tmp_path / n), "image_id": n} for n in ("0.png", "1.png", "2.png", "3.jpg")]
+    cfg = tiny_cfg("BYOL")
+    cfg.MODEL.BYOL.CROP_SIZE = 16
+    mapper = build_mapper(cfg)
+    calls = []
+    dataset = SeededMapDataset(dicts, lambda d: calls.append(d["image_id"]) or mapper(d), seed=0)
+    with caplog.at_level(logging.WARNING, logger="soco.data.build"):
+        for epoch in range(3):
+            ids = [dataset[(epoch * 4 + i, i)]["image_id"] for i in range(4)]
+            assert ids == ["0.png", "1.png", "2.png", "0.png"]
+    assert calls.count("3.jpg") == 1 and dataset.skipped == {3}
+    assert "skipping image " + str(tmp_path / "3.jpg") + ": 30000 x 30000 = 900000000 pixels > limit" in caplog.text
+    cfg.PRETRAIN.MAX_IMAGE_PIXELS = 1000
+    with pytest.raises(TooManyPixelsError, match="40 x 32 = 1280 pixels > limit 1000"):
+        build_mapper(cfg)(dicts[0])

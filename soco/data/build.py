@@ -10,7 +10,7 @@ the small sampler and dataset wrapper here.
 
 import logging
 import random
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from detectron2.data.build import trivial_batch_collator
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..utils.errors import ConfigError, ConfigKeyError
+from .image_io import ImageReadError
 
 __all__ = [
     "get_pretrain_dataset_dicts",
@@ -108,13 +109,32 @@ class PositionSampler(Sampler):
 class SeededMapDataset(Dataset):
     """``dataset[(position, index)] = mapper(dicts[index])`` with Python/NumPy/torch RNGs seeded
     from (seed, position) during the call (and restored after it, so a main-process loader
-    leaves the training RNGs alone). A mapper returning ``None`` (unreadable image) is retried
-    on the next images, deterministically."""
+    leaves the training RNGs alone). An image the mapper cannot read (``ImageReadError``: broken,
+    or above the pixel limit) is logged once with the reason and remembered (``skipped``, the
+    indices this process met), so it is not read again in later epochs; the next images are
+    taken instead, deterministically (a mapper returning ``None`` is skipped the same way)."""
 
     MAX_RETRIES = 20
 
     def __init__(self, dicts: List[Dict[str, Any]], mapper: Mapper, seed: int):
         self.dicts, self.mapper, self.seed = dicts, mapper, seed
+        self.skipped: Set[int] = set()
+
+    def _map(self, index: int) -> Optional[Dict[str, Any]]:
+        """The mapped dict of ``dicts[index]``, or None (logged once) for an image to skip."""
+        if index in self.skipped:
+            return None
+        dataset_dict = self.dicts[index]
+        try:
+            out = self.mapper(dataset_dict)
+        except ImageReadError as e:
+            out, why = None, f"{e.path}: {e.reason}"
+        else:
+            why = f"{dataset_dict.get('file_name')}: unreadable"
+        if out is None:
+            self.skipped.add(index)
+            logger.warning(f"skipping image {why} (not read again by this process)")
+        return out
 
     def __len__(self) -> int:
         return len(self.dicts)
@@ -128,11 +148,9 @@ class SeededMapDataset(Dataset):
                 random.seed(int(sample_seed))
                 np.random.seed(int(sample_seed))
                 torch.manual_seed(int(sample_seed))
-                dataset_dict = self.dicts[(index + attempt) % len(self.dicts)]
-                out = self.mapper(dataset_dict)
+                out = self._map((index + attempt) % len(self.dicts))
                 if out is not None:
                     return out
-                logger.warning(f"skipping unreadable image {dataset_dict.get('file_name')}")
         finally:
             random.setstate(states[0])
             np.random.set_state(states[1])

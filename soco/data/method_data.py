@@ -60,8 +60,11 @@ def method_data(cfg: CfgNode) -> MethodData:
 
 
 def build_mapper(cfg: CfgNode) -> Mapper:
-    """The mapper of ``cfg``'s method (one dataset dict -> its views, or None if unreadable)."""
-    return method_data(cfg).build_mapper(cfg)
+    """The mapper of ``cfg``'s method (one dataset dict -> its views; raises ImageReadError for
+    an unreadable image, or one above ``PRETRAIN.MAX_IMAGE_PIXELS``, which it does not decode)."""
+    mapper = method_data(cfg).build_mapper(cfg)
+    mapper.max_pixels = cfg.PRETRAIN.MAX_IMAGE_PIXELS
+    return mapper
 
 
 def prepare_dataset_dicts(cfg: CfgNode, dicts: Dicts) -> Dicts:

@@ -1,13 +1,13 @@
 """SoCo's dataset mapper and the attachment of precomputed proposals to dataset dicts."""
 
 import logging
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import numpy as np
 import torch
 from detectron2.utils import comm
 
-from .image_io import ImageReadError, read_image_chw, upright_size
+from .image_io import MAX_IMAGE_PIXELS, ImageReadError, read_image_chw, upright_size
 from .proposals.file_format import read_proposal_file
 from .soco_views import SoCoViewBuilder, SoCoViewParams
 
@@ -105,11 +105,13 @@ class SoCoMapper:
     """dataset dict (with ``proposal_boxes``) -> SoCo's views of one image.
 
     Returns ``{"views": [v1, v2, (v3), (v4)] uint8 (3, S, S), "boxes": {name: (K, 4) float32},
-    "image_id"}`` with box names as ``SoCoViewBuilder`` documents, or ``None`` when the image
-    cannot be read (the loader takes the next one). With ``augment_on="device"`` the views are
+    "image_id"}`` with box names as ``SoCoViewBuilder`` documents. Raises ``ImageReadError`` when
+    the image cannot be read or is above ``max_pixels`` (not decoded); the loader takes the next one. With ``augment_on="device"`` the views are
     cropped and flipped only and ``"photometric": {"views": (V, NUM_PARAMS) float32}`` carries
     their colour parameters for the trainer (``soco.data.transforms.device``).
     """
+
+    max_pixels = MAX_IMAGE_PIXELS  # PRETRAIN.MAX_IMAGE_PIXELS, set by soco.data.method_data.build_mapper
 
     def __init__(self, params: SoCoViewParams, augment_impl: str = "fast", augment_on: str = "cpu"):
         self.build_views = SoCoViewBuilder(params)
@@ -127,18 +129,14 @@ class SoCoMapper:
         checked with the config by ``soco.config.validation``)."""
         self.build_views.configure_augmentation(impl, defer=on == "device")
 
-    def __call__(self, dataset_dict: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
         file_name = dataset_dict["file_name"]
         if "proposal_boxes" not in dataset_dict:
             raise KeyError(
                 f"dataset dict of {file_name} has no 'proposal_boxes'; soco.data.method_data."
                 "prepare_dataset_dicts attaches them from MODEL.SOCO.PROPOSALS"
             )
-        try:
-            image = read_image_chw(file_name)
-        except ImageReadError as e:
-            logger.warning("skipping image: %s", e)
-            return None
+        image = read_image_chw(file_name, self.max_pixels)
         expected = (dataset_dict.get("height"), dataset_dict.get("width"))
         if None not in expected and tuple(image.shape[1:]) != expected:
             raise ValueError(
