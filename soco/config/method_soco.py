@@ -24,6 +24,11 @@ def add_soco_config(cfg: CN) -> None:
     # Proposal file from tools/gen_proposals.py (Detectron2 precomputed-proposal pickle whose ids
     # are image paths relative to the image root). Every training image must be in it.
     cfg.MODEL.SOCO.PROPOSALS = ""
+    # Refuse the proposal file when more than this fraction of the training images have no usable
+    # box after validation (soco.data.proposals.validation: broken boxes dropped, the rest clipped):
+    # such images train on the whole crop, image-level, so a broken file would silently turn SoCo
+    # into BYOL. Every repair and drop is counted in the log either way.
+    cfg.MODEL.SOCO.MAX_IMAGES_WITHOUT_BOXES = 0.02
     # K proposals per image and training step (sampled with replacement when fewer are valid).
     cfg.MODEL.SOCO.NUM_PROPOSALS = 4
 

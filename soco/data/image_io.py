@@ -13,14 +13,19 @@ goes through Pillow, which decodes it or raises the error naming the file.
 Pixel bombs: every reader reads the header first and refuses an image whose upright width x height
 passes ``max_pixels`` (default :data:`MAX_IMAGE_PIXELS`, the config's ``PRETRAIN.MAX_IMAGE_PIXELS``
 and tools/gen_proposals.py's limit) before any pixel is decoded, naming both sizes.
+Zip archives: a path ``ARCHIVE.zip@/MEMBER`` is read from the archive (``soco.data.zip_source``);
+a damaged member is an ``ImageReadError`` like a damaged file.
 """
 from __future__ import annotations
 
+import io
 import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from .zip_source import read_member, split_zip_path
 
 if TYPE_CHECKING:
     import torch
@@ -36,6 +41,11 @@ MAX_IMAGE_PIXELS = 178_956_970
 # Orientation values 5..8 swap width and height (EXIF 2.3, tag 0x0112).
 _EXIF_ORIENTATION_TAG = 0x0112
 _TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
+
+
+def _source(path):
+    """What Pillow opens for ``path``: the path itself, or the bytes of a zip member."""
+    return io.BytesIO(read_member(path)) if split_zip_path(path) else path
 
 
 class ImageReadError(RuntimeError):
@@ -90,7 +100,7 @@ def decode_rgb(path, max_size: int | None = None, max_pixels: int | None = MAX_I
             # Large photos (e.g. 10000x8000) trigger Pillow's decompression-bomb *warning*; the
             # hard limit (an error) still applies.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(_source(path)) as image:
                 width, height = image.size
                 try:
                     orientation = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
@@ -142,7 +152,7 @@ def upright_size(path, source=None) -> tuple[int, int]:
     limit = Image.MAX_IMAGE_PIXELS
     try:
         Image.MAX_IMAGE_PIXELS = None  # Image.open's bomb check; restored before anything else runs
-        with Image.open(path if source is None else source) as image:
+        with Image.open(_source(path) if source is None else source) as image:
             Image.MAX_IMAGE_PIXELS = limit
             return _header_size(image)
     except FileNotFoundError as e:
@@ -189,8 +199,9 @@ def _decode_jpeg_torchvision(path, max_pixels: int | None = MAX_IMAGE_PIXELS):
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
     try:
-        data = read_file(str(path))
-    except RuntimeError:  # missing or unreadable file: Pillow's path names the reason
+        data = torch.frombuffer(bytearray(read_member(path)), dtype=torch.uint8) if split_zip_path(path) else \
+            read_file(str(path))
+    except (RuntimeError, OSError):  # missing or unreadable file: Pillow's path names the reason
         return None
     if len(data) < 3 or tuple(data[:3].tolist()) != _JPEG_MAGIC:
         return None

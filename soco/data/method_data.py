@@ -9,11 +9,12 @@ A new method registers its entry here with :func:`register_method_data`.
 """
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from detectron2.config import CfgNode
 
-from .image_level_mapper import ImageLevelMapper, add_instance_indices, build_byol_multi_crop
+from .image_level_mapper import ImageLevelMapper, build_byol_multi_crop
+from .indexed_datasets import IndexedDataset
 from .soco_mapper import SoCoMapper, attach_proposals
 from .transforms.clsa_strong import build_clsa_strong_views
 from .transforms.mocov2 import build_mocov2_transform
@@ -21,7 +22,7 @@ from .transforms.multiview import CropSpec, MultiViewTransform
 
 __all__ = ["MethodData", "register_method_data", "method_data", "build_mapper", "prepare_dataset_dicts"]
 
-Dicts = List[Dict[str, Any]]
+Dicts = Sequence[Dict[str, Any]]  # a list, or an index that makes each dict on access
 Mapper = Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]
 
 
@@ -89,8 +90,9 @@ def _coke_mapper(cfg: CfgNode) -> ImageLevelMapper:
 
 
 def _coke_prepare(cfg: CfgNode, dicts: Dicts) -> Dicts:
-    """CoKe keeps one label per image: every dict gets its ``instance_index``."""
-    return add_instance_indices(dicts)
+    """CoKe keeps one label per image: every item gets its ``instance_index`` (its position, set on
+    access: no copy of the dicts)."""
+    return IndexedDataset(dicts)
 
 
 def _clsa_mapper(cfg: CfgNode) -> ImageLevelMapper:
@@ -125,8 +127,8 @@ def _soco_mapper(cfg: CfgNode) -> SoCoMapper:
 
 
 def _soco_prepare(cfg: CfgNode, dicts: Dicts) -> Dicts:
-    """Every dict gets its ``proposal_boxes`` from ``MODEL.SOCO.PROPOSALS``."""
-    return attach_proposals(dicts, cfg.MODEL.SOCO.PROPOSALS)
+    """Every item gets its ``proposal_boxes`` from ``MODEL.SOCO.PROPOSALS`` (the memory-mapped store)."""
+    return attach_proposals(dicts, cfg.MODEL.SOCO.PROPOSALS, cfg.MODEL.SOCO.MAX_IMAGES_WITHOUT_BOXES)
 
 
 register_method_data("BYOL", _byol_mapper)
