@@ -197,3 +197,72 @@ def test_a_pixel_bomb_in_training_is_skipped_with_its_reason_and_never_read_agai
     cfg.PRETRAIN.MAX_IMAGE_PIXELS = 1000
     with pytest.raises(TooManyPixelsError, match="40 x 32 = 1280 pixels > limit 1000"):
         build_mapper(cfg)(dicts[0])
+
+
+# ------------------------------------------------------------------------------------- weights
+def test_finetune_weights_of_another_depth_or_not_weights_at_all_are_named(tmp_path):
+    from soco.checkpoint import ConversionError, convert
+    from soco.config.finetune import build_finetune_config
+    from test_finetune import load_tool, write_demo_soco_checkpoint
+
+    finetune = load_tool("finetune_net")
+    pth, pkl = str(tmp_path / "soco.pth"), str(tmp_path / "soco_d2.pkl")
+    write_demo_soco_checkpoint(pth)  # R18
+    convert(pth, pkl, verify=False)
+    r50 = os.path.join(REPO, "configs", "finetune", "mask_rcnn_R_50_FPN_1x_soco.yaml")
+    r18 = os.path.join(REPO, "configs", "finetune", "faster_rcnn_R18_FPN_demo_cpu.yaml")
+
+    def check(config, weights):
+        finetune.check_weights_file(build_finetune_config(config, ["MODEL.WEIGHTS", weights]), resume=False)
+
+    check(r18, pkl)
+    with pytest.raises(ConversionError, match=r"soco_d2.pkl: R18 weights \(RES2_OUT_CHANNELS 64\), R50 config "
+                                              r"\(MODEL.RESNETS.DEPTH 50, RES2_OUT_CHANNELS 256\)\. Set MODEL.RESNETS"):
+        check(r50, pkl)
+    with pytest.raises(ConversionError, match="soco.pth: is a pretraining checkpoint.*convert_to_d2.py"):
+        check(r18, pth)
+    (tmp_path / "props.pkl").write_bytes(__import__("pickle").dumps({"ids": ["a"], "boxes": [[[0, 0, 1, 1]]]}))
+    (tmp_path / "list.pkl").write_bytes(__import__("pickle").dumps([1, 2]))
+    (tmp_path / "text.pkl").write_text("not weights\n")
+    for name, match in (("props.pkl", "is a proposal file"), ("list.pkl", "holds a list of 2 items, not weights"),
+                        ("text.pkl", "not a pickle of weights")):
+        with pytest.raises(ConversionError, match=f"{name}: {match}"):
+            check(r18, str(tmp_path / name))
+
+
+def test_eval_representation_names_method_and_depth_mismatches(tmp_path):
+    from soco.checkpoint import ConversionError, PretrainCheckpoint
+    from soco.evaluation.representation import check_fits
+    from soco.modeling.meta_arch import build_pretrain_model
+
+    byol = tiny_cfg("BYOL")
+    ckpt = PretrainCheckpoint("byol.pth", build_pretrain_model(byol, 8).state_dict(), byol, 0)
+    check_fits(ckpt, byol)
+    with pytest.raises(ConversionError, match="--weights byol.pth: BYOL weights, CoKe config"):
+        check_fits(ckpt, tiny_cfg("CoKe"))
+    r50 = tiny_cfg("BYOL")
+    r50.MODEL.RESNETS.DEPTH, r50.MODEL.RESNETS.RES2_OUT_CHANNELS = 50, 256
+    with pytest.raises(ConversionError, match=r"--weights byol.pth: R18 weights .* R50 config"):
+        check_fits(ckpt, r50)
+
+
+def test_every_path_quoted_in_the_tools_help_exists():
+    """Files named in a tool's --help (its docstring and argument help, i.e. its source) exist."""
+    import glob
+    import re
+
+    pattern = re.compile(r"\b(?:configs|tools|docs|benchmarks|soco|proposals)/[\w./-]+\.(?:yaml|py|md)\b")
+    quoted = {(os.path.basename(tool), path) for tool in glob.glob(os.path.join(REPO, "tools", "*.py"))
+              for path in pattern.findall(open(tool).read())}
+    assert len(quoted) > 10
+    missing = sorted((tool, path) for tool, path in quoted if not os.path.exists(os.path.join(REPO, path)))
+    assert not missing, missing
+
+
+# -------------------------------------------------------------------------------------- shards
+def test_gen_proposals_bad_shard_is_one_line(tmp_path, capsys):
+    from conftest import load_tool
+
+    tool = load_tool("gen_proposals")
+    assert tool.main(["--image-root", str(tmp_path), "--output", str(tmp_path / "p.pkl"), "--shard", "-1/2"]) == 2
+    assert capsys.readouterr().err == "error: --shard -1/2: the shard index must satisfy 0 <= i < n\n"
