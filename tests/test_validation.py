@@ -11,7 +11,7 @@ import torch
 
 from image_level_helpers import tiny_cfg
 from soco.config import load_pretrain_config
-from soco.config.validation import CHOICES, check_config, check_dataset_size
+from soco.config.validation import CHOICES, check_dataset_size
 from soco.utils.errors import ConfigError, ConfigKeyError, InputError, keep_config_dump_off_console, run_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,7 +1,7 @@
 """SoCo's dataset mapper and the attachment of precomputed proposals (the memory-mapped store) to a dataset."""
 
 import logging
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Sequence
 
 import numpy as np
 import torch
@@ -11,7 +11,7 @@ from .image_folder import ImageFolderDataset
 from .image_io import MAX_IMAGE_PIXELS, ImageReadError, read_image_chw, upright_size
 from .indexed_datasets import ProposalDataset, take
 from .proposals.file_format import open_proposals
-from .proposals.validation import ProposalReport, check_usable
+from .proposals.validation import ProposalFileError, ProposalReport, check_usable
 from .soco_views import SoCoViewBuilder, SoCoViewParams
 
 __all__ = ["SOCO_VIEW_ORDER", "SoCoMapper", "attach_proposals", "check_proposal_sizes"]
@@ -82,7 +82,7 @@ def attach_proposals(dicts: Sequence[Dict[str, Any]], proposal_file: str, max_im
     validation repaired or dropped (``soco.data.proposals.validation.check_usable``).
     """
     if not proposal_file:
-        raise ValueError(
+        raise ProposalFileError(
             "MODEL.SOCO.PROPOSALS is empty: SoCo needs a proposal file (make one with tools/gen_proposals.py)"
         )
     store = open_proposals(proposal_file)
@@ -96,7 +96,7 @@ def attach_proposals(dicts: Sequence[Dict[str, Any]], proposal_file: str, max_im
     if missing:
         first = next(d for d in (dicts[i] for i in range(len(dicts))) if d["image_id"] == missing[0])
         root = first["file_name"][: -len(first["image_id"])].rstrip("/@") or "."
-        raise ValueError(
+        raise ProposalFileError(
             f"proposal file {proposal_file} lacks {len(missing)} of the {len(dicts)} images of the "
             f"dataset (e.g. {missing[:3]}) and does not record them as failed: it was made for other "
             f"images. Make one for these images: python tools/gen_proposals.py --image-root {root} "
@@ -164,14 +164,14 @@ def check_proposal_sizes(dataset: ProposalDataset, samples: int = SIZE_CHECK_SAM
             if len(mismatches) == 3:
                 break
     if mismatches:
-        raise ValueError(
+        raise ProposalFileError(
             f"proposal file {name} was made for images of other sizes (height x width): "
             f"{'; '.join(mismatches)}. Its boxes would not match the pixels; make proposals for these "
             "images with tools/gen_proposals.py"
         )
     if sampled and not with_size and not_found == len(sampled):
         first = dataset.base[take(dataset.base_positions, sampled[0])]["file_name"]
-        raise ValueError(f"none of {len(sampled)} images of proposal file {name} exists (e.g. {first}): "
+        raise ProposalFileError(f"none of {len(sampled)} images of proposal file {name} exists (e.g. {first}): "
                          "PRETRAIN.IMAGE_ROOT is not the folder the proposals were made for")
 
 

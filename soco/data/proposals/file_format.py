@@ -29,7 +29,7 @@ import numpy as np
 
 from ...utils.files import atomic_write_bytes, derived_file
 from .store import ProposalStore, StorePart, is_store, pixel_boxes, write_store
-from .validation import ProposalFileError, ProposalReport, clean_proposals, count_empty
+from .validation import ProposalFileError, ProposalFileNotFound, ProposalReport, clean_proposals, count_empty
 
 __all__ = ["XYXY_ABS", "ProposalFile", "save_proposals", "read_proposal_file", "load_proposals", "is_pickle_path",
            "open_proposals", "pickle_to_store", "store_to_pickle", "store_path_for"]
@@ -178,7 +178,8 @@ def open_proposals(path) -> ProposalStore:
     """
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"proposal file not found: {path}")
+        raise ProposalFileNotFound(f"proposal file not found: {path} (MODEL.SOCO.PROPOSALS); make one with "
+                                   "tools/gen_proposals.py")
     if is_store(path) or not is_pickle_path(path):
         return ProposalStore(path)
 

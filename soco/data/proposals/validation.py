@@ -36,7 +36,7 @@ import numpy as np
 
 from ...utils.errors import InputError
 
-__all__ = ["KINDS", "ProposalFileError", "ProposalReport", "clean_proposals", "count_empty", "check_usable"]
+__all__ = ["KINDS", "ProposalFileError", "ProposalFileNotFound", "ProposalReport", "clean_proposals", "count_empty", "check_usable"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,10 @@ _EXAMPLES = 3  # ids kept per kind
 
 class ProposalFileError(InputError):
     """A proposal file that cannot be used; the message names it, the first ids and the counts."""
+
+
+class ProposalFileNotFound(ProposalFileError, FileNotFoundError):
+    """MODEL.SOCO.PROPOSALS names no file (also a ``FileNotFoundError``)."""
 
 
 @dataclass
