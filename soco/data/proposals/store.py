@@ -356,8 +356,8 @@ class ProposalStore:
         h, w = (int(v) for v in self.sizes[i])
         return (h, w) if h > 0 else None
 
-    def part(self) -> StorePart:
-        """The whole store as a ``StorePart`` over its mapped arrays (for merging and converting)."""
-        extra = {n: self.section(n) for n in self._sections if n not in
-                 ("offsets", "boxes", "sizes", "id_offsets", "id_bytes")}
+    def part(self, extra: Sequence[str] = ()) -> StorePart:
+        """The whole store as a ``StorePart`` over its mapped arrays (for merging), with the
+        extra sections named in ``extra``."""
+        extra = {n: self.section(n) for n in extra}
         return StorePart(self.ids(), self.counts, self._boxes, self.sizes, sorted(self.failed.items()), extra)
