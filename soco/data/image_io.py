@@ -94,7 +94,8 @@ def decode_rgb(path, max_size: int | None = None, max_pixels: int | None = MAX_I
         ImageReadError: missing, truncated, corrupt or non-image file, an empty image, or one
             above ``max_pixels``.
     """
-    check_pixels(path, max_pixels)
+    if max_pixels:
+        check_pixels(path, max_pixels)
     try:
         with warnings.catch_warnings():
             # Large photos (e.g. 10000x8000) trigger Pillow's decompression-bomb *warning*; the
@@ -206,7 +207,8 @@ def _decode_jpeg_torchvision(path, max_pixels: int | None = MAX_IMAGE_PIXELS):
     if len(data) < 3 or tuple(data[:3].tolist()) != _JPEG_MAGIC:
         return None
     try:
-        check_pixels(path, max_pixels, io.BytesIO(data.numpy().tobytes()))
+        if max_pixels:
+            check_pixels(path, max_pixels, io.BytesIO(data.numpy().tobytes()))
     except TooManyPixelsError:
         raise
     except ImageReadError:
