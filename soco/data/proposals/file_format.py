@@ -50,7 +50,7 @@ def save_proposals(path, ids: list[str], boxes: list[np.ndarray], image_sizes=No
     """Write proposals atomically (same input -> byte-identical file): the pickle when ``path``
     ends in ``.pkl``, else a store, validated on the way (``validation.clean_proposals``:
     malformed entries and broken boxes dropped, boxes clipped, rounded to whole pixels, ids
-    sorted; the report goes into the store's header and is returned).
+    sorted; the report is returned, and kept in the store's header when it found anything).
 
     ``image_sizes``: (len(ids), 2) (height, width) or None; ``failures``: (id, reason) pairs;
     ``source``: the file the proposals were read from, named in the report (default ``path``).
@@ -66,7 +66,9 @@ def save_proposals(path, ids: list[str], boxes: list[np.ndarray], image_sizes=No
         count_empty(report, sorted_ids, counts, kept)
         part = StorePart(sorted_ids, kept, flat, np.zeros((len(ids), 2), np.int32) if sizes is None else sizes,
                          [(str(i), str(r)) for i, r in failures])
-        write_store(path, [part], sizes_known=image_sizes is not None, meta={"validation": report.to_meta()})
+        # A clean file's store equals the generator's (same bytes); a repaired one carries its report.
+        meta = {"validation": report.to_meta()} if any(report.counts.values()) else None
+        write_store(path, [part], sizes_known=image_sizes is not None, meta=meta)
         return report
     if len(ids) != len(boxes):
         raise ProposalFileError(f"{path}: {len(ids)} ids but {len(boxes)} box arrays")
