@@ -51,6 +51,13 @@ def test_unknown_keys_and_bad_types_are_input_errors():
         load_pretrain_config("configs/none.yaml")
 
 
+def test_the_validation_thresholds_are_checked_at_load():
+    with pytest.raises(ConfigError, match=r"MODEL.SOCO.MAX_IMAGES_WITHOUT_BOXES is 2.0; give a fraction .* \[0, 1\]"):
+        load_pretrain_config(DEMO, ["MODEL.SOCO.MAX_IMAGES_WITHOUT_BOXES", "2.0"])
+    with pytest.raises(ConfigError, match="PRETRAIN.MAX_IMAGE_PIXELS is -1"):
+        load_pretrain_config(DEMO, ["PRETRAIN.MAX_IMAGE_PIXELS", "-1"])
+
+
 def test_max_iter_zero_is_refused_at_load():
     with pytest.raises(ConfigError, match="SOLVER.MAX_ITER is 0.*-1 for PRETRAIN.EPOCHS"):
         load_pretrain_config(DEMO, ["SOLVER.MAX_ITER", "0"])

@@ -61,6 +61,11 @@ def check_config(cfg: CfgNode) -> None:
             "PRETRAIN.AUGMENT_ON 'device' cannot be combined with MODEL.SOCO.CUTOUT_PROB > 0 (the cut squares "
             "would be recoloured on the device); set PRETRAIN.AUGMENT_ON cpu"
         )
+    if cfg.PRETRAIN.MAX_IMAGE_PIXELS < 0:
+        raise ConfigError(f"PRETRAIN.MAX_IMAGE_PIXELS is {cfg.PRETRAIN.MAX_IMAGE_PIXELS}; give a pixel count, or 0 for no limit")
+    if not 0.0 <= cfg.MODEL.SOCO.MAX_IMAGES_WITHOUT_BOXES <= 1.0:
+        raise ConfigError(f"MODEL.SOCO.MAX_IMAGES_WITHOUT_BOXES is {cfg.MODEL.SOCO.MAX_IMAGES_WITHOUT_BOXES}; give a "
+                          "fraction of the training images in [0, 1] (default 0.02)")
     if cfg.SOLVER.MAX_ITER == 0:
         raise ConfigError(
             "SOLVER.MAX_ITER is 0: set a positive number of iterations, or -1 for PRETRAIN.EPOCHS over the dataset"
