@@ -16,8 +16,13 @@ RSS above what it started with):
 * a machine of P processes x W workers that each touch every item once, then collect garbage
   (an epoch): total PSS of all its processes, and USS growth per worker.
 
-The ratios compare the two paths measured in the same run. Launch -> first iteration is not
-measured here. Prints a markdown table (and ``--json`` writes the figures).
+* with ``--baseline-repo DIR`` (a checkout of the code before the store, e.g. ``git archive`` of
+  an older commit): ``tools/pretrain_net.py`` launch -> "Starting training" with the SoCo CPU demo
+  config on the tree, the baseline's code reading the pickle vs this checkout reading the store
+  (one process, no workers; each run is stopped once training starts).
+
+The ratios compare the two paths measured in the same run. Prints a markdown table (and
+``--json`` writes the figures).
 """
 import argparse
 import gc
@@ -25,6 +30,8 @@ import json
 import os
 import resource
 import shutil
+import signal
+import subprocess
 import sys
 import time
 
@@ -35,6 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from soco.data.proposals.chunks import check_manifest, manifest, write_chunk  # noqa: E402
 
 CLASSES = 1000
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def synthetic_ids(num_images: int) -> list:
@@ -145,6 +153,30 @@ def machine(build, processes: int, workers: int, freeze: bool) -> dict:
     return {"pss_mib": pss, "worker_uss_growth_mib": float(np.mean(growths))}
 
 
+def launch_seconds(repo: str, root: str, proposals: str, output_dir: str, timeout: float = 900) -> float:
+    """Seconds from starting ``repo``'s tools/pretrain_net.py (SoCo CPU demo config on ``root``) to
+    its "Starting training" line; the run is then stopped."""
+    command = [sys.executable, "tools/pretrain_net.py", "--config-file", "configs/SoCo/SoCo_demo_R18_FPN_cpu.yaml",
+               "PRETRAIN.IMAGE_ROOT", root, "MODEL.SOCO.PROPOSALS", proposals, "SOLVER.MAX_ITER", "1",
+               "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", output_dir]
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(repo))
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if "Starting training" in line:
+                return time.perf_counter() - start
+            if time.perf_counter() - start > timeout:
+                break
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    raise RuntimeError(f"{repo}: pretrain_net.py did not start training:\n{''.join(lines[-20:])}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=20000)
@@ -154,6 +186,7 @@ def main(argv=None) -> int:
     parser.add_argument("--work-dir", default="/tmp/bench_scale")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (tree, chunks) for another run")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--baseline-repo", help="checkout of the code before the store: also time the launch")
     args = parser.parse_args(argv)
 
     from PIL import Image
@@ -211,6 +244,10 @@ def main(argv=None) -> int:
         result = machine(build, args.processes, args.workers, freeze)
         rows[f"machine_pss_{name}"], rows[f"worker_growth_{name}"] = result["pss_mib"], result["worker_uss_growth_mib"]
 
+    if args.baseline_repo:
+        rows["launch_s_today"] = launch_seconds(args.baseline_repo, root, pkl, os.path.join(work, "out_today"))
+        rows["launch_s_store"] = launch_seconds(REPO, root, store, os.path.join(work, "out_store"))
+
     def line(label, key, unit, fmt="{:.1f}"):
         a, b = rows[f"{key}_today"], rows[f"{key}_store"]
         ratio = f"{a / b:.1f}x" if b > 0.05 else "-"
@@ -224,8 +261,10 @@ def main(argv=None) -> int:
                              ("dataset build time", "build_s", "s"),
                              ("dataset: memory held per process", "build_held", "MiB"),
                              (f"machine {args.processes}x{args.workers}: total PSS", "machine_pss", "MiB"),
-                             ("worker USS growth over an epoch", "worker_growth", "MiB")):
-        print(line(label, key, unit))
+                             ("worker USS growth over an epoch", "worker_growth", "MiB"),
+                             ("launch -> Starting training", "launch_s", "s")):
+        if f"{key}_today" in rows:
+            print(line(label, key, unit))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"images": n, "boxes": args.boxes, "processes": args.processes, "workers": args.workers, **rows},
