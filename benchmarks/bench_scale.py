@@ -4,7 +4,8 @@
     python benchmarks/bench_scale.py --images 128117 [--processes 2 --workers 2] [--work-dir /tmp/bench_scale]
 
 Builds, under ``--work-dir`` (removed at the end unless ``--keep``): a synthetic ImageNet-shaped
-tree of N hard links to a few JPEGs in 1000 class folders; a finished generator work folder of N
+tree of N hard links to 375 x 500 JPEGs (one file per class) in 1000 class folders; a finished
+generator work folder of N
 images with ``--boxes`` synthetic whole-pixel boxes each (the project's own chunk writer); then
 merges it both ways and measures, each step in a fresh forked process (memory = its peak or held
 RSS above what it started with):
@@ -212,8 +213,12 @@ def main(argv=None) -> int:
         for i, image_id in enumerate(ids):
             target = os.path.join(root, image_id)
             if i == 0 or image_id.split("/")[0] != ids[i - 1].split("/")[0]:
+                # one copy per class: a file takes at most 65,000 hard links on ext4
                 os.makedirs(os.path.dirname(target), exist_ok=True)
-            os.link(sources[i % 4], target)
+                source = os.path.join(work, "sources", image_id.split("/")[0] + ".JPEG")
+                os.makedirs(os.path.dirname(source), exist_ok=True)
+                shutil.copyfile(sources[len(os.listdir(root)) % 4], source)
+            os.link(source, target)
         for output in ("today.pkl", "store.store"):
             synthetic_work_folder(os.path.join(work, output), ids, [(375, 500)], args.boxes)
         open(os.path.join(work, "tree.done"), "w").close()

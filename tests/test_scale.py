@@ -137,6 +137,9 @@ def test_same_data_order_and_items_as_the_list_of_dicts(tmp_path):
               for d in image_folder_dicts(root) if d["image_id"] in proposals.boxes]
     listed = ImageFolderDataset(root, cache_dir=str(tmp_path / "cache"))
     assert len(listed) == 8  # listed once into the cache: the merge of two sorted id tables
+    open(os.path.join(root, "late.jpg"), "wb").close()  # the cached listing is reused (a resume sees the same)
+    assert len(ImageFolderDataset(root, cache_dir=str(tmp_path / "cache"))) == 8
+    os.remove(os.path.join(root, "late.jpg"))
     for dataset in (attach_proposals(ImageFolderDataset(root), props),  # ids from the store, no listing
                     attach_proposals(listed, props), attach_proposals(image_folder_dicts(root), props)):
         assert len(dataset) == len(before) == 7
