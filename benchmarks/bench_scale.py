@@ -5,8 +5,8 @@
 
 Builds, under ``--work-dir`` (removed at the end unless ``--keep``): a synthetic ImageNet-shaped
 tree of N hard links to 375 x 500 JPEGs (one file per class) in 1000 class folders; a finished
-generator work folder of N
-images with ``--boxes`` synthetic whole-pixel boxes each (the project's own chunk writer); then
+generator work folder of N images with ``--boxes`` synthetic whole-pixel boxes each (the
+project's own chunk writer); then
 merges it both ways and measures, each step in a fresh forked process (memory = its peak or held
 RSS above what it started with):
 
