@@ -9,7 +9,6 @@ and DataLoader worker; a dict is made when an item is accessed.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from collections.abc import Sequence
 
@@ -157,20 +156,20 @@ def _cached_listing(root: str, image_list, cache_dir):
     key = hashlib.sha1(f"{root}|{os.path.abspath(image_list) if image_list else ''}".encode()).hexdigest()[:16]
     folder = os.path.join(cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "soco"), "image_lists")
     target = os.path.join(folder, f"{key}.store")
-
-    def build() -> None:
+    if comm.get_local_rank() == 0 and not os.path.exists(target):
         ids = list_images(root, image_list)
         if not ids:
             raise ValueError(f"no training images found under {root}" + (f" from list {image_list}" if image_list else ""))
         n = len(ids)
         write_store(target, [StorePart(ids, np.zeros(n, np.int64), np.zeros((0, 4), np.int64), np.zeros((n, 2), np.int32))],
                     sizes_known=False, meta={"root": root, "image_list": image_list})
-
-    if comm.get_local_rank() == 0 and not os.path.exists(target):
-        build()
     comm.synchronize()
-    if not os.path.exists(target):  # this process's cache folder is not its machine's first process's
-        logging.getLogger(__name__).warning(f"{target} was not written by the first process of this machine "
-                                            "(OUTPUT_DIR not shared?); listing the images in this process too")
-        build()
+    # Every process must see the file its machine's first process wrote; otherwise all stop with
+    # the same reason instead of one dying and the others hanging in the next collective.
+    missing = [rank for rank, seen in enumerate(comm.all_gather(os.path.exists(target))) if not seen]
+    if missing:
+        raise RuntimeError(
+            f"the image listing {target} written by the first process of each machine is missing on "
+            f"rank(s) {missing}: OUTPUT_DIR must be one folder shared by every process of the job"
+        )
     return ProposalStore(target)
