@@ -34,6 +34,8 @@ __all__ = ["XYXY_ABS", "ProposalFile", "save_proposals", "read_proposal_file", "
            "open_proposals", "pickle_to_store", "store_to_pickle", "store_path_for"]
 
 logger = logging.getLogger(__name__)
+# Images converted to store boxes at a time when a store is written from per-image arrays.
+_BLOCK = 1 << 16
 _WARNED_PICKLES: set = set()
 
 XYXY_ABS = 0  # detectron2.structures.BoxMode.XYXY_ABS, without importing Detectron2 here
@@ -55,8 +57,11 @@ def save_proposals(path, ids: list[str], boxes: list[np.ndarray], image_sizes=No
     if not is_pickle_path(path):
         order = sorted(range(len(ids)), key=lambda i: ids[i])
         sizes = None if image_sizes is None else np.asarray(image_sizes).reshape(len(ids), 2)[order]
-        part = part_from_boxes([ids[i] for i in order], [boxes[i] for i in order], sizes, failures)
-        write_store(path, [part], sizes_known=image_sizes is not None)
+        # Converted in blocks of images: only the integer boxes of all images are held at once.
+        parts = [part_from_boxes([ids[i] for i in order[a:a + _BLOCK]], [boxes[i] for i in order[a:a + _BLOCK]],
+                                 None if sizes is None else sizes[a:a + _BLOCK], failures if a == 0 else ())
+                 for a in range(0, max(1, len(ids)), _BLOCK)]
+        write_store(path, parts, sizes_known=image_sizes is not None)
         return
     boxes = [np.ascontiguousarray(b, np.float32).reshape(-1, 4) for b in boxes]
     payload = {
