@@ -230,10 +230,12 @@ def main(argv=None) -> int:
     _, rows["merge_s_store"], rows["merge_peak_store"], _ = in_child(lambda: merge(store) and None)
     kept = n - sum(1 for i in range(n) if i % 997 == 5)
     rows["bytes_today"], rows["bytes_store"] = os.path.getsize(pkl) / kept, os.path.getsize(store) / kept
+    print(json.dumps(rows), file=sys.stderr, flush=True)  # progress: figures so far
 
     holder = []
     _, rows["read_s_today"], _, rows["read_held_today"] = in_child(lambda: holder.append(read_proposal_file(pkl)))
     _, rows["read_s_store"], _, rows["read_held_store"] = in_child(lambda: holder.append(ProposalStore(store)))
+    print(json.dumps(rows), file=sys.stderr, flush=True)  # progress: figures so far
 
     def today_dataset():
         proposals = read_proposal_file(pkl)
@@ -245,9 +247,11 @@ def main(argv=None) -> int:
 
     _, rows["build_s_today"], _, rows["build_held_today"] = in_child(lambda: holder.append(today_dataset()))
     _, rows["build_s_store"], _, rows["build_held_store"] = in_child(lambda: holder.append(store_dataset()))
+    print(json.dumps(rows), file=sys.stderr, flush=True)  # progress: figures so far
     for name, build, freeze in (("today", today_dataset, False), ("store", store_dataset, True)):
         result = machine(build, args.processes, args.workers, freeze)
         rows[f"machine_pss_{name}"], rows[f"worker_growth_{name}"] = result["pss_mib"], result["worker_uss_growth_mib"]
+        print(json.dumps(rows), file=sys.stderr, flush=True)  # progress: figures so far
 
     if args.baseline_repo:
         rows["launch_s_today"] = launch_seconds(args.baseline_repo, root, pkl, os.path.join(work, "out_today"))
