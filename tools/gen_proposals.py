@@ -7,7 +7,7 @@
     python tools/gen_proposals.py --output proposals/NAME.store --merge
 
 An output ending in .pkl writes Detectron2's proposal pickle; any other name the memory-mapped
-proposal store (about 0.5 KB per image, merged with flat memory, shared by every training
+proposal store (about 0.5 KB per image, merged chunk by chunk, shared by every training
 process; tools/convert_proposals.py converts between them). --image-root may be a folder or the
 official train.zip (with train_map.txt next to it used as the image list), read without extraction.
 
