@@ -43,6 +43,7 @@ def output_paths(output: str) -> dict[str, str]:
 
 
 def manifest(ids, method, max_size, chunk_size, box_filter) -> dict:
+    """The settings a work folder is bound to, with a hash of the sorted image ids."""
     digest = hashlib.sha1("\n".join(ids).encode("utf-8")).hexdigest()
     return {"version": MANIFEST_VERSION, "method": method, "settings": method_settings(method),
             "max_size": max_size, "filter": box_filter, "chunk_size": chunk_size, "num_images": len(ids),
@@ -50,6 +51,8 @@ def manifest(ids, method, max_size, chunk_size, box_filter) -> dict:
 
 
 def check_manifest(shard_dir: str, manifest: dict) -> None:
+    """Write ``manifest`` into a new work folder; RuntimeError naming the differences if the
+    folder holds work made with other settings or images."""
     path = os.path.join(shard_dir, "manifest.json")
     if os.path.exists(path):
         with open(path) as f:
@@ -106,6 +109,7 @@ def read_manifest(shard_dir: str) -> dict:
 
 
 def chunk_path(shard_dir: str, index: int) -> str:
+    """The file of chunk ``index`` (images [index * C, (index + 1) * C) of the sorted list)."""
     return os.path.join(shard_dir, f"chunk_{index:06d}.store")
 
 

@@ -28,13 +28,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...utils.files import atomic_write_bytes, derived_file
-from .store import ProposalStore, StorePart, is_store, pixel_boxes, write_store
+from .store import ProposalStore, is_store, part_from_boxes, write_store
 from .validation import ProposalFileError, ProposalFileNotFound, ProposalReport, clean_proposals, count_empty
 
 __all__ = ["XYXY_ABS", "ProposalFile", "save_proposals", "read_proposal_file", "load_proposals", "is_pickle_path",
            "open_proposals", "pickle_to_store", "store_to_pickle", "store_path_for"]
 
 logger = logging.getLogger(__name__)
+# Images converted to store boxes at a time when a store is written from per-image arrays.
+_BLOCK = 1 << 16
 _WARNED_PICKLES: set = set()
 
 XYXY_ABS = 0  # detectron2.structures.BoxMode.XYXY_ABS, without importing Detectron2 here
@@ -57,18 +59,18 @@ def save_proposals(path, ids: list[str], boxes: list[np.ndarray], image_sizes=No
     """
     if not is_pickle_path(path):
         ids, boxes, sizes, report = clean_proposals(os.fspath(source or path), ids, boxes, image_sizes)
-        order = np.argsort(np.array(ids, dtype=object), kind="stable")
-        counts = np.array([len(boxes[i]) for i in order], np.int64)
-        sizes = None if sizes is None else sizes[order]
-        flat, kept = pixel_boxes(np.concatenate([boxes[i] for i in order]) if len(order) else np.zeros((0, 4)),
-                                 counts, sizes)
+        order = sorted(range(len(ids)), key=lambda i: ids[i])
         sorted_ids = [ids[i] for i in order]
-        count_empty(report, sorted_ids, counts, kept)
-        part = StorePart(sorted_ids, kept, flat, np.zeros((len(ids), 2), np.int32) if sizes is None else sizes,
-                         [(str(i), str(r)) for i, r in failures])
+        sizes = None if sizes is None else sizes[order]
+        # Converted in blocks of images: only the integer boxes of all images are held at once.
+        parts = [part_from_boxes(sorted_ids[a:a + _BLOCK], [boxes[i] for i in order[a:a + _BLOCK]],
+                                 None if sizes is None else sizes[a:a + _BLOCK], failures if a == 0 else ())
+                 for a in range(0, max(1, len(ids)), _BLOCK)]
+        counts_before = np.array([len(boxes[i]) for i in order], np.int64)
+        count_empty(report, sorted_ids, counts_before, np.concatenate([part.counts for part in parts]))
         # A clean file's store equals the generator's (same bytes); a repaired one carries its report.
         meta = {"validation": report.to_meta()} if any(report.counts.values()) else None
-        write_store(path, [part], sizes_known=image_sizes is not None, meta=meta)
+        write_store(path, parts, sizes_known=image_sizes is not None, meta=meta)
         return report
     if len(ids) != len(boxes):
         raise ProposalFileError(f"{path}: {len(ids)} ids but {len(boxes)} box arrays")

@@ -2,8 +2,8 @@
 
 A store output is written by ``write_store`` from the chunks themselves, one chunk mapped at a
 time per section: peak memory is one chunk plus the per-image summary arrays (counts, levels:
-9 bytes per image), independent of the number of images, and the bytes equal a one-shot write of
-the same content. A ``.pkl`` output (Detectron2's format) holds every box in memory, as pickling
+9 bytes per image; no box of another chunk), and the bytes equal a one-shot write of the same
+content. A ``.pkl`` output (Detectron2's format) holds every box in memory, as pickling
 needs.
 """
 from __future__ import annotations
