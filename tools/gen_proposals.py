@@ -15,8 +15,12 @@ Rerunning the same command after an interruption continues where it stopped. Unr
 (and images whose worker process died, or that stayed in a worker past --image-timeout) are
 recorded as failures and skipped by training; the exit status is 1 when no image at all could be
 read. With --shard i/n on n machines (sharing the output folder, or copying NAME.pkl.shards/
-together), the last shard to finish writes the output; --merge does it explicitly. See proposals/README.md
-and docs/SCALE.md.
+together), the last shard to finish writes the output; --merge does it explicitly, and names the
+shards to rerun when chunks are missing. The work folder records n: a later --shard i/m with
+another m is refused. Images above soco.data.image_io.MAX_IMAGE_PIXELS (the training key
+PRETRAIN.MAX_IMAGE_PIXELS's default) are refused from their header and recorded as failures.
+Input errors (bad --shard, a foreign work folder) print one line and exit with status 2
+(traceback with --debug or SOCO_DEBUG=1). See proposals/README.md and docs/SCALE.md.
 """
 import argparse
 import json
@@ -25,6 +29,7 @@ import sys
 from soco.data.proposals import DEFAULT_MAX_SIZE, DEFAULT_METHOD, METHODS, generate, merge
 from soco.data.proposals.filtering import PAPER_MIN_SIDE, PAPER_SCALE_RANGE
 from soco.data.proposals.runner import DEFAULT_IMAGE_TIMEOUT, output_paths
+from soco.utils.errors import add_debug_argument, run_tool
 
 
 def parse_args(argv=None):
@@ -50,6 +55,13 @@ def parse_args(argv=None):
     parser.add_argument("--chunk-size", type=int, default=1000, help="images per checkpoint file (default 1000)")
     parser.add_argument("--merge", action="store_true", help="only merge finished shards into --output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_debug_argument(parser)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # "--shard -1/2" would be read by argparse as an unknown option: hand the value over as one token.
+    for k, token in enumerate(argv[:-1]):
+        if token == "--shard" and argv[k + 1].startswith("-"):
+            argv[k:k + 2] = [f"--shard={argv[k + 1]}"]
+            break
     args = parser.parse_args(argv)
     if not args.merge and not args.image_root:
         parser.error("--image-root is required (unless --merge)")
@@ -58,6 +70,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    return run_tool(_run, args, debug=args.debug)
+
+
+def _run(args) -> int:
     if args.merge:
         summary = merge(args.output)
     else:

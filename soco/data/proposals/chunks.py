@@ -21,6 +21,7 @@ import os
 
 import numpy as np
 
+from ...utils.errors import InputError
 from ...utils.files import atomic_write_bytes
 from .methods import method_settings
 from .store import ProposalStore, StoreError, part_from_boxes, write_store
@@ -63,6 +64,39 @@ def check_manifest(shard_dir: str, manifest: dict) -> None:
                 "Rerun with the same arguments, or delete that folder to start over.")
     else:
         atomic_write_bytes(path, json.dumps(manifest, indent=1, sort_keys=True).encode())
+
+
+class ShardError(InputError):
+    """``--shard`` arguments that do not fit the work folder; the message names both and the fix."""
+
+
+def record_shard_count(shard_dir: str, index: int, count: int) -> None:
+    """The work folder's shard count: written by the first run (``shards.json``); a later run with
+    another count is refused (its chunks k mod n would not match the others'), naming both."""
+    path = os.path.join(shard_dir, "shards.json")
+    if not os.path.exists(path):
+        atomic_write_bytes(path, json.dumps({"count": count}).encode())
+        return
+    stored = shard_count(shard_dir)
+    if stored != count:
+        raise ShardError(
+            f"--shard {index}/{count}: {shard_dir} was started with {stored} shards (--shard i/{stored}); "
+            f"run every shard with n = {stored}, or delete the folder to start over with {count}")
+
+
+def shard_count(shard_dir: str) -> int:
+    """The number of shards the work folder was started with (1 when none was recorded)."""
+    path = os.path.join(shard_dir, "shards.json")
+    if not os.path.exists(path):
+        return 1
+    with open(path) as f:
+        return int(json.load(f)["count"])
+
+
+def shards_to_rerun(shard_dir: str, chunks) -> str:
+    """``--shard i/n`` of every shard owning one of ``chunks`` (chunk k belongs to shard k mod n)."""
+    count = shard_count(shard_dir)
+    return " and ".join(f"--shard {i}/{count}" for i in sorted({k % count for k in chunks}))
 
 
 def read_manifest(shard_dir: str) -> dict:

@@ -41,6 +41,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ...utils.errors import InputError
 from ...utils.files import atomic_write
 
 __all__ = ["MAGIC", "VERSION", "StoreError", "StorePart", "ProposalStore", "pixel_boxes", "part_from_boxes",
@@ -56,7 +57,7 @@ UINT16_MAX = 65535
 _ID_CHECK_BLOCK = 1 << 16
 
 
-class StoreError(ValueError):
+class StoreError(InputError):
     """A file that is not a valid proposal store; the message names it and what is wrong."""
 
 
