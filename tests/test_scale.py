@@ -192,7 +192,8 @@ def test_zip_source_equals_the_extracted_folder(tmp_path):
         np.testing.assert_array_equal(inside.boxes(k), folder.boxes(folder.index(image_id)))
     from soco.data.image_io import read_image_chw
 
-    from_zip = attach_proposals(ImageFolderDataset(archive), zip_props)
+    from_zip = attach_proposals(ImageFolderDataset(archive, cache_dir=str(tmp_path / "cache")), zip_props)
+    assert from_zip.base.image_list == str(tmp_path / "train_map.txt")  # the official map, used by default
     item = from_zip[0]
     assert item["file_name"] == f"{os.path.abspath(archive)}@/{item['image_id']}"
     assert (read_image_chw(item["file_name"]) == read_image_chw(os.path.join(root, item["image_id"]))).all()
