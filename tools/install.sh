@@ -9,7 +9,7 @@
 #                          C++/CUDA ops; needs a compiler). It is rebuilt only when the checkout's
 #                          commit changed or has uncommitted edits. Without it an importable
 #                          Detectron2 is kept; otherwise tools/build_detectron2.py builds the Python
-#                          parts of Detectron2 v0.6 from its registry sdist (see README, "Installing").
+#                          parts of Detectron2 v0.6 from its registry sdist (see docs/INSTALL.md).
 #
 # Steps: venv -> setuptools/wheel, PyTorch/torchvision (pinned) -> soco and its pinned dependencies
 # (editable) -> Detectron2 -> Fashion-MNIST (Debian package dataset-fashion-mnist, when run as
