@@ -14,7 +14,14 @@ from fvcore.nn.weight_init import c2_msra_fill
 from conftest import REPO
 from image_level_helpers import build_method, tiny_cfg
 from soco.config import get_pretrain_cfg
-from soco.engine.health import HEALTH_FILE, HealthMonitorHook, HealthThresholds, health_summary, online_resnet
+from soco.engine.health import (
+    HEALTH_FILE,
+    HealthMonitorHook,
+    HealthThresholds,
+    KNNMonitor,
+    health_summary,
+    online_resnet,
+)
 from soco.evaluation.quick_check import pretrain_in_memory
 from soco.modeling.health import (
     assignment_stats,
@@ -171,6 +178,29 @@ def test_the_start_survives_a_resume():
     resumed.load_state_dict(first.state_dict())
     storage = _run_hook(resumed, model, 1, 1)
     assert storage.history("health/norm_ratio_res4").latest() == pytest.approx(3.0)
+
+
+def test_knn_monitor_separates_classes_and_runs_at_its_period(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    patterns = torch.randint(0, 256, (3, 3, 12, 12), generator=gen)  # one random pattern per class
+
+    def labelled(n):
+        labels = torch.arange(n) % 3
+        noise = torch.randint(-10, 11, (n, 3, 12, 12), generator=gen)
+        return (patterns[labels] + noise).clamp(0, 255).to(torch.uint8), labels
+
+    model = build_method(tiny_cfg("BYOL"))
+    monitor = KNNMonitor(labelled(30), labelled(12), size=24, k=3)
+    assert monitor(model) == 100.0 and model.training  # its mode is restored
+    calls = []
+
+    def knn(m):
+        calls.append(m)
+        return 42.0
+
+    storage = _run_hook(HealthMonitorHook(model, period=10, output_dir=str(tmp_path), knn=knn, knn_period=2), model, 5, 5)
+    assert [it for _, it in storage.history("health/knn_top1").values()] == [1, 3, 4] and calls[0] is model
+    assert json.loads((tmp_path / HEALTH_FILE).read_text())["metrics"]["knn_top1"] == 42.0
 
 
 def test_period_zero_disables_the_monitor(tmp_path):

@@ -67,6 +67,15 @@ def add_common_config(cfg: CN) -> None:
     cfg.PRETRAIN.HEALTH.EMBED_STD_MIN_FRAC = 0.2
     # ... and when fewer than OCCUPIED_MIN_FRAC of a head's clusters / groups are occupied.
     cfg.PRETRAIN.HEALTH.OCCUPIED_MIN_FRAC = 0.1
+    # Optional online kNN monitor (solo-learn's): every KNN_PERIOD iterations (0: off) and at the
+    # end, the weighted-kNN top-1 (%, k = KNN_K) of the online backbone's pooled features (eval
+    # mode) on KNN_QUERIES Fashion-MNIST test images against KNN_BANK training images, resized
+    # to KNN_SIZE px, as health/knn_top1. Needs Fashion-MNIST (docs/EMBEDDED_DATA.md).
+    cfg.PRETRAIN.HEALTH.KNN_PERIOD = 0
+    cfg.PRETRAIN.HEALTH.KNN_BANK = 1000
+    cfg.PRETRAIN.HEALTH.KNN_QUERIES = 500
+    cfg.PRETRAIN.HEALTH.KNN_SIZE = 64
+    cfg.PRETRAIN.HEALTH.KNN_K = 20
     # Where the photometric augmentation (colour jitter, grayscale, blur, solarisation) runs.
     # "cpu": in the loader's workers. "device": the loader only decodes, crops, resizes and flips
     # (boxes follow), and the trainer applies the colour operations batched on MODEL.DEVICE with

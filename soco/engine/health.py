@@ -15,6 +15,9 @@ online ResNet (the part a detector inherits) and the method's state with the pur
 * ``health/<head>_occupied_frac`` and ``health/<head>_entropy`` for the clustering methods
   (``PretrainMetaArch.health_assignments``).
 
+Optionally (``KNN_PERIOD`` > 0) a :class:`KNNMonitor` adds ``health/knn_top1``: the weighted
+kNN top-1 of the backbone's features on a small labelled bank (Fashion-MNIST).
+
 When a metric crosses its threshold, a warning names the metric, the layer and the iteration
 (once per metric and layer). At the end the hook logs a one-line summary and writes
 ``OUTPUT_DIR/health.json`` (the last values, the thresholds and the warnings). The starting
@@ -25,7 +28,7 @@ import logging
 import math
 import os
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from detectron2.config import CfgNode
@@ -44,7 +47,7 @@ from ..modeling.health import (
 from ..utils.files import atomic_write_json
 from .hooks import unwrap_model
 
-__all__ = ["HealthThresholds", "HealthMonitorHook", "online_resnet", "health_summary", "HEALTH_FILE"]
+__all__ = ["HealthThresholds", "HealthMonitorHook", "KNNMonitor", "online_resnet", "health_summary", "HEALTH_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +69,47 @@ class HealthThresholds:
         return cls(h.NORM_RATIO_MAX, h.STEM_RANK_MIN, h.EMBED_STD_MIN_FRAC, h.OCCUPIED_MIN_FRAC)
 
 
+class KNNMonitor:
+    """Weighted-kNN top-1 (%) of a model's ``image_features`` (the online backbone's pooled
+    features, eval mode: BN running statistics) on a labelled bank.
+
+    ``bank``, ``queries``: (uint8 images (N, 3, H, W) RGB, int64 labels (N,)), resized once to
+    ``size`` px; ``k``, ``temperature``: :func:`soco.evaluation.knn.knn_accuracy`'s."""
+
+    def __init__(self, bank: Tuple[torch.Tensor, torch.Tensor], queries: Tuple[torch.Tensor, torch.Tensor],
+                 size: int, k: int = 20, temperature: float = 0.07, batch: int = 256):
+        from torchvision.transforms import v2
+
+        resize = v2.Resize(size, antialias=True)
+        self.bank, self.bank_labels = resize(bank[0]), bank[1]
+        self.queries, self.query_labels = resize(queries[0]), queries[1]
+        self.k, self.temperature, self.batch = int(k), float(temperature), int(batch)
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> "KNNMonitor":
+        """Fashion-MNIST: ``KNN_BANK`` training and ``KNN_QUERIES`` test images (``PRETRAIN.HEALTH``)."""
+        from ..data.embedded.fashion_mnist import fashion_mnist_subset
+
+        h = cfg.PRETRAIN.HEALTH
+        return cls(fashion_mnist_subset("train", h.KNN_BANK), fashion_mnist_subset("test", h.KNN_QUERIES),
+                   h.KNN_SIZE, h.KNN_K)
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module) -> float:
+        from ..evaluation.knn import knn_accuracy  # scikit-learn and scipy come with the package
+
+        was_training = model.training
+        model.eval()
+        try:
+            bank = torch.cat([model.image_features(x) for x in self.bank.split(self.batch)])
+            queries = torch.cat([model.image_features(x) for x in self.queries.split(self.batch)])
+        finally:
+            model.train(was_training)
+        device = bank.device
+        return 100.0 * knn_accuracy(bank, self.bank_labels.to(device), queries, self.query_labels.to(device),
+                                    self.k, self.temperature)
+
+
 def online_resnet(model: nn.Module) -> nn.Module:
     """The online ResNet a detector inherits: ``backbone`` (image-level methods) or its
     ``bottom_up`` (SoCo's FPN)."""
@@ -85,6 +129,8 @@ def health_summary(metrics: Dict[str, float]) -> str:
         parts.append(f"any BN {metrics['bn_var_max']:.3g}")
     if "embed_std" in metrics:
         parts.append(f"embedding std {metrics['embed_std']:.3f} (ideal {metrics['embed_std_ideal']:.3f})")
+    if "knn_top1" in metrics:
+        parts.append(f"kNN top-1 {metrics['knn_top1']:.1f} %")
     for key in metrics:
         if key.endswith("_occupied_frac"):
             head = key[: -len("_occupied_frac")]
@@ -94,10 +140,12 @@ def health_summary(metrics: Dict[str, float]) -> str:
 
 class HealthMonitorHook(HookBase):
     """Measures representation health every ``period`` iterations and after the last one
-    (``period`` 0: never). ``output_dir``: where ``health.json`` goes ("" = nowhere)."""
+    (``period`` 0: never). ``output_dir``: where ``health.json`` goes ("" = nowhere); ``knn``
+    (e.g. a :class:`KNNMonitor`): model -> top-1 %, run every ``knn_period`` iterations and
+    after the last one."""
 
     def __init__(self, model: nn.Module, period: int, thresholds: HealthThresholds = HealthThresholds(),
-                 output_dir: str = ""):
+                 output_dir: str = "", knn: Optional[Callable[[nn.Module], float]] = None, knn_period: int = 0):
         self._model = unwrap_model(model)
         self.period = int(period)
         self.thresholds = thresholds
@@ -110,6 +158,8 @@ class HealthMonitorHook(HookBase):
         self._handle = None
         self._layers: Dict[str, str] = {}  # metric key -> the layer it was measured on
         self._checked_at = -1
+        self.knn, self.knn_period = knn, int(knn_period)
+        self.knn_top1: Optional[float] = None
 
     @property
     def _active(self) -> bool:
@@ -130,8 +180,12 @@ class HealthMonitorHook(HookBase):
 
     def after_step(self):
         it = self.trainer.iter
-        if self._active and ((it + 1) % self.period == 0 or it >= self.trainer.max_iter - 1):
+        last = it >= self.trainer.max_iter - 1
+        if self._active and ((it + 1) % self.period == 0 or last):
             self.check(it)
+        if self._active and self.knn is not None and self.knn_period > 0 and ((it + 1) % self.knn_period == 0 or last):
+            self.knn_top1 = float(self.knn(self._model))
+            self.trainer.storage.put_scalar("health/knn_top1", self.knn_top1, smoothing_hint=False)
 
     def after_train(self):
         if self._handle is not None:
@@ -139,11 +193,12 @@ class HealthMonitorHook(HookBase):
             self._handle = None
         if not self._active or not self.latest:
             return
-        logger.info(f"Representation health at iteration {self._checked_at}: {health_summary(self.latest)}"
+        metrics = {**self.latest, **({"knn_top1": self.knn_top1} if self.knn_top1 is not None else {})}
+        logger.info(f"Representation health at iteration {self._checked_at}: {health_summary(metrics)}"
                     + (f"; {len(self.warnings)} warning(s)" if self.warnings else ""))
         if self.output_dir:
             atomic_write_json(os.path.join(self.output_dir, HEALTH_FILE), {
-                "iteration": self._checked_at, "metrics": self.latest,
+                "iteration": self._checked_at, "metrics": metrics,
                 "thresholds": asdict(self.thresholds), "warnings": self.warnings,
             })
 

@@ -5,16 +5,14 @@ real runs use ``tools/pretrain_net.py`` and ``tools/eval_representation.py``.
 """
 
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
-import numpy as np
 import torch
 from detectron2.config import CfgNode
 from fvcore.nn.precise_bn import update_bn_stats
 from torchvision.transforms import v2
 
-from ..data.embedded.cache import dataset_root
-from ..data.embedded.fashion_mnist import load_split
+from ..data.embedded.fashion_mnist import fashion_mnist_subset
 from ..data.method_data import build_mapper
 from ..engine.step import training_step
 from ..modeling.meta_arch import build_pretrain_model
@@ -22,14 +20,6 @@ from ..solver import build_lr_scheduler, build_optimizer
 from .knn import knn_accuracy
 
 __all__ = ["fashion_mnist_subset", "backbone_features", "knn_of", "pretrain_in_memory", "unpair_views"]
-
-
-def fashion_mnist_subset(split: str, limit: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``limit`` evenly spaced images of a split as uint8 (N, 3, 28, 28) RGB and labels (N,)."""
-    images, labels = load_split(dataset_root(), split)
-    idx = np.linspace(0, len(images) - 1, limit).round().astype(int)
-    x = torch.from_numpy(images[idx]).unsqueeze(1).repeat(1, 3, 1, 1)
-    return x, torch.from_numpy(labels[idx])
 
 
 @torch.no_grad()
