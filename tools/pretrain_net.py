@@ -31,6 +31,10 @@ With few GPUs, keep the paper's batch with PRETRAIN.ACCUM_STEPS (gradient accumu
 The console prints, every PRETRAIN.LOG_PERIOD iterations, ETA, iteration, losses, time per
 iteration, data time, lr and memory; OUTPUT_DIR gets metrics.json, TensorBoard events,
 config.yaml and checkpoints model_XXXXXXX.pth / model_final.pth (with the config inside).
+Representation health (PRETRAIN.HEALTH, every 50 iterations and at the end: weight norms against
+the start, the stem's effective rank, embedding spread, cluster occupancy) goes to metrics.json
+as health/*, with a warning naming the metric, layer and iteration when one crosses its
+threshold, a one-line summary at the end and OUTPUT_DIR/health.json (docs/TRANSFER.md).
 """
 
 from detectron2.engine import default_argument_parser, default_setup
