@@ -338,6 +338,14 @@ def test_collect_finished_reads_the_steps_done_so_far(tmp_path):
     assert found["table"].splitlines()[4].startswith("CoKe")
 
 
+def test_collect_finished_before_anything_finished(tmp_path):
+    from soco.demo.pipeline import collect_finished
+
+    (tmp_path / "finetune_random_seed1").mkdir()  # still running
+    found = collect_finished(str(tmp_path), settings.BUDGETS["quick"])
+    assert found["runs"] == [] and found["results"] == {} and found["table"].startswith("start")
+
+
 def test_bench_transfer_collects_one_table_from_finished_folders(tmp_path, capsys):
     bench = load_tool("bench_transfer", "benchmarks")
     few, current = tmp_path / "few", tmp_path / "current"

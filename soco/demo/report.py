@@ -38,8 +38,8 @@ def format_table(rows: Dict[str, Dict], diffs: Dict[str, Dict] = None, baseline:
     ``baseline`` with its 95 % interval, ``*`` where the interval excludes 0."""
     keys = [k for k in (*PROBE_METRICS, *METRICS) if any(k in r for r in rows.values())]
     cells = {name: [format_value(r[k], r["se"][k]) if k in r else "-" for k in keys] for name, r in rows.items()}
-    width = max(15, *(len(c) + 2 for row in cells.values() for c in row))
-    name_width = max(16, *(len(n) + 2 for n in rows))
+    width = max([15, *(len(c) + 2 for row in cells.values() for c in row)])  # lists: nothing finished yet works
+    name_width = max([16, *(len(n) + 2 for n in rows)])
     header = f"{'start':<{name_width}}" + "".join(f"{_HEADERS[k]:>{width}}" for k in keys) + f"{'runs':>6}"
     if diffs:
         header += "".join(f"   {k + ' - ' + baseline + ' [95% CI]':<32}" for k in ("AP", "kNN", "linear")).rstrip()
