@@ -8,9 +8,10 @@ Detectron2's TrainingSampler + worker seeding cannot do this (worker RNG streams
 the small sampler and dataset wrapper here.
 """
 
+import gc
 import logging
 import random
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
@@ -18,6 +19,9 @@ from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog
 from detectron2.data.build import trivial_batch_collator
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..utils.errors import ConfigError, ConfigKeyError
+from .image_io import ImageReadError
 
 __all__ = [
     "get_pretrain_dataset_dicts",
@@ -36,27 +40,33 @@ Mapper = Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]
 EPOCH_SEED_STRIDE = 1_000_003
 
 
-def get_pretrain_dataset_dicts(cfg: CfgNode) -> List[Dict[str, Any]]:
-    """Images of ``PRETRAIN.IMAGE_ROOT`` (+ optional ``PRETRAIN.IMAGE_LIST``) if set, else the
-    concatenated ``DATASETS.TRAIN`` from Detectron2's DatasetCatalog (embedded sets included)."""
+def get_pretrain_dataset_dicts(cfg: CfgNode) -> Sequence[Dict[str, Any]]:
+    """Images of ``PRETRAIN.IMAGE_ROOT`` (a folder or a ``.zip`` archive; + optional
+    ``PRETRAIN.IMAGE_LIST``) if set, as an ``ImageFolderDataset`` (an index listed at most once
+    per machine, into ``OUTPUT_DIR/image_lists``, and only if the method needs the listing: SoCo
+    takes its images from the proposal store), else the concatenated ``DATASETS.TRAIN`` from
+    Detectron2's DatasetCatalog (embedded sets included) as a list."""
     if cfg.PRETRAIN.IMAGE_ROOT:
-        from .image_folder import image_folder_dicts
+        from .image_folder import ImageFolderDataset
 
-        dicts = image_folder_dicts(cfg.PRETRAIN.IMAGE_ROOT, cfg.PRETRAIN.IMAGE_LIST or None)
-        source = f"PRETRAIN.IMAGE_ROOT={cfg.PRETRAIN.IMAGE_ROOT}"
+        root = cfg.PRETRAIN.IMAGE_ROOT
+        dataset = ImageFolderDataset(root, cfg.PRETRAIN.IMAGE_LIST or None, cache_dir=cfg.OUTPUT_DIR)
+        logger.info(f"training images from PRETRAIN.IMAGE_ROOT={root}"
+                    + (f" (list {dataset.image_list})" if dataset.image_list else ""))
+        return dataset
     else:
         if not cfg.DATASETS.TRAIN:
-            raise ValueError("no training data: set DATASETS.TRAIN or PRETRAIN.IMAGE_ROOT")
+            raise ConfigError("no training data: set DATASETS.TRAIN or PRETRAIN.IMAGE_ROOT")
         from . import embedded  # noqa: F401  (registers the embedded demo datasets)
 
         dicts = []
         for name in cfg.DATASETS.TRAIN:
             if name not in DatasetCatalog.list():
-                raise KeyError(f"DATASETS.TRAIN: dataset {name!r} is not registered")
+                raise ConfigKeyError(f"DATASETS.TRAIN: dataset {name!r} is not registered")
             dicts.extend(DatasetCatalog.get(name))
         source = f"DATASETS.TRAIN={list(cfg.DATASETS.TRAIN)}"
     if not dicts:
-        raise ValueError(f"no training images found in {source}")
+        raise ConfigError(f"no training images found in {source}")
     logger.info(f"{len(dicts)} training images from {source}")
     return dicts
 
@@ -104,15 +114,35 @@ class PositionSampler(Sampler):
 
 
 class SeededMapDataset(Dataset):
-    """``dataset[(position, index)] = mapper(dicts[index])`` with Python/NumPy/torch RNGs seeded
+    """``dataset[(position, index)] = mapper(dicts[index])`` (``dicts``: a list, or an index that
+    makes each dict on access) with Python/NumPy/torch RNGs seeded
     from (seed, position) during the call (and restored after it, so a main-process loader
-    leaves the training RNGs alone). A mapper returning ``None`` (unreadable image) is retried
-    on the next images, deterministically."""
+    leaves the training RNGs alone). An image the mapper cannot read (``ImageReadError``: broken,
+    or above the pixel limit) is logged once with the reason and remembered (``skipped``, the
+    indices this process met), so it is not read again in later epochs; the next images are
+    taken instead, deterministically (a mapper returning ``None`` is skipped the same way)."""
 
     MAX_RETRIES = 20
 
-    def __init__(self, dicts: List[Dict[str, Any]], mapper: Mapper, seed: int):
+    def __init__(self, dicts: Sequence[Dict[str, Any]], mapper: Mapper, seed: int):
         self.dicts, self.mapper, self.seed = dicts, mapper, seed
+        self.skipped: Set[int] = set()
+
+    def _map(self, index: int) -> Optional[Dict[str, Any]]:
+        """The mapped dict of ``dicts[index]``, or None (logged once) for an image to skip."""
+        if index in self.skipped:
+            return None
+        dataset_dict = self.dicts[index]
+        try:
+            out = self.mapper(dataset_dict)
+        except ImageReadError as e:
+            out, why = None, f"{e.path}: {e.reason}"
+        else:
+            why = f"{dataset_dict.get('file_name')}: unreadable"
+        if out is None:
+            self.skipped.add(index)
+            logger.warning(f"skipping image {why} (not read again by this process)")
+        return out
 
     def __len__(self) -> int:
         return len(self.dicts)
@@ -126,11 +156,9 @@ class SeededMapDataset(Dataset):
                 random.seed(int(sample_seed))
                 np.random.seed(int(sample_seed))
                 torch.manual_seed(int(sample_seed))
-                dataset_dict = self.dicts[(index + attempt) % len(self.dicts)]
-                out = self.mapper(dataset_dict)
+                out = self._map((index + attempt) % len(self.dicts))
                 if out is not None:
                     return out
-                logger.warning(f"skipping unreadable image {dataset_dict.get('file_name')}")
         finally:
             random.setstate(states[0])
             np.random.set_state(states[1])
@@ -167,6 +195,12 @@ class ResumableLoader:
 
     def __iter__(self):
         # A generator: nothing (no worker process) starts until the first batch is requested.
+        if self.num_workers > 0:
+            # Python objects made so far (modules, config, model wrappers, small dataset lists)
+            # move to a permanent generation: the collector no longer writes to their headers, so
+            # forked workers keep sharing those pages instead of copying them.
+            gc.collect()
+            gc.freeze()
         sampler = PositionSampler(
             len(self.dataset), self.seed, self.start_iter * self.samples_per_iter, self.rank, self.world_size,
             block=self.batch_size,
@@ -184,7 +218,7 @@ class ResumableLoader:
 
 
 def build_pretrain_loader(
-    cfg: CfgNode, dicts: List[Dict[str, Any]], mapper: Mapper, seed: int, rank: int = 0, world_size: int = 1
+    cfg: CfgNode, dicts: Sequence[Dict[str, Any]], mapper: Mapper, seed: int, rank: int = 0, world_size: int = 1
 ) -> ResumableLoader:
     """Loader of micro-batches of IMS_PER_BATCH / (world_size * ACCUM_STEPS) images per process.
 
@@ -193,13 +227,7 @@ def build_pretrain_loader(
     device (``soco.data.transforms.device.apply_deferred_photometric``), so only a loader built
     here, for the trainer, ever returns views whose colour operations are still due.
     """
-    configure = getattr(mapper, "configure_augmentation", None)
-    if configure is not None:
-        configure(cfg.PRETRAIN.AUGMENT_IMPL, cfg.PRETRAIN.AUGMENT_ON)
-    elif (cfg.PRETRAIN.AUGMENT_ON, cfg.PRETRAIN.AUGMENT_IMPL) != ("cpu", "fast"):
-        raise ValueError(
-            f"PRETRAIN.AUGMENT_ON / AUGMENT_IMPL: mapper {type(mapper).__name__} has no configure_augmentation"
-        )
+    mapper.configure_augmentation(cfg.PRETRAIN.AUGMENT_IMPL, cfg.PRETRAIN.AUGMENT_ON)
     per_process = cfg.SOLVER.IMS_PER_BATCH // (world_size * cfg.PRETRAIN.ACCUM_STEPS)
     return ResumableLoader(
         SeededMapDataset(dicts, mapper, seed),

@@ -9,12 +9,12 @@ A new method registers its entry here with :func:`register_method_data`.
 """
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from detectron2.config import CfgNode
 
-from ..config.method_soco import check_soco_config
-from .image_level_mapper import ImageLevelMapper, add_instance_indices, build_byol_multi_crop
+from .image_level_mapper import ImageLevelMapper, build_byol_multi_crop
+from .indexed_datasets import IndexedDataset
 from .soco_mapper import SoCoMapper, attach_proposals
 from .transforms.clsa_strong import build_clsa_strong_views
 from .transforms.mocov2 import build_mocov2_transform
@@ -22,7 +22,7 @@ from .transforms.multiview import CropSpec, MultiViewTransform
 
 __all__ = ["MethodData", "register_method_data", "method_data", "build_mapper", "prepare_dataset_dicts"]
 
-Dicts = List[Dict[str, Any]]
+Dicts = Sequence[Dict[str, Any]]  # a list, or an index that makes each dict on access
 Mapper = Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]
 
 
@@ -61,8 +61,11 @@ def method_data(cfg: CfgNode) -> MethodData:
 
 
 def build_mapper(cfg: CfgNode) -> Mapper:
-    """The mapper of ``cfg``'s method (one dataset dict -> its views, or None if unreadable)."""
-    return method_data(cfg).build_mapper(cfg)
+    """The mapper of ``cfg``'s method (one dataset dict -> its views; raises ImageReadError for
+    an unreadable image, or one above ``PRETRAIN.MAX_IMAGE_PIXELS``, which it does not decode)."""
+    mapper = method_data(cfg).build_mapper(cfg)
+    mapper.max_pixels = cfg.PRETRAIN.MAX_IMAGE_PIXELS
+    return mapper
 
 
 def prepare_dataset_dicts(cfg: CfgNode, dicts: Dicts) -> Dicts:
@@ -87,8 +90,9 @@ def _coke_mapper(cfg: CfgNode) -> ImageLevelMapper:
 
 
 def _coke_prepare(cfg: CfgNode, dicts: Dicts) -> Dicts:
-    """CoKe keeps one label per image: every dict gets its ``instance_index``."""
-    return add_instance_indices(dicts)
+    """CoKe keeps one label per image: every item gets its ``instance_index`` (its position, set on
+    access: no copy of the dicts)."""
+    return IndexedDataset(dicts)
 
 
 def _clsa_mapper(cfg: CfgNode) -> ImageLevelMapper:
@@ -119,13 +123,12 @@ def _smog_mapper(cfg: CfgNode) -> ImageLevelMapper:
 
 def _soco_mapper(cfg: CfgNode) -> SoCoMapper:
     """SoCo's views and boxes (``SoCoViewParams`` from ``MODEL.SOCO``)."""
-    check_soco_config(cfg)
     return SoCoMapper.from_config(cfg)
 
 
 def _soco_prepare(cfg: CfgNode, dicts: Dicts) -> Dicts:
-    """Every dict gets its ``proposal_boxes`` from ``MODEL.SOCO.PROPOSALS``."""
-    return attach_proposals(dicts, cfg.MODEL.SOCO.PROPOSALS)
+    """Every item gets its ``proposal_boxes`` from ``MODEL.SOCO.PROPOSALS`` (the memory-mapped store)."""
+    return attach_proposals(dicts, cfg.MODEL.SOCO.PROPOSALS, cfg.MODEL.SOCO.MAX_IMAGES_WITHOUT_BOXES)
 
 
 register_method_data("BYOL", _byol_mapper)
