@@ -14,6 +14,7 @@ from fvcore.nn.weight_init import c2_msra_fill
 from conftest import REPO
 from image_level_helpers import build_method, tiny_cfg
 from soco.config import get_pretrain_cfg
+from soco.config.validation import check_config
 from soco.engine.health import (
     HEALTH_FILE,
     HealthMonitorHook,
@@ -32,6 +33,7 @@ from soco.modeling.health import (
     stage_norm_ratios,
 )
 from soco.modeling.meta_arch import build_pretrain_model
+from soco.utils.errors import ConfigError
 
 
 def test_effective_rank_of_a_rank_one_and_a_random_stem():
@@ -235,3 +237,15 @@ def test_demo_configs_keep_the_stem_bounded(method, path, sgd):
         assert ratio > 3
     else:
         assert ratio <= 3 and rank >= 16, (ratio, rank)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("PRETRAIN.HEALTH.PERIOD", -1, r"PRETRAIN\.HEALTH\.PERIOD \(-1\) and .* must be >= 0"),
+    ("PRETRAIN.HEALTH.KNN_BANK", 0, r"needs PRETRAIN\.HEALTH\.KNN_BANK, KNN_QUERIES, KNN_SIZE, KNN_K >= 1"),
+])
+def test_bad_health_keys_are_named(key, value, message):
+    cfg = tiny_cfg("BYOL")
+    cfg.PRETRAIN.HEALTH.KNN_PERIOD = 10
+    cfg.merge_from_list([key, value])
+    with pytest.raises(ConfigError, match=message):
+        check_config(cfg)
