@@ -167,11 +167,17 @@ def test_markdown_table_over_settings():
     table = report.format_markdown({"few-label": summary, "current": {**summary, "differences": {}}})
     lines = table.splitlines()
     assert lines[0].startswith("| setting | start | seeds (pretrain x fine-tune) | probe kNN %")
-    assert lines[0].endswith("| AP - random init [95% CI] | linear - random init [95% CI] |")
-    assert lines[2] == "| few-label | random init | 3 | 31.00 ± 0.58 | 30.00 ± 0.58 | 8.67 ± 0.33 | 17.33 ± 0.67 |  |  |"
+    assert lines[0].endswith("| AP - random init [95% CI] | linear - random init [95% CI] "
+                             "| health: stem norm x / any stage x / stem rank |")
+    assert lines[2] == "| few-label | random init | 3 | 31.00 ± 0.58 | 30.00 ± 0.58 | 8.67 ± 0.33 | 17.33 ± 0.67 |  |  |  |"
     assert lines[3].startswith("| few-label | SoCo | 2 x 3 | 41.00 ± 1.00 | 42.00 ± 1.00 | 11.00 ± 0.37 | 22.00 ± 0.73 "
                                "| **+2.33 [+0.90, +3.77]** | **+12.00 [")
-    assert lines[5].startswith("| current | SoCo | 2 x 3 |") and lines[5].endswith("|  |  |")
+    assert lines[5].startswith("| current | SoCo | 2 x 3 |") and lines[5].endswith("|  |  |  |")
+    # With the pretraining runs' health: the means over the start's pretraining seeds.
+    health = [{"start": "SoCo", "pretrain_seed": p, "norm_ratio_stem": 1.0 + p, "norm_ratio_max": 2.0, "stem_rank": 50.0 + p}
+              for p in (0, 1)]
+    summary["results"] = results.summarise(RUNS, PROBES, health)
+    assert report.format_markdown({"few-label": summary}).splitlines()[3].endswith("| 1.50 / 2.00 / 50.5 |")
 
 
 def test_soco_against_the_image_level_starts():
@@ -322,7 +328,13 @@ def test_collect_finished_reads_the_steps_done_so_far(tmp_path):
     (tmp_path / "finetune_soco_p0_seed1").mkdir()  # still running: no eval_results.json
     for name, seed, knn in (("random_seed1", 1, 30.0), ("random_seed2", 2, 32.0), ("coke_p0", 1, 35.0)):
         _finished_probe(tmp_path, name, seed, knn)
+    (tmp_path / "pretrain_coke_seed0").mkdir()  # its health, as soco.engine.health writes it
+    (tmp_path / "pretrain_coke_seed0" / "health.json").write_text(json.dumps(
+        {"metrics": {"norm_ratio_stem": 11.0, "norm_ratio_res2": 12.5, "stem_rank": 3.5}}))
+    (tmp_path / "pretrain_smog_seed0").mkdir()  # still running: no health.json
     found = collect_finished(str(tmp_path), settings.BUDGETS["quick"])
+    assert found["results"]["CoKe"]["health"] == {"norm_ratio_stem": 11.0, "stem_rank": 3.5, "norm_ratio_max": 12.5}
+    assert "health" not in found["results"]["SMoG"]
     assert [(r["start"], r["pretrain_seed"], r["seed"], r["AP"], r["AP75"]) for r in found["runs"]] == [
         ("random init", None, 1, 8.0, 0.0), ("random init", None, 2, 9.0, 0.0), ("SoCo", 1, 2, 11.0, 0.0),
         ("SMoG", 0, 1, 7.0, 0.0)]
@@ -333,6 +345,14 @@ def test_collect_finished_reads_the_steps_done_so_far(tmp_path):
     assert found["differences"]["CoKe"]["knn_top1"]["mean"] == 4.0
     assert "CoKe: (not fine-tuned yet)" in found["per_run"]
     assert found["table"].splitlines()[4].startswith("CoKe")
+
+
+def test_collect_finished_before_anything_finished(tmp_path):
+    from soco.demo.pipeline import collect_finished
+
+    (tmp_path / "finetune_random_seed1").mkdir()  # still running
+    found = collect_finished(str(tmp_path), settings.BUDGETS["quick"])
+    assert found["runs"] == [] and found["results"] == {} and found["table"].startswith("start")
 
 
 def test_bench_transfer_collects_one_table_from_finished_folders(tmp_path, capsys):

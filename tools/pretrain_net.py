@@ -37,6 +37,10 @@ Run length: SOLVER.MAX_ITER -1 (default) = PRETRAIN.EPOCHS over the dataset; N >
 path, contradictions such as CLSA/CoKe/SMoG sizes); such an error, like a bad proposal file or
 weights, prints one line "error: ..." and exits with status 2 (traceback with --debug or
 SOCO_DEBUG=1).
+Representation health (PRETRAIN.HEALTH, every 50 iterations and at the end: weight norms against
+the start, the stem's effective rank, embedding spread, cluster occupancy) goes to metrics.json
+as health/*, with a warning naming the metric, layer and iteration when one crosses its
+threshold, a one-line summary at the end and OUTPUT_DIR/health.json (docs/TRANSFER.md).
 """
 
 import sys

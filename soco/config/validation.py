@@ -66,6 +66,14 @@ def check_config(cfg: CfgNode) -> None:
     if not 0.0 <= cfg.MODEL.SOCO.MAX_IMAGES_WITHOUT_BOXES <= 1.0:
         raise ConfigError(f"MODEL.SOCO.MAX_IMAGES_WITHOUT_BOXES is {cfg.MODEL.SOCO.MAX_IMAGES_WITHOUT_BOXES}; give a "
                           "fraction of the training images in [0, 1] (default 0.02)")
+    health = cfg.PRETRAIN.HEALTH
+    if health.PERIOD < 0 or health.KNN_PERIOD < 0:
+        raise ConfigError(f"PRETRAIN.HEALTH.PERIOD ({health.PERIOD}) and PRETRAIN.HEALTH.KNN_PERIOD "
+                          f"({health.KNN_PERIOD}) must be >= 0 (0 turns the check off)")
+    knn_sizes = {k: health[k] for k in ("KNN_BANK", "KNN_QUERIES", "KNN_SIZE", "KNN_K")}
+    if health.KNN_PERIOD > 0 and min(knn_sizes.values()) < 1:
+        raise ConfigError(f"the kNN monitor (PRETRAIN.HEALTH.KNN_PERIOD > 0) needs PRETRAIN.HEALTH.{', '.join(knn_sizes)} "
+                          f">= 1; got {knn_sizes}")
     if cfg.SOLVER.MAX_ITER == 0:
         raise ConfigError(
             "SOLVER.MAX_ITER is 0: set a positive number of iterations, or -1 for PRETRAIN.EPOCHS over the dataset"

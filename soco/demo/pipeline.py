@@ -16,7 +16,7 @@ from typing import Dict, List, Sequence
 from .. import embedded
 from ..utils.files import atomic_write_json
 from .report import format_runs, format_table, plot
-from .results import differences, read_metrics, summarise
+from .results import differences, read_health, read_metrics, summarise
 from .settings import METHODS, RANDOM_INIT, Budget, Setting
 from .steps import Runner, StepFailed, finetune, image_subset, pretrain, pretrain_dirs, probe, proposals, read_finetune
 
@@ -96,7 +96,7 @@ def run_comparison(setting: Setting, budget: Budget, methods: Sequence[str], pre
             pool.shutdown(wait=False, cancel_futures=True)  # queued steps never start
             raise
 
-    rows, diffs = _reduce(runs, probes)
+    rows, diffs = _reduce(runs, probes, read_health(out))
     curves = {d[len("pretrain_"):]: read_metrics(os.path.join(out, d, "metrics.json")) for d in pretrain_dirs(out)}
     wall = time.time() - start_time
     summary = {
@@ -115,9 +115,9 @@ def run_comparison(setting: Setting, budget: Budget, methods: Sequence[str], pre
     return {**summary, **_texts(rows, diffs)}
 
 
-def _reduce(runs: List[Dict], probes: List[Dict]):
-    """(one row per start, each start's differences from random init)."""
-    return summarise(runs, probes), differences(runs, probes, RANDOM_INIT)
+def _reduce(runs: List[Dict], probes: List[Dict], health: List[Dict]):
+    """(one row per start, with its pretraining runs' health, each start's differences from random init)."""
+    return summarise(runs, probes, health), differences(runs, probes, RANDOM_INIT)
 
 
 def _texts(rows: Dict, diffs: Dict) -> Dict[str, str]:
@@ -154,5 +154,5 @@ def collect_finished(out: str, budget: Budget) -> Dict:
                            **{k: result[k] for k in ("knn_top1", "linear_top1") if k in result}})
     order = {RANDOM_INIT: -1, **{m: i for i, m in enumerate(METHODS)}}
     runs.sort(key=lambda r: (order[r["start"]], r["pretrain_seed"] or 0, r["seed"]))
-    rows, diffs = _reduce(runs, probes)
+    rows, diffs = _reduce(runs, probes, read_health(out))
     return {"runs": runs, "probes": probes, "results": rows, "differences": diffs, **_texts(rows, diffs)}

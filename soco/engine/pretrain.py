@@ -19,6 +19,7 @@ from ..modeling.distributed import broadcast_module_state
 from ..modeling.meta_arch import build_pretrain_model, pretrain_method_class
 from ..solver import build_lr_multiplier, build_optimizer, iterations_per_epoch, resolve_schedule
 from .checkpoint import PretrainCheckpointer
+from .health import HealthMonitorHook, HealthThresholds, KNNMonitor
 from .hooks import GlobalStateCheckHook, RNGStateHook
 from .run_guard import MetricsHistoryHook, StopOnSignalHook, truncate_metrics
 from .trainer import PretrainTrainer
@@ -182,6 +183,7 @@ def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[Pretrain
         cfg.PRETRAIN.LOG_PERIOD,
     )
     # The unwrapped model is saved, so names never carry "module." or "_orig_mod.".
+    knn = KNNMonitor.from_config(cfg) if cfg.PRETRAIN.HEALTH.KNN_PERIOD > 0 and comm.is_main_process() else None
     checkpointer = PretrainCheckpointer(model, cfg.OUTPUT_DIR, cfg.dump(), trainer=weakref.proxy(trainer))
     trainer.register_hooks(
         [
@@ -189,6 +191,9 @@ def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[Pretrain
             hooks.LRScheduler(scheduler=build_lr_multiplier(cfg, method.zero_lr_iterations(cfg, iters_per_epoch))),
             RNGStateHook(cfg.SOLVER.CHECKPOINT_PERIOD),
             GlobalStateCheckHook(model, cfg.PRETRAIN.STATE_CHECK_PERIOD),
+            # Before the writer, so each check's health/* scalars are written at its iteration.
+            HealthMonitorHook(model, cfg.PRETRAIN.HEALTH.PERIOD, HealthThresholds.from_config(cfg), cfg.OUTPUT_DIR,
+                              knn, cfg.PRETRAIN.HEALTH.KNN_PERIOD),
             hooks.PeriodicCheckpointer(checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD) if comm.is_main_process() else None,
             MetricsHistoryHook(),
             StopOnSignalHook(checkpointer),  # after every hook that updates state; the writer logs its iteration

@@ -7,24 +7,14 @@ slow tests and the benchmark; real runs use ``tools/pretrain_net.py`` and
 
 from typing import Tuple
 
-import numpy as np
 import torch
 from fvcore.nn.precise_bn import update_bn_stats
 from torchvision.transforms import v2
 
-from ..embedded.cache import dataset_root
-from ..embedded.fashion_mnist import load_split
+from ..embedded.fashion_mnist import fashion_mnist_subset
 from .knn import knn_accuracy
 
 __all__ = ["fashion_mnist_subset", "backbone_features", "knn_of"]
-
-
-def fashion_mnist_subset(split: str, limit: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``limit`` evenly spaced images of a split as uint8 (N, 3, 28, 28) RGB and labels (N,)."""
-    images, labels = load_split(dataset_root(), split)
-    idx = np.linspace(0, len(images) - 1, limit).round().astype(int)
-    x = torch.from_numpy(images[idx]).unsqueeze(1).repeat(1, 3, 1, 1)
-    return x, torch.from_numpy(labels[idx])
 
 
 @torch.no_grad()

@@ -21,7 +21,7 @@ Per-instance buffers are sized from the dataset (``num_images``, passed by the e
 ``iters_per_epoch``), unlike the official code's hard-coded ImageNet size.
 """
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -137,6 +137,10 @@ class CoKe(ImageLevelMetaArch):
 
     def in_second_stage(self) -> bool:
         return 0 <= self.second_stage <= int(self.epoch)
+
+    def health_assignments(self) -> Dict[str, Tuple[torch.Tensor, int]]:
+        """Every head's last label of each instance (-1: not seen yet)."""
+        return {f"coke_head{h}": (self.labels[h], k) for h, k in enumerate(self.num_clusters)}
 
     # ----------------------------------------------------------------------------- clustering
     @torch.no_grad()
