@@ -191,7 +191,7 @@ def test_every_method_sees_the_same_images():
     for budget in settings.BUDGETS.values():
         seen = {m: budget.pretrain_iters[m] * batches[m] for m in settings.METHODS}
         assert len(set(seen.values())) == 1, (budget.name, seen)
-    assert settings.BUDGETS["full"].pretrain_iters["SoCo"] == 300  # the README's figures
+    assert settings.BUDGETS["full"].pretrain_iters["SoCo"] == 300  # the figures of docs/TRANSFER.md
 
 
 def test_method_names_parse():

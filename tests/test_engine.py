@@ -199,8 +199,9 @@ def test_missing_dataset_names_fail_clearly(tmp_path):
         get_pretrain_dataset_dicts(cfg)
     cfg.DATASETS.TRAIN = ()
     cfg.PRETRAIN.IMAGE_ROOT = str(tmp_path)
+    cfg.OUTPUT_DIR = str(tmp_path / "out")
     with pytest.raises(ValueError, match="no training images"):
-        get_pretrain_dataset_dicts(cfg)
+        len(get_pretrain_dataset_dicts(cfg))  # the folder is listed on first use
 
 
 class _ToyModel(torch.nn.Module):

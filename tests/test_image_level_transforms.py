@@ -6,7 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from soco.data.image_level_mapper import ImageLevelMapper, add_instance_indices, build_byol_multi_crop
+from soco.data.image_level_mapper import ImageLevelMapper, build_byol_multi_crop
+from soco.data.indexed_datasets import IndexedDataset
 from soco.data.transforms.clsa_strong import (
     CLSA_MULTI_CROPS,
     CLSA_OPERATIONS,
@@ -102,7 +103,7 @@ def test_mapper_reads_file_and_keeps_index(tmp_path):
     path = tmp_path / "a.png"
     Image.fromarray((np.random.RandomState(0).rand(30, 40, 3) * 255).astype(np.uint8)).save(path)
     mapper = ImageLevelMapper({"views": build_byol_multi_crop(16, (0.5, 1.0)), "strong_views": build_clsa_strong_views([CropSpec(8, (0.5, 1.0))])})
-    d = add_instance_indices([{"file_name": str(path), "image_id": "a.png"}])[0]
+    d = IndexedDataset([{"file_name": str(path), "image_id": "a.png"}])[0]
     out = mapper(d)
     assert out["instance_index"] == 0 and out["image_id"] == "a.png"
     assert [v.shape[-1] for v in out["views"]] == [16, 16] and out["strong_views"][0].shape == (3, 8, 8)

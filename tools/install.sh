@@ -20,7 +20,7 @@
 #                          C++/CUDA ops; needs a compiler). It is rebuilt only when the checkout's
 #                          commit changed or has uncommitted edits. Without it an importable
 #                          Detectron2 is kept; otherwise tools/build_detectron2.py builds the Python
-#                          parts of Detectron2 v0.6 from its registry sdist (see README, "Installing").
+#                          parts of Detectron2 v0.6 from its registry sdist (see docs/INSTALL.md).
 #
 # Steps: venv -> setuptools/wheel, PyTorch/torchvision (pinned; or checked, --use-system-torch) ->
 # soco and its pinned dependencies (editable; or from the wheelhouse) -> Detectron2 -> Fashion-MNIST

@@ -52,7 +52,7 @@ def add_common_config(cfg: CN) -> None:
     # "cpu": in the loader's workers. "device": the loader only decodes, crops, resizes and flips
     # (boxes follow), and the trainer applies the colour operations batched on MODEL.DEVICE with
     # each view's parameters, drawn in the loader from the same per-sample seeds (resume exact).
-    # CLSA's strong views stay on the CPU. README "Data loading speed" says how to choose.
+    # CLSA's strong views stay on the CPU. docs/PIPELINE.md, "Data loading speed", says how to choose.
     cfg.PRETRAIN.AUGMENT_ON = "cpu"
     # Kernels of the CPU path: "fast" (OpenCV on float32, torchvision's uint8 arithmetic; default)
     # or "reference" (torchvision v2's uint8 operations one by one, the implementation before

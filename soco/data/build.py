@@ -8,9 +8,10 @@ Detectron2's TrainingSampler + worker seeding cannot do this (worker RNG streams
 the small sampler and dataset wrapper here.
 """
 
+import gc
 import logging
 import random
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -36,14 +37,20 @@ Mapper = Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]
 EPOCH_SEED_STRIDE = 1_000_003
 
 
-def get_pretrain_dataset_dicts(cfg: CfgNode) -> List[Dict[str, Any]]:
-    """Images of ``PRETRAIN.IMAGE_ROOT`` (+ optional ``PRETRAIN.IMAGE_LIST``) if set, else the
-    concatenated ``DATASETS.TRAIN`` from Detectron2's DatasetCatalog (embedded sets included)."""
+def get_pretrain_dataset_dicts(cfg: CfgNode) -> Sequence[Dict[str, Any]]:
+    """Images of ``PRETRAIN.IMAGE_ROOT`` (a folder or a ``.zip`` archive; + optional
+    ``PRETRAIN.IMAGE_LIST``) if set, as an ``ImageFolderDataset`` (an index listed at most once
+    per machine, into ``OUTPUT_DIR/image_lists``, and only if the method needs the listing: SoCo
+    takes its images from the proposal store), else the concatenated ``DATASETS.TRAIN`` from
+    Detectron2's DatasetCatalog (embedded sets included) as a list."""
     if cfg.PRETRAIN.IMAGE_ROOT:
-        from .image_folder import image_folder_dicts
+        from .image_folder import ImageFolderDataset
 
-        dicts = image_folder_dicts(cfg.PRETRAIN.IMAGE_ROOT, cfg.PRETRAIN.IMAGE_LIST or None)
-        source = f"PRETRAIN.IMAGE_ROOT={cfg.PRETRAIN.IMAGE_ROOT}"
+        root = cfg.PRETRAIN.IMAGE_ROOT
+        dataset = ImageFolderDataset(root, cfg.PRETRAIN.IMAGE_LIST or None, cache_dir=cfg.OUTPUT_DIR)
+        logger.info(f"training images from PRETRAIN.IMAGE_ROOT={root}"
+                    + (f" (list {dataset.image_list})" if dataset.image_list else ""))
+        return dataset
     else:
         if not cfg.DATASETS.TRAIN:
             raise ValueError("no training data: set DATASETS.TRAIN or PRETRAIN.IMAGE_ROOT")
@@ -104,14 +111,15 @@ class PositionSampler(Sampler):
 
 
 class SeededMapDataset(Dataset):
-    """``dataset[(position, index)] = mapper(dicts[index])`` with Python/NumPy/torch RNGs seeded
+    """``dataset[(position, index)] = mapper(dicts[index])`` (``dicts``: a list, or an index that
+    makes each dict on access) with Python/NumPy/torch RNGs seeded
     from (seed, position) during the call (and restored after it, so a main-process loader
     leaves the training RNGs alone). A mapper returning ``None`` (unreadable image) is retried
     on the next images, deterministically."""
 
     MAX_RETRIES = 20
 
-    def __init__(self, dicts: List[Dict[str, Any]], mapper: Mapper, seed: int):
+    def __init__(self, dicts: Sequence[Dict[str, Any]], mapper: Mapper, seed: int):
         self.dicts, self.mapper, self.seed = dicts, mapper, seed
 
     def __len__(self) -> int:
@@ -167,6 +175,12 @@ class ResumableLoader:
 
     def __iter__(self):
         # A generator: nothing (no worker process) starts until the first batch is requested.
+        if self.num_workers > 0:
+            # Python objects made so far (modules, config, model wrappers, small dataset lists)
+            # move to a permanent generation: the collector no longer writes to their headers, so
+            # forked workers keep sharing those pages instead of copying them.
+            gc.collect()
+            gc.freeze()
         sampler = PositionSampler(
             len(self.dataset), self.seed, self.start_iter * self.samples_per_iter, self.rank, self.world_size,
             block=self.batch_size,
@@ -184,7 +198,7 @@ class ResumableLoader:
 
 
 def build_pretrain_loader(
-    cfg: CfgNode, dicts: List[Dict[str, Any]], mapper: Mapper, seed: int, rank: int = 0, world_size: int = 1
+    cfg: CfgNode, dicts: Sequence[Dict[str, Any]], mapper: Mapper, seed: int, rank: int = 0, world_size: int = 1
 ) -> ResumableLoader:
     """Loader of micro-batches of IMS_PER_BATCH / (world_size * ACCUM_STEPS) images per process.
 

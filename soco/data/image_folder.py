@@ -1,9 +1,21 @@
-"""Arbitrary image folders (ImageNet train layout or flat) as Detectron2-style dataset dicts."""
+"""Image folders (ImageNet train layout or flat) and zip archives (the official ``train.zip`` +
+``train_map.txt`` layout) as Detectron2-style dataset dicts.
+
+For pretraining at ImageNet size, ``ImageFolderDataset`` is the dataset without per-image Python
+objects: the sorted ids live in one memory-mapped id table (a ``soco.data.proposals.store``
+file with no boxes) written once per machine into a cache folder and mapped by every process
+and DataLoader worker; a dict is made when an item is accessed.
+"""
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Sequence
 
-__all__ = ["IMAGE_EXTENSIONS", "list_images", "read_image_list", "image_folder_dicts"]
+from .zip_source import is_zip_root, zip_index, zip_member_path
+
+__all__ = ["IMAGE_EXTENSIONS", "list_images", "read_image_list", "image_folder_dicts", "image_path",
+           "default_image_list", "ImageFolderDataset"]
 
 # Compared case-insensitively (ImageNet uses ".JPEG").
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -30,8 +42,26 @@ def read_image_list(image_list) -> list[str]:
     return paths
 
 
+def image_path(root: str, image_id: str) -> str:
+    """The path of image ``image_id`` under ``root`` (a folder, or ``ARCHIVE.zip@/MEMBER`` for a zip)."""
+    return zip_member_path(root, image_id) if is_zip_root(root) else os.path.join(root, *image_id.split("/"))
+
+
+def default_image_list(root) -> str | None:
+    """The image list to use when none is given: ``NAME_map.txt`` next to an archive ``NAME.zip``
+    (the official layout) if it exists, else None (every image)."""
+    if is_zip_root(root):
+        candidate = str(root)[:-4] + "_map.txt"
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
 def list_images(root, image_list=None) -> list[str]:
-    """Sorted image paths relative to ``root`` ("/"-separated).
+    """Sorted image paths relative to ``root`` ("/"-separated); for a zip archive, member names.
+
+    A zip archive lists the members of ``image_list``, else of ``default_image_list(root)``, else
+    every member with an image extension (``soco.data.zip_source.zip_index``).
 
     Without ``image_list``: every file under ``root`` (recursively, following symlinks) whose
     extension is in ``IMAGE_EXTENSIONS``. A linked folder is entered once: a link back to a
@@ -42,7 +72,11 @@ def list_images(root, image_list=None) -> list[str]:
     Raises:
         FileNotFoundError: ``root`` is not a directory.
     """
-    if not os.path.isdir(root):
+    if is_zip_root(root):
+        image_list = image_list or default_image_list(root)
+        if image_list is None:
+            return zip_index(str(root)).ids()
+    elif not os.path.isdir(root):
         raise FileNotFoundError(f"image root is not a directory: {root}")
     if image_list is not None:
         return sorted(set(read_image_list(image_list)))
@@ -74,7 +108,60 @@ def image_folder_dicts(root, image_list=None) -> list[dict]:
     file made by ``tools/gen_proposals.py`` on the same root.
     """
     root = os.path.abspath(root)
-    return [
-        {"file_name": os.path.join(root, *rel.split("/")), "image_id": rel}
-        for rel in list_images(root, image_list)
-    ]
+    return [{"file_name": image_path(root, rel), "image_id": rel} for rel in list_images(root, image_list)]
+
+
+class ImageFolderDataset(Sequence):
+    """The images of a folder or zip archive as a sequence of dataset dicts made on access,
+    ``{"file_name": image_path(root, id), "image_id": id}``, ids sorted.
+
+    ``index``: an id table to use (e.g. a proposal store, whose ids are the images with
+    proposals), or None: the folder is listed once (``list_images``) into
+    ``cache_dir/image_lists/<hash of root and list>.store``, by the first process of each
+    machine, while the others wait at a barrier and map the same file. A cached listing is reused
+    (so a resumed run sees the same images in the same order); delete it to list again.
+    """
+
+    def __init__(self, root, image_list=None, cache_dir=None, index=None):
+        self.root = os.path.abspath(root)
+        self.image_list = image_list or default_image_list(root)
+        self.cache_dir = cache_dir
+        self._index = index
+
+    @property
+    def index(self):
+        if self._index is None:
+            self._index = _cached_listing(self.root, self.image_list, self.cache_dir)
+        return self._index
+
+    @property
+    def listed(self) -> bool:
+        """Whether the id table is already known (listing or given), i.e. accessing it is free."""
+        return self._index is not None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict:
+        image_id = self.index.id(range(len(self.index))[i])
+        return {"file_name": image_path(self.root, image_id), "image_id": image_id}
+
+
+def _cached_listing(root: str, image_list, cache_dir):
+    import numpy as np
+    from detectron2.utils import comm
+
+    from .proposals.store import ProposalStore, StorePart, write_store
+
+    key = hashlib.sha1(f"{root}|{os.path.abspath(image_list) if image_list else ''}".encode()).hexdigest()[:16]
+    folder = os.path.join(cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "soco"), "image_lists")
+    target = os.path.join(folder, f"{key}.store")
+    if comm.get_local_rank() == 0 and not os.path.exists(target):
+        ids = list_images(root, image_list)
+        if not ids:
+            raise ValueError(f"no training images found under {root}" + (f" from list {image_list}" if image_list else ""))
+        n = len(ids)
+        write_store(target, [StorePart(ids, np.zeros(n, np.int64), np.zeros((0, 4), np.int64), np.zeros((n, 2), np.int32))],
+                    sizes_known=False, meta={"root": root, "image_list": image_list})
+    comm.synchronize()
+    return ProposalStore(target)

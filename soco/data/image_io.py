@@ -10,14 +10,19 @@ Speed: :func:`read_image_chw` (the training mappers' reader) decodes JPEGs with
 pixels and orientation as the Pillow path (tests/test_image_io.py compares all eight EXIF
 orientations, grayscale and CMYK files), in about 3/4 of the time; anything torchvision refuses
 goes through Pillow, which decodes it or raises the error naming the file.
+Zip archives: a path ``ARCHIVE.zip@/MEMBER`` is read from the archive (``soco.data.zip_source``);
+a damaged member is an ``ImageReadError`` like a damaged file.
 """
 from __future__ import annotations
 
+import io
 import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from .zip_source import read_member, split_zip_path
 
 if TYPE_CHECKING:
     import torch
@@ -27,6 +32,11 @@ __all__ = ["ImageReadError", "read_image_rgb", "read_image_chw", "decode_rgb", "
 # Orientation values 5..8 swap width and height (EXIF 2.3, tag 0x0112).
 _EXIF_ORIENTATION_TAG = 0x0112
 _TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
+
+
+def _source(path):
+    """What Pillow opens for ``path``: the path itself, or the bytes of a zip member."""
+    return io.BytesIO(read_member(path)) if split_zip_path(path) else path
 
 
 class ImageReadError(RuntimeError):
@@ -72,7 +82,7 @@ def decode_rgb(path, max_size: int | None = None) -> tuple[np.ndarray, tuple[int
             # Large photos (e.g. 10000x8000) trigger Pillow's decompression-bomb *warning*; the
             # hard limit (an error) still applies.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(_source(path)) as image:
                 width, height = image.size
                 try:
                     orientation = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
@@ -109,7 +119,7 @@ def upright_size(path) -> tuple[int, int]:
         ImageReadError: the header cannot be read.
     """
     try:
-        with Image.open(path) as image:
+        with Image.open(_source(path)) as image:
             width, height = image.size
             try:
                 orientation = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
@@ -141,8 +151,9 @@ def _decode_jpeg_torchvision(path):
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
     try:
-        data = read_file(str(path))
-    except RuntimeError:  # missing or unreadable file: Pillow's path names the reason
+        data = torch.frombuffer(bytearray(read_member(path)), dtype=torch.uint8) if split_zip_path(path) else \
+            read_file(str(path))
+    except (RuntimeError, OSError):  # missing or unreadable file: Pillow's path names the reason
         return None
     if len(data) < 3 or tuple(data[:3].tolist()) != _JPEG_MAGIC:
         return None

@@ -23,7 +23,7 @@ from .transforms.augment import AUGMENT_IMPLS, set_augment_impl
 from .transforms.byol import build_byol_transform
 from .transforms.multiview import CropSpec, MultiViewTransform, build_multi_crop
 
-__all__ = ["ImageLevelMapper", "build_byol_multi_crop", "add_instance_indices"]
+__all__ = ["ImageLevelMapper", "build_byol_multi_crop"]
 
 
 class ImageLevelMapper:
@@ -91,7 +91,3 @@ def build_byol_multi_crop(
         specs.append(CropSpec(small_size, tuple(small_scale), num_small))
     return build_multi_crop(specs, lambda i, s: build_byol_transform(i % 2, s))
 
-
-def add_instance_indices(dicts: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Shallow copies of ``dicts`` with ``"instance_index"`` = position (0..N-1)."""
-    return [dict(d, instance_index=i) for i, d in enumerate(dicts)]

@@ -9,12 +9,13 @@ A new method registers its entry here with :func:`register_method_data`.
 """
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from detectron2.config import CfgNode
 
 from ..config.method_soco import check_soco_config
-from .image_level_mapper import ImageLevelMapper, add_instance_indices, build_byol_multi_crop
+from .image_level_mapper import ImageLevelMapper, build_byol_multi_crop
+from .indexed_datasets import IndexedDataset
 from .soco_mapper import SoCoMapper, attach_proposals
 from .transforms.clsa_strong import build_clsa_strong_views
 from .transforms.mocov2 import build_mocov2_transform
@@ -22,7 +23,7 @@ from .transforms.multiview import CropSpec, MultiViewTransform
 
 __all__ = ["MethodData", "register_method_data", "method_data", "build_mapper", "prepare_dataset_dicts"]
 
-Dicts = List[Dict[str, Any]]
+Dicts = Sequence[Dict[str, Any]]  # a list, or an index that makes each dict on access
 Mapper = Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]
 
 
@@ -87,8 +88,9 @@ def _coke_mapper(cfg: CfgNode) -> ImageLevelMapper:
 
 
 def _coke_prepare(cfg: CfgNode, dicts: Dicts) -> Dicts:
-    """CoKe keeps one label per image: every dict gets its ``instance_index``."""
-    return add_instance_indices(dicts)
+    """CoKe keeps one label per image: every item gets its ``instance_index`` (its position, set on
+    access: no copy of the dicts)."""
+    return IndexedDataset(dicts)
 
 
 def _clsa_mapper(cfg: CfgNode) -> ImageLevelMapper:
@@ -124,7 +126,7 @@ def _soco_mapper(cfg: CfgNode) -> SoCoMapper:
 
 
 def _soco_prepare(cfg: CfgNode, dicts: Dicts) -> Dicts:
-    """Every dict gets its ``proposal_boxes`` from ``MODEL.SOCO.PROPOSALS``."""
+    """Every item gets its ``proposal_boxes`` from ``MODEL.SOCO.PROPOSALS`` (the memory-mapped store)."""
     return attach_proposals(dicts, cfg.MODEL.SOCO.PROPOSALS)
 
 

@@ -1,14 +1,16 @@
-"""SoCo's dataset mapper and the attachment of precomputed proposals to dataset dicts."""
+"""SoCo's dataset mapper and the attachment of precomputed proposals (the memory-mapped store) to a dataset."""
 
 import logging
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
 from detectron2.utils import comm
 
+from .image_folder import ImageFolderDataset
 from .image_io import ImageReadError, read_image_chw, upright_size
-from .proposals.file_format import read_proposal_file
+from .indexed_datasets import ProposalDataset, take
+from .proposals.file_format import open_proposals
 from .soco_views import SoCoViewBuilder, SoCoViewParams
 
 __all__ = ["SOCO_VIEW_ORDER", "SoCoMapper", "attach_proposals", "check_proposal_sizes"]
@@ -23,14 +25,53 @@ SOCO_VIEW_ORDER = ("v1", "v2", "v3", "v4")
 # no height/width (an image folder): evenly spaced, so a file made for resized copies is caught
 # in well under a second on any dataset.
 SIZE_CHECK_SAMPLES = 256
+# Ids compared per step when matching a sorted image listing against the store.
+_ID_BLOCK = 1 << 16
 
 
-def attach_proposals(dicts: List[Dict[str, Any]], proposal_file: str) -> List[Dict[str, Any]]:
-    """Copies of ``dicts`` with ``"proposal_boxes"`` ((N, 4) float32 XYXY, original pixels) and,
-    when the file stores sizes, ``"proposal_image_size"`` ((height, width) the boxes refer to).
+def _sorted_ids(index):
+    """Every id of a store-like id table, in order, read block by block."""
+    for start in range(0, len(index), _ID_BLOCK):
+        yield from index.ids(start, min(len(index), start + _ID_BLOCK))
 
-    Proposals are looked up by ``image_id`` (the image path relative to the image root, as
-    tools/gen_proposals.py writes its ids). Images the file records as failed (unreadable when
+
+def _match(dicts, store):
+    """(base positions, store positions, missing ids, failed ids) of the images of ``dicts`` in
+    ``store``: a merge of two sorted id streams for an ``ImageFolderDataset``, a binary search
+    per dict for a list (registered datasets: small, in any order)."""
+    base_positions, store_positions, missing, failed = [], [], [], []
+    if isinstance(dicts, ImageFolderDataset):
+        stored = _sorted_ids(store)
+        current, row = next(stored, None), 0
+        for position, image_id in enumerate(_sorted_ids(dicts.index)):
+            while current is not None and current < image_id:
+                current, row = next(stored, None), row + 1
+            if current == image_id:
+                base_positions.append(position)
+                store_positions.append(row)
+            else:
+                (failed if image_id in store.failed else missing).append(image_id)
+    else:
+        for position, d in enumerate(dicts):
+            found = store.index(d["image_id"])
+            if found >= 0:
+                base_positions.append(position)
+                store_positions.append(found)
+            else:
+                (failed if d["image_id"] in store.failed else missing).append(d["image_id"])
+    return np.array(base_positions, np.int64), np.array(store_positions, np.int64), missing, failed
+
+
+def attach_proposals(dicts: Sequence[Dict[str, Any]], proposal_file: str) -> ProposalDataset:
+    """The dataset ``dicts`` with proposals: a ``ProposalDataset`` whose items carry
+    ``"proposal_boxes"`` ((N, 4) float32 XYXY, original pixels) and, when the file stores sizes,
+    ``"proposal_image_size"`` ((height, width) the boxes refer to), read from the memory-mapped
+    store on access (``open_proposals``: a ``.pkl`` is converted to a store once).
+
+    An ``ImageFolderDataset`` not listed yet and without an image list takes its images from the
+    store's id table (the listing made when the proposals were generated): no folder is listed.
+    Otherwise proposals are looked up by ``image_id`` (the image path relative to the image root,
+    as tools/gen_proposals.py writes its ids). Images the file records as failed (unreadable when
     the proposals were made) are left out, identically on every process, logged once with a
     count. Raises ValueError naming the file when an image has no entry and is not recorded as
     failed (the file was made for other images), and when image sizes differ from those the
@@ -40,12 +81,16 @@ def attach_proposals(dicts: List[Dict[str, Any]], proposal_file: str) -> List[Di
         raise ValueError(
             "MODEL.SOCO.PROPOSALS is empty: SoCo needs a proposal file (make one with tools/gen_proposals.py)"
         )
-    proposals = read_proposal_file(proposal_file)
-    failed = [d["image_id"] for d in dicts if d["image_id"] not in proposals.boxes and d["image_id"] in proposals.failed]
-    missing = [d["image_id"] for d in dicts if d["image_id"] not in proposals.boxes and d["image_id"] not in proposals.failed]
+    store = open_proposals(proposal_file)
+    if isinstance(dicts, ImageFolderDataset) and not dicts.listed and dicts.image_list is None:
+        dataset = ProposalDataset(ImageFolderDataset(dicts.root, index=store), store, None, None, proposal_file)
+        _log_failed(sorted(store.failed), len(store) + len(store.failed), store, proposal_file)
+        check_proposal_sizes(dataset)
+        return dataset
+    base_positions, store_positions, missing, failed = _match(dicts, store)
     if missing:
-        first = next(d for d in dicts if d["image_id"] == missing[0])
-        root = first["file_name"][: -len(first["image_id"])].rstrip("/") or "."
+        first = next(d for d in (dicts[i] for i in range(len(dicts))) if d["image_id"] == missing[0])
+        root = first["file_name"][: -len(first["image_id"])].rstrip("/@") or "."
         raise ValueError(
             f"proposal file {proposal_file} lacks {len(missing)} of the {len(dicts)} images of the "
             f"dataset (e.g. {missing[:3]}) and does not record them as failed: it was made for other "
@@ -53,52 +98,65 @@ def attach_proposals(dicts: List[Dict[str, Any]], proposal_file: str) -> List[Di
             "--output proposals/NEW.pkl (with --image-list if the dataset uses one), then set "
             "MODEL.SOCO.PROPOSALS proposals/NEW.pkl"
         )
+    _log_failed(failed, len(dicts), store, proposal_file)
+    dataset = ProposalDataset(dicts, store, base_positions, store_positions, proposal_file)
+    check_proposal_sizes(dataset)
+    return dataset
+
+
+def _log_failed(failed, total: int, store, proposal_file: str) -> None:
     if failed and comm.is_main_process():
-        examples = ", ".join(f"{i} ({proposals.failed[i]})" for i in failed[:3])
+        examples = ", ".join(f"{i} ({store.failed[i]})" for i in failed[:3])
         logger.warning(
-            f"skipping {len(failed)} of the {len(dicts)} images: {proposal_file} records them as unreadable "
+            f"skipping {len(failed)} of the {total} images: {proposal_file} records them as unreadable "
             f"when the proposals were made (e.g. {examples})"
         )
-    kept = [d for d in dicts if d["image_id"] in proposals.boxes]
-    check_proposal_sizes(kept, proposals)
-    return [
-        dict(d, proposal_boxes=np.asarray(proposals.boxes[d["image_id"]], dtype=np.float32),
-             **({"proposal_image_size": proposals.sizes[d["image_id"]]} if d["image_id"] in proposals.sizes else {}))
-        for d in kept
-    ]
 
 
-def check_proposal_sizes(dicts: List[Dict[str, Any]], proposals, samples: int = SIZE_CHECK_SAMPLES) -> None:
+def check_proposal_sizes(dataset: ProposalDataset, samples: int = SIZE_CHECK_SAMPLES) -> None:
     """Raise ValueError naming the first images whose size differs from the one stored in the
-    proposal file (boxes made for other pixels: resized copies, another version of a dataset).
+    proposal file (boxes made for other pixels: resized copies, another version of a dataset),
+    or when none of the sampled images exists (the image root is not the proposals' one).
 
-    Every dict with ``height``/``width`` is compared (free); of the others, ``samples`` evenly
-    spaced images have their header read. The mapper compares the rest as it decodes them.
+    Items of a list with ``height``/``width`` are all compared (free); of the others, ``samples``
+    evenly spaced images have their header read. The mapper compares the rest as it decodes them.
     """
-    if not proposals.sizes:
-        logger.warning(f"{proposals.path} stores no image sizes (made by an older soco); boxes are not checked "
+    store, name = dataset.store, dataset.proposal_file
+    if not store.sizes_known:
+        logger.warning(f"{name} stores no image sizes (made by an older soco); boxes are not checked "
                        "against the images")
         return
-    with_size = [d for d in dicts if "height" in d and "width" in d]
-    without = [d for d in dicts if not ("height" in d and "width" in d)]
-    sampled = without[:: max(1, len(without) // samples)][:samples]
-    mismatches = []
-    for d, from_dict in [(d, True) for d in with_size] + [(d, False) for d in sampled]:
+    n = len(dataset)
+    if isinstance(dataset.base, list):
+        items = [dataset.base[take(dataset.base_positions, i)] for i in range(n)]
+        with_size = [i for i in range(n) if "height" in items[i] and "width" in items[i]]
+        without = [i for i in range(n) if not ("height" in items[i] and "width" in items[i])]
+    else:
+        with_size, without = [], range(n)
+    sampled = list(without[:: max(1, len(without) // samples)][:samples])
+    mismatches, not_found = [], 0
+    for i, from_dict in [(i, True) for i in with_size] + [(i, False) for i in sampled]:
+        d = dataset.base[take(dataset.base_positions, i)]
         try:
             actual = (int(d["height"]), int(d["width"])) if from_dict else upright_size(d["file_name"])
-        except ImageReadError:
+        except ImageReadError as exc:
+            not_found += "not found" in str(exc)
             continue  # the loader skips it when it meets it
-        stored = proposals.sizes[d["image_id"]]
-        if tuple(actual) != tuple(stored):
+        stored = store.size(take(dataset.store_positions, i))
+        if stored is not None and tuple(actual) != tuple(stored):
             mismatches.append(f"{d['image_id']} is {actual[0]}x{actual[1]}, proposals made for {stored[0]}x{stored[1]}")
             if len(mismatches) == 3:
                 break
     if mismatches:
         raise ValueError(
-            f"proposal file {proposals.path} was made for images of other sizes (height x width): "
+            f"proposal file {name} was made for images of other sizes (height x width): "
             f"{'; '.join(mismatches)}. Its boxes would not match the pixels; make proposals for these "
             "images with tools/gen_proposals.py"
         )
+    if sampled and not with_size and not_found == len(sampled):
+        first = dataset.base[take(dataset.base_positions, sampled[0])]["file_name"]
+        raise ValueError(f"none of {len(sampled)} images of proposal file {name} exists (e.g. {first}): "
+                         "PRETRAIN.IMAGE_ROOT is not the folder the proposals were made for")
 
 
 class SoCoMapper:

@@ -8,12 +8,14 @@ and the previous file, if any, stays as it was.
 from __future__ import annotations
 
 import errno
+import hashlib
+import logging
 import json
 import os
 import tempfile
 from typing import IO, Any, Callable
 
-__all__ = ["DiskFullError", "atomic_write", "atomic_write_bytes", "atomic_write_json"]
+__all__ = ["DiskFullError", "atomic_write", "atomic_write_bytes", "atomic_write_json", "derived_file"]
 
 
 class DiskFullError(OSError):
@@ -92,3 +94,29 @@ def atomic_write_bytes(path, data: bytes) -> None:
 def atomic_write_json(path, obj: Any, indent: int | None = 1, **dump_kwargs: Any) -> None:
     """``atomic_write`` of ``obj`` as JSON text (UTF-8)."""
     atomic_write(path, lambda f: json.dump(obj, f, indent=indent, **dump_kwargs), mode="w")
+
+
+def derived_file(source, target, build: Callable[[str], Any]) -> str:
+    """The path of a file made from ``source`` once and reused: ``target`` (usually next to
+    ``source``), built by ``build(path)`` (which must write atomically) when it is absent or older
+    than ``source``. Where ``target``'s folder is not writable, a file in the temporary folder
+    keyed by ``source``'s path, size and modification time is used instead. Concurrent callers
+    build identical bytes, so any number of processes may call this at once."""
+    source, target = os.fspath(source), os.fspath(target)
+
+    def fresh(path: str) -> bool:
+        return os.path.exists(path) and os.path.getmtime(path) >= os.path.getmtime(source)
+
+    if fresh(target):
+        return target
+    try:
+        build(target)
+        return target
+    except PermissionError:
+        stat = os.stat(source)
+        key = hashlib.sha1(f"{os.path.abspath(source)}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+        fallback = os.path.join(tempfile.gettempdir(), f"soco-{key}-{os.path.basename(target)}")
+        logging.getLogger(__name__).warning(f"cannot write {target}; using {fallback} instead")
+        if not fresh(fallback):
+            build(fallback)
+        return fallback

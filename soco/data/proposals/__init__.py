@@ -1,4 +1,5 @@
-"""Selective-search proposals for SoCo: generation methods, SoCo's filter, file format, runner.
+"""Selective-search proposals for SoCo: generation methods, SoCo's filter, file formats (the
+memory-mapped store and Detectron2's pickle), runner.
 
 See ``proposals/README.md`` for the file format and ``tools/gen_proposals.py`` for the CLI.
 Reading a proposal file (``load_proposals``, what training needs) imports only the file format:
@@ -7,9 +8,11 @@ first use (PEP 562 module ``__getattr__``).
 """
 import importlib
 
-from .file_format import ProposalFile, load_proposals, read_proposal_file, save_proposals
+from .file_format import ProposalFile, load_proposals, open_proposals, read_proposal_file, save_proposals
+from .store import ProposalStore, StoreError
 
-__all__ = ["ProposalFile", "load_proposals", "read_proposal_file", "save_proposals", "FALLBACK_LEVELS", "soco_filter",
+__all__ = ["ProposalFile", "ProposalStore", "StoreError", "load_proposals", "open_proposals", "read_proposal_file",
+           "save_proposals", "FALLBACK_LEVELS", "soco_filter",
            "DEFAULT_MAX_SIZE", "DEFAULT_METHOD", "METHODS", "generate", "merge", "propose_file"]
 
 # Name -> sub-module defining it, for the names imported on first use.

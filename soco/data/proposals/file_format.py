@@ -1,5 +1,12 @@
-"""The proposal file: Detectron2's precomputed-proposal pickle, plus soco's checks.
+"""Proposal files: the memory-mapped store (``store.py``, any path not ending in ``.pkl``) and
+Detectron2's precomputed-proposal pickle (a path ending in ``.pkl``), and conversion both ways.
 
+Training opens proposals with ``open_proposals`` (a ``ProposalStore``; a pickle is converted
+once to a store next to it). ``read_proposal_file`` reads either format into dicts, for small
+files and tools. A pickle can run code when unpickled: reading one logs, once per file, that it
+must come from a trusted source; stores are read without pickle.
+
+The pickle:
 ``{"ids": list[str] (image paths relative to the image root, "/"-separated, sorted),
    "boxes": list[(N_i, 4) float32] XYXY_ABS in original (EXIF-upright) image pixels,
    "objectness_logits": list[(N_i,) float32] = -0, -1, -2, ... (a rank, not a score: it only
@@ -13,25 +20,44 @@ and ignores the last three keys; files written before they existed read with siz
 """
 from __future__ import annotations
 
+import logging
+import os
 import pickle
 from dataclasses import dataclass
 
 import numpy as np
 
-from ...utils.files import atomic_write_bytes
+from ...utils.files import atomic_write_bytes, derived_file
+from .store import ProposalStore, is_store, part_from_boxes, write_store
 
-__all__ = ["XYXY_ABS", "ProposalFile", "save_proposals", "read_proposal_file", "load_proposals"]
+__all__ = ["XYXY_ABS", "ProposalFile", "save_proposals", "read_proposal_file", "load_proposals", "is_pickle_path",
+           "open_proposals", "pickle_to_store", "store_to_pickle", "store_path_for"]
+
+logger = logging.getLogger(__name__)
+_WARNED_PICKLES: set = set()
 
 XYXY_ABS = 0  # detectron2.structures.BoxMode.XYXY_ABS, without importing Detectron2 here
 
 
+def is_pickle_path(path) -> bool:
+    """Whether ``path`` names Detectron2's pickle format (it ends in ``.pkl``) rather than a store."""
+    return os.fspath(path).endswith(".pkl")
+
+
 def save_proposals(path, ids: list[str], boxes: list[np.ndarray], image_sizes=None, failures=()) -> None:
-    """Write the proposal pickle atomically (same input -> byte-identical file).
+    """Write proposals atomically (same input -> byte-identical file): the pickle when ``path``
+    ends in ``.pkl``, else a store (boxes rounded to whole pixels and clipped, ids sorted).
 
     ``image_sizes``: (len(ids), 2) (height, width) or None; ``failures``: (id, reason) pairs.
     """
     if len(ids) != len(boxes):
         raise ValueError(f"{path}: {len(ids)} ids but {len(boxes)} box arrays")
+    if not is_pickle_path(path):
+        order = sorted(range(len(ids)), key=lambda i: ids[i])
+        sizes = None if image_sizes is None else np.asarray(image_sizes).reshape(len(ids), 2)[order]
+        part = part_from_boxes([ids[i] for i in order], [boxes[i] for i in order], sizes, failures)
+        write_store(path, [part], sizes_known=image_sizes is not None)
+        return
     boxes = [np.ascontiguousarray(b, np.float32).reshape(-1, 4) for b in boxes]
     payload = {
         "ids": list(ids),
@@ -57,13 +83,12 @@ class ProposalFile:
     failed: dict
 
 
-def read_proposal_file(path) -> ProposalFile:
-    """Read a proposal file.
-
-    Raises:
-        ValueError: naming the file, if it cannot be unpickled, is not a Detectron2 proposal
-            pickle, or its boxes are not XYXY_ABS.
-    """
+def _read_pickle(path) -> dict:
+    """The payload of a proposal pickle, checked (ValueError naming the file)."""
+    if path not in _WARNED_PICKLES:
+        _WARNED_PICKLES.add(path)
+        logger.warning(f"{path} is a pickle: unpickling can run code, so read only files from a trusted "
+                       "source (stores, written for any output not ending in .pkl, are read without pickle)")
     try:
         with open(path, "rb") as f:
             payload = pickle.load(f, encoding="latin1")
@@ -74,6 +99,25 @@ def read_proposal_file(path) -> ProposalFile:
         raise ValueError(f"{path}: not a Detectron2 proposal file (needs keys 'ids' and 'boxes')")
     if int(payload.get("bbox_mode", XYXY_ABS)) != XYXY_ABS:
         raise ValueError(f"{path}: boxes are in BoxMode {payload['bbox_mode']}, expected XYXY_ABS (0)")
+    return payload
+
+
+def read_proposal_file(path) -> ProposalFile:
+    """Read a proposal store or pickle into dicts (small files, tools; training uses ``open_proposals``).
+
+    Raises:
+        ValueError: naming the file, if it is neither a valid store nor a Detectron2 proposal
+            pickle with XYXY_ABS boxes.
+    """
+    path = os.fspath(path)
+    if is_store(path):
+        store = ProposalStore(path)
+        ids = store.ids()
+        return ProposalFile(
+            path=path, boxes={i: store.boxes(k) for k, i in enumerate(ids)},
+            sizes={i: store.size(k) for k, i in enumerate(ids)} if store.sizes_known else {},
+            failed=dict(store.failed))
+    payload = _read_pickle(path)
     ids = [str(i) for i in payload["ids"]]
     sizes = payload.get("image_sizes")
     return ProposalFile(
@@ -87,3 +131,44 @@ def read_proposal_file(path) -> ProposalFile:
 def load_proposals(path) -> dict[str, np.ndarray]:
     """Read a proposal file -> {image id: (N, 4) float32 XYXY_ABS boxes} (see ``read_proposal_file``)."""
     return read_proposal_file(path).boxes
+
+
+def pickle_to_store(pickle_path, store_path) -> None:
+    """Convert a proposal pickle into a store (ids sorted, boxes to whole pixels, failures kept)."""
+    payload = _read_pickle(os.fspath(pickle_path))
+    ids = [str(i) for i in payload["ids"]]
+    failures = zip(map(str, payload.get("failed_ids", [])), map(str, payload.get("failure_reasons", [])))
+    save_proposals(store_path, ids, list(payload["boxes"]), payload.get("image_sizes"), list(failures))
+
+
+def store_to_pickle(store_path, pickle_path) -> None:
+    """Convert a store into Detectron2's proposal pickle (float32 boxes; sizes if the store has them)."""
+    store = ProposalStore(store_path)
+    save_proposals(pickle_path, store.ids(), [store.boxes(i) for i in range(len(store))],
+                   np.asarray(store.sizes) if store.sizes_known else None, sorted(store.failed.items()))
+
+
+def store_path_for(pickle_path) -> str:
+    """Where ``open_proposals`` keeps the store converted from ``pickle_path``: ``NAME.store``
+    next to ``NAME.pkl``."""
+    return os.fspath(pickle_path)[:-4] + ".store"
+
+
+def open_proposals(path) -> ProposalStore:
+    """The proposals at ``path`` as a memory-mapped ``ProposalStore``.
+
+    A store opens directly. A pickle (``.pkl``) is converted once to ``NAME.store`` next to it
+    (again when the pickle is newer; in the temporary folder when that folder is read only,
+    ``soco.utils.files.derived_file``); any number of processes may call this at once.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"proposal file not found: {path}")
+    if is_store(path) or not is_pickle_path(path):
+        return ProposalStore(path)
+
+    def convert(target: str) -> None:
+        logger.info(f"converting the proposal pickle {path} once to the memory-mapped store {target}")
+        pickle_to_store(path, target)
+
+    return ProposalStore(derived_file(path, store_path_for(path), convert))
