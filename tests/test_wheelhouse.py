@@ -76,8 +76,13 @@ def test_an_sdist_that_builds_a_binary_wheel_is_named(tmp_path):
 
 def test_target_options_and_marker_environment():
     assert mw.target_options(None, None) == []
-    assert mw.target_options("3.12", "manylinux_2_28_aarch64") == [
-        "--python-version", "3.12", "--implementation", "cp", "--abi", "cp312", "--platform", "manylinux_2_28_aarch64"]
+    options = mw.target_options("3.12", "manylinux_2_28_aarch64")
+    assert options[:6] == ["--python-version", "3.12", "--implementation", "cp", "--abi", "cp312"]
+    # Older manylinux tags run there too (numpy 2.2.6 for 3.12 is manylinux_2_17 only).
+    platforms = options[7::2]
+    assert platforms[0] == "manylinux_2_28_aarch64" and platforms[-4:] == [
+        "manylinux_2_17_aarch64", "manylinux2014_aarch64", "manylinux2010_aarch64", "manylinux1_aarch64"]
+    assert len(platforms) == 12 + 3 and mw.target_options(None, "win_amd64") == ["--platform", "win_amd64"]
     env = mw.target_environment({"python_version": "3.11", "platform_machine": "x86_64"}, "3.12", "manylinux_2_28_aarch64")
     assert env["python_version"] == "3.12" and env["platform_machine"] == "aarch64"
 

@@ -141,9 +141,20 @@ def target_options(python: Optional[str], platform: Optional[str]) -> List[str]:
     opts = []
     if python:
         opts += ["--python-version", python, "--implementation", "cp", "--abi", "cp" + python.replace(".", "")]
-    if platform:
-        opts += ["--platform", platform]
+    for tag in platform_tags(platform) if platform else ():
+        opts += ["--platform", tag]
     return opts
+
+
+def platform_tags(platform: str) -> List[str]:
+    """``platform`` and the older tags a machine of that platform also runs: pip takes
+    ``--platform`` literally, and e.g. numpy 2.2.6 ships for Python 3.12 only as manylinux_2_17."""
+    match = re.fullmatch(r"manylinux_2_(\d+)_(\w+)", platform)
+    if not match:
+        return [platform]
+    glibc, machine = int(match.group(1)), match.group(2)
+    return [f"manylinux_2_{minor}_{machine}" for minor in range(glibc, 16, -1)] + [
+        f"manylinux{legacy}_{machine}" for legacy in ("2014", "2010", "1")]
 
 
 def target_environment(environment: Dict[str, str], python: Optional[str], platform: Optional[str]) -> Dict[str, str]:
