@@ -105,6 +105,13 @@ def test_torch_pairs(torch_version, vision, problem):
     assert (problems == []) if problem is None else (len(problems) == 1 and __import__("re").search(problem, problems[0]))
 
 
+def test_a_torchvision_built_for_another_torch_is_explained():
+    # What importing PyPI's CUDA torchvision 0.28.0 next to torch 2.13.0+cpu raises.
+    hint = check_install._hint(RuntimeError("operator torchvision::nms does not exist"))
+    assert hint.startswith("torchvision's C++ ops do not load: it was built for another torch")
+    assert check_install._hint(RuntimeError("other")) == check_install.REINSTALL
+
+
 def test_what_the_node_must_provide_is_checked_by_version():
     provides = {"scipy": {"scipy>=1.11": ["soco"]}, "numpy": {"numpy<3,>=1.26": ["soco"], "numpy": ["fvcore"]}}
     versions = {"scipy": "1.10.1", "numpy": "2.2.6"}

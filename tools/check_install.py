@@ -99,12 +99,17 @@ def installed_version(name: str) -> Optional[str]:
 
 def check_before_install(wheelhouse: Optional[Path]) -> List[str]:
     """Problems ``--before-install`` reports: the torch pair, and what ``wheelhouse`` expects."""
-    try:
-        import torch
-        import torchvision
-    except Exception as e:
-        return [f"cannot import torch/torchvision ({_describe(e)}): with --use-system-torch this Python must "
-                "already have PyTorch and torchvision (load the cluster's PyTorch module or activate its environment)"]
+    for name in ("torch", "torchvision"):
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            return [f"cannot import {name} ({_describe(e)}): with --use-system-torch this Python must already have "
+                    "PyTorch and torchvision (load the cluster's PyTorch module or activate its environment)"]
+        except Exception as e:
+            return [f"cannot import {name} ({_describe(e)}): {_hint(e)}"]
+    import torch
+    import torchvision
+
     problems = torch_problems(torch.__version__, torchvision.__version__)
     if wheelhouse is not None:
         manifest = wheelhouse / "wheelhouse.json"
@@ -135,10 +140,13 @@ def detectron2_imports(paths: Iterable[Path]) -> Dict[str, Set[str]]:
 
 
 def _hint(error: BaseException) -> str:
-    """What to do about an import error, with the one known cause spelled out."""
+    """What to do about an import error, with the known causes spelled out."""
     if isinstance(error, ModuleNotFoundError) and error.name == "pkg_resources":
         return ("setuptools >= 82 removed pkg_resources, which this Detectron2 imports: install "
                 "setuptools from constraints.txt (pip install -c constraints.txt setuptools), or " + REINSTALL)
+    if "operator torchvision::" in str(error):
+        return ("torchvision's C++ ops do not load: it was built for another torch (another release, or "
+                "CUDA vs CPU-only); install the torchvision built for this torch")
     return REINSTALL
 
 
