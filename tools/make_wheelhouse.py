@@ -175,9 +175,9 @@ def pip(*args: str, step: str) -> None:
         raise WheelhouseError(f"{step} failed (pip's error above); command: {' '.join(cmd)}")
 
 
-def build_local_wheels(out: Path, work: Path) -> List[Path]:
+def build_local_wheels(out: Path, work: Path) -> List[str]:
     """soco's wheel (from a copy of the sources, so no stale build/ folder leaks in) and
-    Detectron2's; returns their paths with soco's extras ``[test]`` appended for pip."""
+    Detectron2's; returns pip requirements for them (soco with its ``test`` extra)."""
     src = work / "soco-src"
     src.mkdir()
     for entry in SOURCE_ENTRIES:
@@ -191,12 +191,14 @@ def build_local_wheels(out: Path, work: Path) -> List[Path]:
         raise WheelhouseError("building Detectron2's wheel failed (error above): tools/build_detectron2.py --wheel-dir")
     (soco,) = out.glob("soco-*.whl")
     (d2,) = out.glob("detectron2-*.whl")
-    return [Path(f"{soco}[test]"), d2]
+    return [f"{soco}[test]", str(d2)]
 
 
-def resolve(requirements: List[Path], out: Path, report: Path, options: List[str]) -> None:
+def resolve(requirements: List[str], out: Path, report: Path, options: List[str]) -> None:
+    """pip's resolution of ``requirements`` under constraints.txt, written to ``report``
+    (nothing is installed); ``out``'s wheels are candidates too."""
     pip("install", "--dry-run", "--ignore-installed", "-q", "--report", str(report), "-c", str(ROOT / "constraints.txt"),
-        "--find-links", str(out), *options, *map(str, requirements), step="resolving soco's dependencies")
+        "--find-links", str(out), *options, *requirements, step="resolving soco's dependencies")
 
 
 def build_sdists(dists: List[Dist], out: Path, work: Path) -> None:
