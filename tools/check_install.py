@@ -75,7 +75,10 @@ def provided_problems(node_provides: Dict[str, Dict[str, List[str]]],
                       installed: Callable[[str], Optional[str]]) -> List[str]:
     """Packages a wheelhouse left out (``{name: {requirement: [required by]}}``, its manifest's
     ``node_provides``) that ``installed(name)`` (a version or None) does not satisfy."""
-    from packaging.requirements import Requirement
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:  # before soco's install, packaging may be missing; pip carries a copy
+        from pip._vendor.packaging.requirements import Requirement
 
     problems = []
     for name, requirements in node_provides.items():
