@@ -164,4 +164,12 @@ def _cached_listing(root: str, image_list, cache_dir):
         write_store(target, [StorePart(ids, np.zeros(n, np.int64), np.zeros((0, 4), np.int64), np.zeros((n, 2), np.int32))],
                     sizes_known=False, meta={"root": root, "image_list": image_list})
     comm.synchronize()
+    # Every process must see the file its machine's first process wrote; otherwise all stop with
+    # the same reason instead of one dying and the others hanging in the next collective.
+    missing = [rank for rank, seen in enumerate(comm.all_gather(os.path.exists(target))) if not seen]
+    if missing:
+        raise RuntimeError(
+            f"the image listing {target} written by the first process of each machine is missing on "
+            f"rank(s) {missing}: OUTPUT_DIR must be one folder shared by every process of the job"
+        )
     return ProposalStore(target)
