@@ -231,7 +231,7 @@ def test_command_line(tmp_path, capsys):
     root = _image_root(tmp_path, ["a.jpg"])
     assert main(["proposals", str(path), str(tmp_path / "o.pkl"), "--image-root", str(root)]) == 0
     assert "wrote proposals of 1 images" in capsys.readouterr().out
-    assert main(["checkpoint", str(tmp_path / "missing.pth"), str(tmp_path / "o.pth")]) == 1
+    assert main(["checkpoint", str(tmp_path / "missing.pth"), str(tmp_path / "o.pth")]) == 2
     assert "missing.pth: no such file" in capsys.readouterr().err
 
 

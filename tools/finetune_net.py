@@ -13,15 +13,21 @@ TEST.EVAL_PERIOD iterations if > 0; the final numbers are also written to
 OUTPUT_DIR/eval_results.json. With one process (CPU or one GPU) SyncBN layers are built as plain
 BN, which computes the same thing there. Without CUDA, MODEL.DEVICE is set to cpu.
 
-MODEL.WEIGHTS must fill every ResNet tensor of the detector: weights converted for the other
-layout (tools/convert_to_d2.py --layout fpn|c4) would otherwise leave a random backbone, so the
-run stops and names the layout to convert to (--allow-partial-weights accepts it). Like
+MODEL.WEIGHTS is checked before training: a file that is not weights (a proposal file, a
+pretraining checkpoint not converted yet, a list, a text file) is named with what it holds; a
+ResNet of another depth or width than the config's stops with both ("R18 weights ..., R50
+config ...") and the keys to set. MODEL.WEIGHTS must then fill every ResNet tensor of the
+detector: weights converted for the other layout (tools/convert_to_d2.py --layout fpn|c4) would
+otherwise leave a random backbone, so the run stops and names the layout to convert to
+(--allow-partial-weights accepts it). These errors print one line and exit with status 2
+(traceback with --debug or SOCO_DEBUG=1); the config dump goes to OUTPUT_DIR/log.txt only. Like
 tools/pretrain_net.py, one run at a time per OUTPUT_DIR (run.lock), and a folder holding
 checkpoints needs --resume or --overwrite.
 """
 
 import logging
 import os
+import sys
 import weakref
 
 import torch
@@ -29,11 +35,14 @@ from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 import soco.d2_plugin  # noqa: F401  (soco's demo datasets and ROI heads, as for stock train_net.py)
+from soco.checkpoint import ConversionError, check_resnet_fits, read_detector_weights
 from soco.config.finetune import build_finetune_config
 from soco.engine.checkpoint import AtomicCheckpointer
 from soco.engine.run_guard import add_overwrite_argument, claim_output_dir_on_all_ranks, truncate_metrics
+from soco.utils.errors import add_debug_argument, keep_config_dump_off_console, run_tool
 from soco.utils.files import atomic_write_json
 
 logger = logging.getLogger("soco.finetune")
@@ -52,7 +61,7 @@ class WeightsCheckingCheckpointer(AtomicCheckpointer):
 
 
 def check_resnet_loaded(model, missing_keys, weights: str) -> None:
-    """Raise ValueError if ``weights`` left ResNet tensors of ``model`` unset, naming the layout
+    """Raise ConversionError if ``weights`` left ResNet tensors of ``model`` unset, naming the layout
     to convert to. The ResNet is ``backbone.bottom_up.*`` in an FPN detector and ``backbone.*``
     + ``roi_heads.res5.*`` in a C4 one; other parts (FPN, heads) may start from random."""
     names = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
@@ -62,7 +71,7 @@ def check_resnet_loaded(model, missing_keys, weights: str) -> None:
     missing = [k for k in resnet if k in set(missing_keys)]
     if missing:
         layout = "fpn" if fpn else "c4"
-        raise ValueError(
+        raise ConversionError(
             f"MODEL.WEIGHTS {weights} leaves {len(missing)} of the {len(resnet)} ResNet tensors of this "
             f"{layout.upper()} detector unset (e.g. {missing[:3]}): fine-tuning would start from a random "
             f"backbone. Convert for this detector: python tools/convert_to_d2.py CHECKPOINT.pth OUT.pkl "
@@ -101,11 +110,22 @@ def write_results(results, output_dir: str) -> None:
     atomic_write_json(os.path.join(output_dir, "eval_results.json"), results)
 
 
+def check_weights_file(cfg, resume: bool) -> None:
+    """MODEL.WEIGHTS (a local file that this run loads) holds weights of the config's ResNet."""
+    weights = cfg.MODEL.WEIGHTS
+    resuming = resume and os.path.exists(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
+    if weights and "://" not in weights and not resuming:
+        check_resnet_fits(weights, read_detector_weights(weights), cfg)
+
+
 def main(args):
     cfg = build_finetune_config(args.config_file, args.opts, comm.get_world_size())
     cfg.freeze()
+    check_weights_file(cfg, args.resume)
     if not args.eval_only:  # before default_setup writes config.yaml
         claim_output_dir_on_all_ranks(cfg.OUTPUT_DIR, args.resume, getattr(args, "overwrite", False))
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank())  # default_setup's own (cached) call
+    keep_config_dump_off_console()
     default_setup(cfg, args)
     if cfg.MODEL.DEVICE == "cpu":
         torch.set_flush_denormal(True)  # denormals make CPU convolutions very slow
@@ -136,6 +156,6 @@ if __name__ == "__main__":
     parser = add_overwrite_argument(default_argument_parser(epilog=__doc__))
     parser.add_argument("--allow-partial-weights", action="store_true",
                         help="fine-tune even if MODEL.WEIGHTS leaves ResNet tensors unset (random)")
-    args = parser.parse_args()
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    args = add_debug_argument(parser).parse_args()
+    sys.exit(run_tool(launch, main, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url, (args,),
+                      debug=args.debug))

@@ -58,6 +58,11 @@ def add_common_config(cfg: CN) -> None:
     # or "reference" (torchvision v2's uint8 operations one by one, the implementation before
     # the fast path). Both draw the same random numbers; views agree to a level or two on few pixels.
     cfg.PRETRAIN.AUGMENT_IMPL = "fast"
+    # Images with more pixels (upright width x height) are skipped from their header, never
+    # decoded (a 30000 x 30000 JPEG would take ~2.7 GB and seconds per draw); the log names both
+    # sizes. The default is tools/gen_proposals.py's limit (soco.data.image_io.MAX_IMAGE_PIXELS).
+    # 0: no limit of the project's.
+    cfg.PRETRAIN.MAX_IMAGE_PIXELS = 178_956_970
 
     # Pretraining defaults that differ from Detectron2's (configs/Base-Pretrain.yaml repeats
     # them so the fine-tune configs can be checked against it): run length from epochs,

@@ -5,15 +5,18 @@ this module only gathers them. Keys that are not added here are errors when a YA
 command line names them (Detectron2's CfgNode raises ``KeyError: 'Non-existent config key: X'``).
 """
 
+import os
 from typing import Sequence
 
 from detectron2.config import CfgNode, get_cfg
 
+from ..utils.errors import ConfigError, ConfigKeyError
 from .common import add_common_config
 from .method_clsa import add_clsa_config
 from .method_coke import add_coke_config
 from .method_smog import add_smog_config
 from .method_soco import add_soco_config
+from .validation import check_config
 
 
 def add_pretrain_config(cfg: CfgNode) -> CfgNode:
@@ -34,21 +37,30 @@ def get_pretrain_cfg() -> CfgNode:
 
 
 def load_pretrain_config(config_file: str = "", opts: Sequence[str] = ()) -> CfgNode:
-    """Defaults, then ``config_file`` (with ``_BASE_`` inheritance), then ``KEY VALUE`` pairs.
+    """Defaults, then ``config_file`` (with ``_BASE_`` inheritance), then ``KEY VALUE`` pairs,
+    then the checks of ``soco.config.validation.check_config`` (choices, contradictions).
 
-    Raises ``KeyError`` naming the key (and the file) for a key that does not exist, and
-    ``ValueError`` naming the key for a value of the wrong type.
+    Raises ``ConfigKeyError`` (a ``KeyError``) naming the key (and the file) for a key that does
+    not exist, and ``ConfigError`` (a ``ValueError``) naming the key for a value of the wrong type,
+    out of its choices, or contradicting another key.
     """
     cfg = get_pretrain_cfg()
     if config_file:
+        if not os.path.isfile(config_file):
+            raise ConfigError(f"config file {config_file} does not exist")
         try:
             cfg.merge_from_file(config_file)
-        except (KeyError, ValueError) as e:
-            raise type(e)(f"{config_file}: {e.args[0] if e.args else e}") from e
+        except KeyError as e:
+            raise ConfigKeyError(f"{config_file}: {e.args[0] if e.args else e}") from e
+        except ValueError as e:
+            raise ConfigError(f"{config_file}: {e.args[0] if e.args else e}") from e
     if len(opts) % 2:
-        raise ValueError(f"command-line overrides must be KEY VALUE pairs, got an odd list: {list(opts)}")
+        raise ConfigError(f"command-line overrides must be KEY VALUE pairs, got an odd list: {list(opts)}")
     try:
         cfg.merge_from_list(list(opts))
     except AssertionError as e:  # yacs reports a missing key by a bare assertion
-        raise KeyError(f"command line: {e}") from None
+        raise ConfigKeyError(f"command line: {e}") from None
+    except ValueError as e:
+        raise ConfigError(f"command line: {e}") from None
+    check_config(cfg)
     return cfg

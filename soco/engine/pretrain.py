@@ -11,6 +11,8 @@ from detectron2.engine import hooks
 from detectron2.engine.defaults import default_writers
 from detectron2.utils import comm
 
+from ..config.validation import check_dataset_size
+from ..utils.errors import ConfigError
 from ..data.build import build_pretrain_loader, get_pretrain_dataset_dicts
 from ..data.method_data import build_mapper, prepare_dataset_dicts
 from ..modeling.distributed import broadcast_module_state
@@ -43,7 +45,7 @@ def _data_seed(cfg: CfgNode) -> int:
 
 def _check_device(cfg: CfgNode) -> None:
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"MODEL.DEVICE={cfg.MODEL.DEVICE} but no GPU is available; set MODEL.DEVICE cpu")
+        raise ConfigError(f"MODEL.DEVICE={cfg.MODEL.DEVICE} but no GPU is available; set MODEL.DEVICE cpu")
 
 
 # Keys that must not change when a run is resumed (the model, its data stream or its schedule
@@ -80,7 +82,7 @@ def check_resumed_config(saved: Optional[CfgNode], cfg: CfgNode) -> None:
         if get(saved, k) != get(cfg, k)
     ]
     if diffs:
-        raise ValueError("--resume with a different config than the checkpoint's: " + "; ".join(diffs))
+        raise ConfigError("--resume with a different config than the checkpoint's: " + "; ".join(diffs))
     if saved.SOLVER.MAX_ITER != cfg.SOLVER.MAX_ITER:
         logger.warning(
             f"SOLVER.MAX_ITER changed from {saved.SOLVER.MAX_ITER} to {cfg.SOLVER.MAX_ITER}: "
@@ -149,6 +151,7 @@ def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[Pretrain
     method = pretrain_method_class(cfg)
     world_size = comm.get_world_size()
     dicts = prepare_dataset_dicts(cfg, get_pretrain_dataset_dicts(cfg))
+    check_dataset_size(cfg, len(dicts))
     cfg = resolve_schedule(cfg, len(dicts), world_size)
     iters_per_epoch = iterations_per_epoch(len(dicts), cfg.SOLVER.IMS_PER_BATCH)
     logger.info(

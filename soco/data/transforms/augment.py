@@ -35,10 +35,8 @@ class ViewAugmentation:
         self.configure(impl, defer)
 
     def configure(self, impl: str, defer: bool) -> None:
-        if impl not in AUGMENT_IMPLS:
-            raise ValueError(f"augmentation impl must be one of {AUGMENT_IMPLS}, got {impl!r}")
-        if defer and impl != "fast":
-            raise ValueError("the reference augmentation runs on the CPU only; it cannot be deferred to the device")
+        """``impl`` one of :data:`AUGMENT_IMPLS`; ``defer`` only with "fast" (the config's
+        PRETRAIN.AUGMENT_IMPL / AUGMENT_ON pair is checked at load, ``soco.config.validation``)."""
         self.impl, self.defer = impl, defer
 
     def apply(self, image: torch.Tensor, *boxes) -> Tuple[torch.Tensor, List[Any], Optional[torch.Tensor]]:

@@ -92,8 +92,6 @@ class SMoG(ImageLevelMetaArch):
     def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
         """The Siamese momentum alpha is constant: MODEL.EMA.MOMENTUM (MOMENTUM_END unused)."""
         c = cfg.MODEL.SMOG
-        if c.PREDICTOR_BRANCH not in ("momentum", "online"):
-            raise ValueError(f"MODEL.SMOG.PREDICTOR_BRANCH must be 'momentum' or 'online', got {c.PREDICTOR_BRANCH!r}")
         online_predictor = c.PREDICTOR_BRANCH == "online"
         args = super().from_config(cfg, with_predictor=online_predictor, projector_output_bn=c.PROJECTOR_OUTPUT_BN)
         return {
