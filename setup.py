@@ -1,10 +1,16 @@
 """soco: detection-oriented self-supervised pretraining for Detectron2.
 
 PyTorch, torchvision and Detectron2 are installed by ``tools/install.sh`` (Detectron2 is not on
-PyPI under its own name; see README.md), so they are checked at import time, not listed here.
+PyPI under its own name; see docs/INSTALL.md), so they are checked at import time, not listed here.
 """
 
+import glob
+import os
+import shutil
+
 from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Versions verified together on Python 3.11 with torch 2.14.1 / torchvision 0.29.1 are pinned in
 # constraints.txt, which tools/install.sh installs under. The packages a GPU node usually brings
@@ -25,6 +31,30 @@ INSTALL_REQUIRES = [
     "tqdm==4.70.1",
 ]
 
+
+
+def packaged_configs():
+    """Ship ``configs/`` (kept at the repository root, where users look) inside the package as
+    ``soco/model_zoo/configs``, as Detectron2 ships its model zoo: a link to the folder (a copy
+    where links fail), made anew at every build so it is never stale; returns the YAML files
+    relative to ``soco/model_zoo`` for ``package_data``. Building from an sdist, which carries
+    the package's copy and no root folder, keeps that copy."""
+    source, target = os.path.join(HERE, "configs"), os.path.join(HERE, "soco", "model_zoo", "configs")
+    if os.path.isdir(source):
+        if os.path.islink(target):
+            os.unlink(target)
+        elif os.path.isdir(target):
+            shutil.rmtree(target)
+        try:
+            os.symlink(os.path.relpath(source, os.path.dirname(target)), target)
+        except OSError:
+            shutil.copytree(source, target)
+    files = glob.glob(os.path.join(target, "**", "*.yaml"), recursive=True)
+    if not files:
+        raise SystemExit(f"setup.py: no configs to ship: {source} and {target} hold no YAML files")
+    return sorted(os.path.relpath(f, os.path.dirname(target)) for f in files)
+
+
 setup(
     name="soco",
     version="0.1.0",
@@ -33,5 +63,6 @@ setup(
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest==9.2.0", "pytest-timeout==2.4.0"]},
+    package_data={"soco.model_zoo": packaged_configs()},
     include_package_data=True,
 )

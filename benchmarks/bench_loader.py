@@ -201,7 +201,7 @@ def main(argv=None):
     if args.images:
         folder = args.images
     else:
-        from soco.data.embedded.catalog import PHOTOS, image_root
+        from soco.embedded.catalog import PHOTOS, image_root
 
         folder = image_root(PHOTOS)
     dicts = attach_synthetic_proposals(list_images(folder, args.num_images))

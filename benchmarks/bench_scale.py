@@ -40,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from soco.data.proposals.chunks import check_manifest, manifest, write_chunk  # noqa: E402
+from soco.proposals.chunks import check_manifest, manifest, write_chunk  # noqa: E402
 
 CLASSES = 1000
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -194,7 +194,7 @@ def main(argv=None) -> int:
 
     from soco.data.image_folder import ImageFolderDataset, image_folder_dicts
     from soco.data.proposals.file_format import read_proposal_file
-    from soco.data.proposals.merging import merge
+    from soco.proposals.merging import merge
     from soco.data.proposals.store import ProposalStore
     from soco.data.soco_mapper import attach_proposals
 

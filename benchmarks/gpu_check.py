@@ -119,7 +119,7 @@ def run_variant(method: str, variant: str, args) -> dict:
     from soco.engine.pretrain import prepare_for_training
     from soco.engine.step import make_grad_scaler, training_step
     from soco.modeling.distributed import broadcast_module_state
-    from soco.modeling.meta_arch import build_pretrain_model
+    from soco.engine.pretrain import build_training_model
 
     world = comm.get_world_size()
     skip = skip_reason(variant, world, args.smoke)
@@ -128,7 +128,7 @@ def run_variant(method: str, variant: str, args) -> dict:
     cfg = build_cfg(method, variant, args, world)
     device = torch.device(cfg.MODEL.DEVICE)
     torch.manual_seed(0)
-    model = build_pretrain_model(cfg, cfg.SOLVER.IMS_PER_BATCH)
+    model = build_training_model(cfg, cfg.SOLVER.IMS_PER_BATCH)
     broadcast_module_state(model)
     batch = synthetic_batch(cfg, model, cfg.SOLVER.IMS_PER_BATCH // world)
     flops = step_flops(model, batch, cfg)

@@ -7,7 +7,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from soco.data.image_io import ImageReadError
-from soco.data.transforms.byol import GaussianBlurCV2, blur_kernel_size, build_byol_transform
+from soco.data.transforms.byol import blur_kernel_size, build_byol_transform
+from soco.data.transforms.photometric_reference import GaussianBlurCV2
 
 
 def test_kernel_size_is_about_a_tenth_of_the_side_and_odd():

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import load_tool
 from soco.demo import report, results, settings, statistics, steps
+from soco.model_zoo import get_config_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "tools", "demo.py")
@@ -21,31 +22,39 @@ def load_demo():
     return load_tool("demo")
 
 
-def test_missing_step_fails_with_a_clear_message(tmp_path):
+def test_unknown_step_fails_with_a_clear_message(tmp_path):
     runner = steps.Runner(str(tmp_path))
-    with pytest.raises(steps.StepFailed, match="tools/not_there.py is not in this checkout"):
-        runner.run("later", "tools/not_there.py", [])
+    with pytest.raises(steps.StepFailed, match="'gen_proposals' is not a step of soco.demo.worker"):
+        runner.run("later", "gen_proposals", {})
 
 
 def test_failing_step_reports_its_log(tmp_path):
     runner = steps.Runner(str(tmp_path))
-    script = tmp_path / "fails.py"
-    script.write_text("import sys\nprint('error: input.pth: no such file')\nsys.exit(1)\n")
+    missing = str(tmp_path / "input.pth")
     with pytest.raises(steps.StepFailed, match=r"(?s)\[convert\] failed \(exit code 1\); "
-                                               r"log: .*convert.log.*no such file"):
-        runner.run("convert", str(script), ["input.pth"])
+                                               r"log: .*convert.log.*input.pth"):
+        runner.run("convert", "convert", {"checkpoint": missing, "output": str(tmp_path / "out.pkl"),
+                                          "layout": "fpn", "include": ["none"]})
 
 
-def test_module_steps_import_this_checkout(tmp_path):
+def test_steps_run_package_functions_of_this_soco(tmp_path):
+    """A step is a package function in a process of its own (no tools/ script), importing the same
+    soco; a finished step is reused."""
+    import soco
+    from PIL import Image
+
     runner = steps.Runner(str(tmp_path))
-    out = tmp_path / "where.txt"
-    runner.run("where", "-m soco.demo.settings", [])  # a module runs (and does nothing)
-    script = tmp_path / "where.py"
-    script.write_text(f"import soco\nopen({str(out)!r}, 'w').write(soco.__file__)\n")
-    runner.run("where", str(script), [])
-    assert out.read_text().startswith(REPO)
-    runner.run("where", str(script), [], done_file=str(out))  # reused: not run again
-    assert "where" in runner.timings
+    assert runner.env["PYTHONPATH"].split(os.pathsep)[0] == os.path.dirname(os.path.dirname(soco.__file__))
+    (tmp_path / "images").mkdir()
+    for i in range(2):
+        Image.new("RGB", (64, 48), (40 * i, 120, 200)).save(tmp_path / "images" / f"{i}.png")
+    path = steps.proposals(runner, str(tmp_path), "tiny", str(tmp_path / "images"), None)
+    with open(path.replace(".pkl", ".summary.json")) as f:
+        assert json.load(f)["filter"] == {"scale_range": [0.08, 0.5], "min_side": 16.0}
+    assert "proposals_tiny" in runner.timings and os.path.exists(tmp_path / "logs" / "proposals_tiny.log")
+    del runner.timings["proposals_tiny"]
+    steps.proposals(runner, str(tmp_path), "tiny", str(tmp_path / "images"), None)
+    assert "proposals_tiny" not in runner.timings  # reused, not run again
 
 
 def _run(start, pseed, seed, ap, ap50=None, curve=None):
@@ -186,7 +195,7 @@ def test_every_method_sees_the_same_images():
     """iterations x batch is equal for every method within each budget."""
     from soco.config import load_pretrain_config
 
-    batches = {m: load_pretrain_config(os.path.join(REPO, p)).SOLVER.IMS_PER_BATCH
+    batches = {m: load_pretrain_config(get_config_file(p)).SOLVER.IMS_PER_BATCH
                for m, p in settings.PRETRAIN_CONFIGS.items()}
     for budget in settings.BUDGETS.values():
         seen = {m: budget.pretrain_iters[m] * batches[m] for m in settings.METHODS}

@@ -107,7 +107,7 @@ def test_eval_cli_on_image_folder(tmp_path, capsys):
 def test_unpair_views_takes_later_views_from_the_next_image():
     """The learning check's broken-pairing control: view 0 stays, every other view (CLSA's strong
     views too) comes from image b+1."""
-    from soco.evaluation.quick_check import unpair_views
+    from soco.engine.in_memory import unpair_views
 
     batch = [{"views": [f"v0_{b}", f"v1_{b}", f"v2_{b}"], "strong_views": [f"s_{b}"], "instance_index": b}
              for b in range(3)]

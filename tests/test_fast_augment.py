@@ -13,19 +13,13 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
 from soco.data.transforms.augment import ViewAugmentation
-from soco.data.transforms.byol import GaussianBlurCV2
+from soco.data.transforms.byol import byol_spec
 from soco.data.transforms.device import apply_deferred_photometric
-from soco.data.transforms.photometric import (
-    NUM_PARAMS,
-    PARAM_NAMES,
-    apply_photometric_batch,
-    apply_photometric_chw,
-    build_reference_transform,
-    byol_spec,
-    identity_params,
-    mocov2_spec,
-    sample_photometric_params,
-)
+from soco.data.transforms.mocov2 import mocov2_spec
+from soco.data.transforms.photometric import NUM_PARAMS, PARAM_NAMES, identity_params, sample_photometric_params
+from soco.data.transforms.photometric_batch import apply_photometric_batch
+from soco.data.transforms.photometric_cpu import apply_photometric_chw
+from soco.data.transforms.photometric_reference import GaussianBlurCV2, build_reference_transform
 
 COL = {name: i for i, name in enumerate(PARAM_NAMES)}
 SPECS = {"byol_T": byol_spec(0, 64), "byol_T'": byol_spec(1, 64), "mocov2": mocov2_spec(64)}

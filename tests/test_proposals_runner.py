@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from soco.data.proposals import generate, load_proposals, merge
-from soco.data.proposals.chunks import ShardError
-from soco.data.proposals.runner import output_paths
+from soco.data.proposals import load_proposals
+from soco.proposals import generate, merge
+from soco.proposals.chunks import ShardError
+from soco.proposals.runner import output_paths
 from test_image_io import write_test_images
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

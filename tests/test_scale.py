@@ -13,8 +13,9 @@ import pytest
 from soco.data.build import PositionSampler
 from soco.data.image_folder import ImageFolderDataset, image_folder_dicts, list_images
 from soco.data.indexed_datasets import IndexedDataset, ProposalDataset
-from soco.data.proposals import generate, read_proposal_file
-from soco.data.proposals.merging import merge
+from soco.data.proposals import read_proposal_file
+from soco.proposals import generate
+from soco.proposals.merging import merge
 from soco.data.proposals.store import ProposalStore
 from soco.data.soco_mapper import attach_proposals
 from test_proposals_runner import _photos
@@ -58,7 +59,7 @@ MERGE_SCRIPT = """
 import resource, sys
 sys.path.insert(0, "tests")
 from test_scale import fake_work_folder
-from soco.data.proposals.merging import merge
+from soco.proposals.merging import merge
 output, n = sys.argv[1], int(sys.argv[2])
 fake_work_folder(output, n)
 import gc; gc.collect()
@@ -191,7 +192,8 @@ def test_zip_source_equals_the_extracted_folder(tmp_path):
         np.testing.assert_array_equal(inside.boxes(k), folder.boxes(folder.index(image_id)))
     from soco.data.image_io import read_image_chw
 
-    from_zip = attach_proposals(ImageFolderDataset(archive), zip_props)
+    from_zip = attach_proposals(ImageFolderDataset(archive, cache_dir=str(tmp_path / "cache")), zip_props)
+    assert from_zip.base.image_list == str(tmp_path / "train_map.txt")  # the official map, used by default
     item = from_zip[0]
     assert item["file_name"] == f"{os.path.abspath(archive)}@/{item['image_id']}"
     assert (read_image_chw(item["file_name"]) == read_image_chw(os.path.join(root, item["image_id"]))).all()

@@ -165,6 +165,15 @@ def run(cmd, cwd=ROOT):
     return subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True)
 
 
+# pytest with the node's Python, from outside the checkout, so that soco is the installed one
+# (the tests folder still comes first on the path, for its helpers).
+PYTEST_INSTALLED = (
+    "import sys, pytest, soco; print('soco from', soco.__file__, flush=True); "
+    f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '--rootdir', {str(ROOT)!r}, "
+    f"'-c', {str(ROOT / 'pytest.ini')!r}, *sys.argv[1:]]))"
+)
+
+
 @pytest.fixture(scope="module")
 def wheelhouse(tmp_path_factory):
     out = tmp_path_factory.mktemp("wh") / "wheelhouse"
@@ -196,6 +205,14 @@ def test_wheelhouse_installs_offline_next_to_an_existing_torch(wheelhouse, tmp_p
     assert str(tmp_path / "node") in where.stdout.splitlines()[0] and where.stdout.split()[-1] == "0.6+nocsrc"
     again = run([python, ROOT / "tools" / "check_install.py"])
     assert again.returncode == 0, again.stderr
+
+    # The installed package stands alone, away from this checkout: its configs by name, and the
+    # official-checkpoint import (whose tests read the official configs through that lookup).
+    lookup = run([python, "-c", "from soco.model_zoo import get_config_file as f; "
+                  "print(f('SoCo/official/SoCo_R50_FPN_100ep.yaml'))"], cwd=tmp_path)
+    assert lookup.returncode == 0 and lookup.stdout.startswith(str(tmp_path / "node")), lookup.stderr
+    tests = run([python, "-c", PYTEST_INSTALLED, ROOT / "tests" / "test_official_import.py"], cwd=tmp_path)
+    assert tests.returncode == 0 and tests.stdout.startswith(f"soco from {tmp_path / 'node'}"), tests.stdout[-3000:]
 
 
 @pytest.mark.slow

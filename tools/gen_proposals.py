@@ -26,9 +26,9 @@ import argparse
 import json
 import sys
 
-from soco.data.proposals import DEFAULT_MAX_SIZE, DEFAULT_METHOD, METHODS, generate, merge
-from soco.data.proposals.filtering import PAPER_MIN_SIDE, PAPER_SCALE_RANGE
-from soco.data.proposals.runner import DEFAULT_IMAGE_TIMEOUT, output_paths
+from soco.proposals import DEFAULT_MAX_SIZE, DEFAULT_METHOD, METHODS, generate, merge
+from soco.proposals.filtering import PAPER_MIN_SIDE, PAPER_SCALE_RANGE
+from soco.proposals.runner import DEFAULT_IMAGE_TIMEOUT, output_paths
 from soco.utils.errors import add_debug_argument, run_tool
 
 

@@ -26,7 +26,7 @@ import sys
 from soco.checkpoint import ConversionError
 from soco.utils.errors import EXIT_INPUT_ERROR
 from soco.checkpoint.official import import_official
-from soco.data.proposals.official_json import import_official_proposals
+from soco.proposals.official_json import import_official_proposals
 
 
 def parse_args(argv=None):

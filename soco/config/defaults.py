@@ -1,7 +1,8 @@
 """`add_pretrain_config`: one entry point that adds the common keys and each method's keys.
 
-Each method keeps its keys (with the paper's defaults) in its own module under `soco.config`;
-this module only gathers them. Keys that are not added here are errors when a YAML file or the
+Each method keeps its keys (with the paper's defaults) in its own module under `soco.config`,
+``method_<name>.py`` with a function ``add_<name>_config(cfg)``; this module finds and calls them
+all (a new method's module needs no line here). Keys that are not added here are errors when a YAML file or the
 command line names them (Detectron2's CfgNode raises ``KeyError: 'Non-existent config key: X'``).
 """
 
@@ -11,12 +12,20 @@ from typing import Sequence
 from detectron2.config import CfgNode, get_cfg
 
 from ..utils.errors import ConfigError, ConfigKeyError
+from ..utils.modules import import_submodules
 from .common import add_common_config
-from .method_clsa import add_clsa_config
-from .method_coke import add_coke_config
-from .method_smog import add_smog_config
-from .method_soco import add_soco_config
 from .validation import check_config
+
+
+def method_config_adders():
+    """``add_<name>_config`` of every ``soco/config/method_<name>.py``, in module name order."""
+    adders = []
+    for module in import_submodules(__package__, prefix="method_"):
+        name = f"add_{module.__name__.rpartition('.method_')[2]}_config"
+        if not callable(getattr(module, name, None)):
+            raise AttributeError(f"{module.__file__}: a method's config module must define {name}(cfg)")
+        adders.append(getattr(module, name))
+    return adders
 
 
 def add_pretrain_config(cfg: CfgNode) -> CfgNode:
@@ -24,10 +33,8 @@ def add_pretrain_config(cfg: CfgNode) -> CfgNode:
     if "PRETRAIN" in cfg:
         return cfg
     add_common_config(cfg)
-    add_soco_config(cfg)
-    add_coke_config(cfg)
-    add_clsa_config(cfg)
-    add_smog_config(cfg)
+    for add_method_config in method_config_adders():
+        add_method_config(cfg)
     return cfg
 
 

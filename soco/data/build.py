@@ -57,7 +57,7 @@ def get_pretrain_dataset_dicts(cfg: CfgNode) -> Sequence[Dict[str, Any]]:
     else:
         if not cfg.DATASETS.TRAIN:
             raise ConfigError("no training data: set DATASETS.TRAIN or PRETRAIN.IMAGE_ROOT")
-        from . import embedded  # noqa: F401  (registers the embedded demo datasets)
+        from .. import embedded  # noqa: F401  (registers the embedded demo datasets)
 
         dicts = []
         for name in cfg.DATASETS.TRAIN:

@@ -1,7 +1,7 @@
 """The whole comparison: data -> proposals -> pretraining of each method and seed -> conversion
 -> probe of every start -> fine-tuning of every start and seed -> table, plot, results file.
 
-Independent steps run side by side (``jobs`` at once, each subprocess with cores / jobs threads).
+Independent steps run side by side (``jobs`` at once, each process with cores / jobs threads).
 Pretrainings are queued first: a fine-tune or probe that waits for its weights only starts once
 they are being made, so the pool never blocks on work it has not begun.
 """
@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Sequence
 
+from .. import embedded
 from ..utils.files import atomic_write_json
 from .report import format_runs, format_table, plot
 from .results import differences, read_metrics, summarise
@@ -41,9 +42,9 @@ def run_comparison(setting: Setting, budget: Budget, methods: Sequence[str], pre
     start_time = time.time()
     cores = os.cpu_count() or 1
     runner = Runner(out, threads=max(1, cores // jobs) if jobs > 1 else None)
-    runner.run("data", "tools/build_embedded_data.py", ["--no-fashion-mnist"])
-    import soco.data.embedded as embedded  # registers the datasets of the settings
-
+    data_start = time.time()
+    embedded.build_all(fashion_mnist=False)  # registers the datasets; builds what is missing
+    runner.timings["data"] = time.time() - data_start
     image_root = embedded.image_root(setting.pretrain_dataset)
     tag = _short(setting.pretrain_dataset)
     image_list = image_subset(image_root, out, budget.pretrain_images, tag) if budget.pretrain_images else None

@@ -29,6 +29,7 @@ __all__ = [
     "agreed_checkpoint",
     "wrap_ddp",
     "prepare_for_training",
+    "build_training_model",
     "build_pretrain_trainer",
     "run_pretraining",
 ]
@@ -140,6 +141,14 @@ def prepare_for_training(model: torch.nn.Module, cfg: CfgNode):
     return model, optimizer, train_model
 
 
+def build_training_model(cfg: CfgNode, num_images: int):
+    """``cfg``'s method to train on ``num_images`` images: the model gets the dataset size and the
+    optimiser steps per epoch the schedule uses (``iterations_per_epoch``; at least 1: a set smaller
+    than a batch, trained with ``SOLVER.MAX_ITER``, ends an epoch every step), on ``MODEL.DEVICE``."""
+    iters_per_epoch = max(1, iterations_per_epoch(num_images, cfg.SOLVER.IMS_PER_BATCH))
+    return build_pretrain_model(cfg, num_images, iters_per_epoch)
+
+
 def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[PretrainTrainer, int, CfgNode]:
     """Data (the method's preparation and mapper from ``soco.data.method_data``) -> resolved
     schedule -> model (given the dataset size) -> optimiser -> trainer with hooks -> (resumed) state.
@@ -159,7 +168,7 @@ def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[Pretrain
         f"{cfg.SOLVER.MAX_ITER} iterations ({cfg.SOLVER.WARMUP_ITERS} warm-up)"
     )
 
-    model = build_pretrain_model(cfg, len(dicts))  # on MODEL.DEVICE
+    model = build_training_model(cfg, len(dicts))  # on MODEL.DEVICE
     # Random initialisations (weights, CoKe's centres, CLSA's queue) are drawn per process
     # (seeds differ by rank): rank 0's become everyone's.
     broadcast_module_state(model)

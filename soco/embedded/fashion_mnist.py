@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ...utils.files import atomic_write
+from ..utils.files import atomic_write
 
 __all__ = [
     "CLASS_NAMES", "DEBIAN_DIR", "FashionMNISTNotFoundError", "class_folder_name",

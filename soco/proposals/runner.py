@@ -19,8 +19,8 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from ..image_folder import image_path, list_images
-from ..image_io import ImageReadError, decode_rgb
+from ..data.image_folder import image_path, list_images
+from ..data.image_io import ImageReadError, decode_rgb
 from .chunks import (DamagedChunkError, ShardError, check_manifest, chunk_path, manifest, output_paths,
                      record_shard_count, set_aside_damaged, write_chunk)
 from .filtering import PAPER_MIN_SIDE, PAPER_SCALE_RANGE, soco_filter

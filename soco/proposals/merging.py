@@ -13,11 +13,11 @@ import os
 
 import numpy as np
 
-from ...utils.files import atomic_write_bytes
+from ..data.proposals.file_format import is_pickle_path, save_proposals
+from ..data.proposals.store import write_store
+from ..utils.files import atomic_write_bytes
 from .chunks import DamagedChunkError, ShardError, chunk_path, output_paths, read_chunk, read_manifest, shards_to_rerun
-from .file_format import is_pickle_path, save_proposals
 from .filtering import FALLBACK_LEVELS
-from .store import write_store
 
 __all__ = ["merge"]
 

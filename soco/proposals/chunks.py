@@ -21,10 +21,10 @@ import os
 
 import numpy as np
 
-from ...utils.errors import InputError
-from ...utils.files import atomic_write_bytes
+from ..data.proposals.store import ProposalStore, StoreError, part_from_boxes, write_store
+from ..utils.errors import InputError
+from ..utils.files import atomic_write_bytes
 from .methods import method_settings
-from .store import ProposalStore, StoreError, part_from_boxes, write_store
 
 __all__ = ["MANIFEST_VERSION", "DamagedChunkError", "output_paths", "manifest", "check_manifest", "read_manifest",
            "chunk_path", "write_chunk", "read_chunk", "set_aside_damaged"]
