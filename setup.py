@@ -12,18 +12,21 @@ from setuptools import find_packages, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# Versions verified together on Python 3.11 with torch 2.14.1 / torchvision 0.29.1.
+# Versions verified together on Python 3.11 with torch 2.14.1 / torchvision 0.29.1 are pinned in
+# constraints.txt, which tools/install.sh installs under. The packages a GPU node usually brings
+# itself (tools/make_wheelhouse.py leaves them out of the wheelhouse) are ranges here, starting at
+# their first release with Python 3.12 wheels, so an offline install keeps the node's own.
 INSTALL_REQUIRES = [
     "numpy>=1.26,<3",
     "fvcore==0.1.5.post20221221",
     "iopath==0.1.9",
     "pycocotools==2.0.11",
-    "opencv-contrib-python-headless==4.12.0.88",
+    "opencv-contrib-python-headless>=4.8",
     "selectivesearch==0.4",
-    "scikit-image==0.26.0",
+    "scikit-image>=0.22",
     "scikit-learn==1.9.1",
-    "scipy==1.17.1",
-    "matplotlib==3.11.2",
+    "scipy>=1.11",
+    "matplotlib>=3.8",
     "tensorboard==2.21.0",
     "tqdm==4.70.1",
 ]
