@@ -87,7 +87,7 @@ def make_batch(cfg, images):
 def time_one(name: str, args) -> dict:
     """Runs in a subprocess: speed and peak memory of one method's training step."""
     from soco.engine.step import training_step
-    from soco.modeling.meta_arch import build_pretrain_model
+    from soco.engine.pretrain import build_training_model
     from soco.solver import build_optimizer
 
     torch.manual_seed(0)
@@ -98,7 +98,7 @@ def time_one(name: str, args) -> dict:
     t0 = time.perf_counter()
     batch = make_batch(cfg, images)
     data_s = time.perf_counter() - t0
-    model = build_pretrain_model(cfg, args.num_images)
+    model = build_training_model(cfg, args.num_images)
     optimizer = build_optimizer(cfg, model)
     model.train()
     if args.device.startswith("cuda"):
@@ -125,15 +125,16 @@ def time_one(name: str, args) -> dict:
 
 def knn_one(name: str, args) -> dict:
     """Runs in a subprocess: kNN of random init vs after ``--knn-steps`` in-memory steps."""
-    from soco.modeling.meta_arch import build_pretrain_model
-    from soco.evaluation.quick_check import fashion_mnist_subset, knn_of, pretrain_in_memory
+    from soco.engine.in_memory import pretrain_in_memory
+    from soco.engine.pretrain import build_training_model
+    from soco.evaluation.quick_check import fashion_mnist_subset, knn_of
 
     arch, extra = METHODS[name]
     cfg = make_cfg(arch, extra, args)
     train = fashion_mnist_subset("train", args.knn_train)
     test = fashion_mnist_subset("test", args.knn_test)
     torch.manual_seed(0)
-    model = build_pretrain_model(cfg, args.knn_train)
+    model = build_training_model(cfg, args.knn_train)
     before = knn_of(model, train, test, args.size, k=args.knn_k)
     t0 = time.perf_counter()
     run = pretrain_in_memory(cfg, train[0], args.knn_steps, model=model)

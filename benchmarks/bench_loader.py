@@ -101,11 +101,13 @@ def build_mapper(cfg, path: str):
     return mapper
 
 
-def pillow_read_chw(path):
-    """Today's reader: Pillow for every format (before read_image_chw decoded JPEGs with torchvision)."""
-    from soco.data.image_io import read_image_rgb
+def pillow_read_chw(path, max_pixels=None):
+    """Today's reader: Pillow for every format (before read_image_chw decoded JPEGs with torchvision);
+    ``max_pixels``: the mappers pass PRETRAIN.MAX_IMAGE_PIXELS (0: no limit); None: its default."""
+    from soco.data.image_io import MAX_IMAGE_PIXELS, read_image_rgb
 
-    return torch.from_numpy(np.require(read_image_rgb(path), requirements="W")).permute(2, 0, 1)
+    limit = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    return torch.from_numpy(np.require(read_image_rgb(path, limit), requirements="W")).permute(2, 0, 1)
 
 
 @contextmanager
@@ -199,7 +201,7 @@ def main(argv=None):
     if args.images:
         folder = args.images
     else:
-        from soco.data.embedded.catalog import PHOTOS, image_root
+        from soco.embedded.catalog import PHOTOS, image_root
 
         folder = image_root(PHOTOS)
     dicts = attach_synthetic_proposals(list_images(folder, args.num_images))

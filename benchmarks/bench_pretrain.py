@@ -67,7 +67,7 @@ def dataset_dicts(args, count):
 def write_proposals(dicts, path):
     """Proposals of ``dicts`` with the project's generator (fast settings: 160 px search)."""
     from soco.data.proposals import save_proposals
-    from soco.data.proposals.runner import propose_file
+    from soco.proposals.runner import propose_file
 
     save_proposals(path, [d["image_id"] for d in dicts], [propose_file(d["file_name"], "vectorized", 160)[0] for d in dicts])
 
@@ -80,7 +80,7 @@ def build_training_step(method, args, proposal_file, extra_opts=(), amp=False):
 
     from soco.data.method_data import build_mapper, prepare_dataset_dicts
     from soco.engine.step import make_grad_scaler, training_step
-    from soco.modeling.meta_arch import build_pretrain_model
+    from soco.engine.pretrain import build_training_model
     from soco.solver import build_optimizer
 
     cfg = load_cfg(method, args, proposal_file, extra_opts)
@@ -88,7 +88,7 @@ def build_training_step(method, args, proposal_file, extra_opts=(), amp=False):
     mapper = build_mapper(cfg)
     torch.manual_seed(0)
     batch = [mapper(d) for d in dicts]
-    model = build_pretrain_model(cfg, len(dicts))
+    model = build_training_model(cfg, len(dicts))
     model.train()
     optimizer = build_optimizer(cfg, model)
     device_type = torch.device(args.device).type

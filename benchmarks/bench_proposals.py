@@ -24,8 +24,8 @@ import warnings
 import cv2
 import numpy as np
 
-from soco.data.proposals import METHODS, soco_filter
-from soco.data.proposals.methods import DEFAULT_MAX_SIZE, resize_longer_side, scale_boxes
+from soco.proposals import METHODS, soco_filter
+from soco.proposals.methods import DEFAULT_MAX_SIZE, resize_longer_side, scale_boxes
 
 BASELINE = "selectivesearch"
 IMAGENET_IMAGES = 1_281_167
@@ -39,7 +39,7 @@ def load_images(num_images: int, longer_side: int):
         from detectron2.data import DatasetCatalog
         from detectron2.structures import BoxMode
 
-        import soco.data.embedded  # noqa: F401  (registers soco_demo_det_val)
+        import soco.embedded  # noqa: F401  (registers soco_demo_det_val)
 
         records = DatasetCatalog.get("soco_demo_det_val")[:num_images]
         source = f"soco_demo_det_val ({len(records)} images, upscaled to {longer_side} px)"

@@ -4,8 +4,9 @@
     python benchmarks/bench_scale.py --images 128117 [--processes 2 --workers 2] [--work-dir /tmp/bench_scale]
 
 Builds, under ``--work-dir`` (removed at the end unless ``--keep``): a synthetic ImageNet-shaped
-tree of N hard links to a few JPEGs in 1000 class folders; a finished generator work folder of N
-images with ``--boxes`` synthetic whole-pixel boxes each (the project's own chunk writer); then
+tree of N hard links to 375 x 500 JPEGs (one file per class) in 1000 class folders; a finished
+generator work folder of N images with ``--boxes`` synthetic whole-pixel boxes each (the
+project's own chunk writer); then
 merges it both ways and measures, each step in a fresh forked process (memory = its peak or held
 RSS above what it started with):
 
@@ -16,8 +17,13 @@ RSS above what it started with):
 * a machine of P processes x W workers that each touch every item once, then collect garbage
   (an epoch): total PSS of all its processes, and USS growth per worker.
 
-The ratios compare the two paths measured in the same run. Launch -> first iteration is not
-measured here. Prints a markdown table (and ``--json`` writes the figures).
+* with ``--baseline-repo DIR`` (a checkout of the code before the store, e.g. ``git archive`` of
+  an older commit): ``tools/pretrain_net.py`` launch -> "Starting training" with the SoCo CPU demo
+  config on the tree, the baseline's code reading the pickle vs this checkout reading the store
+  (one process, no workers; each run is stopped once training starts).
+
+The ratios compare the two paths measured in the same run. Prints a markdown table (and
+``--json`` writes the figures).
 """
 import argparse
 import gc
@@ -25,6 +31,8 @@ import json
 import os
 import resource
 import shutil
+import signal
+import subprocess
 import sys
 import time
 
@@ -32,9 +40,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from soco.data.proposals.chunks import check_manifest, manifest, write_chunk  # noqa: E402
+from soco.proposals.chunks import check_manifest, manifest, write_chunk  # noqa: E402
 
 CLASSES = 1000
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def synthetic_ids(num_images: int) -> list:
@@ -145,6 +154,30 @@ def machine(build, processes: int, workers: int, freeze: bool) -> dict:
     return {"pss_mib": pss, "worker_uss_growth_mib": float(np.mean(growths))}
 
 
+def launch_seconds(repo: str, root: str, proposals: str, output_dir: str, timeout: float = 900) -> float:
+    """Seconds from starting ``repo``'s tools/pretrain_net.py (SoCo CPU demo config on ``root``) to
+    its "Starting training" line; the run is then stopped."""
+    command = [sys.executable, "tools/pretrain_net.py", "--config-file", "configs/SoCo/SoCo_demo_R18_FPN_cpu.yaml",
+               "PRETRAIN.IMAGE_ROOT", root, "MODEL.SOCO.PROPOSALS", proposals, "SOLVER.MAX_ITER", "1",
+               "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", output_dir]
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(repo))
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if "Starting training" in line:
+                return time.perf_counter() - start
+            if time.perf_counter() - start > timeout:
+                break
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    raise RuntimeError(f"{repo}: pretrain_net.py did not start training:\n{''.join(lines[-20:])}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=20000)
@@ -154,13 +187,14 @@ def main(argv=None) -> int:
     parser.add_argument("--work-dir", default="/tmp/bench_scale")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (tree, chunks) for another run")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--baseline-repo", help="checkout of the code before the store: also time the launch")
     args = parser.parse_args(argv)
 
     from PIL import Image
 
     from soco.data.image_folder import ImageFolderDataset, image_folder_dicts
     from soco.data.proposals.file_format import read_proposal_file
-    from soco.data.proposals.merging import merge
+    from soco.proposals.merging import merge
     from soco.data.proposals.store import ProposalStore
     from soco.data.soco_mapper import attach_proposals
 
@@ -179,8 +213,12 @@ def main(argv=None) -> int:
         for i, image_id in enumerate(ids):
             target = os.path.join(root, image_id)
             if i == 0 or image_id.split("/")[0] != ids[i - 1].split("/")[0]:
+                # one copy per class: a file takes at most 65,000 hard links on ext4
                 os.makedirs(os.path.dirname(target), exist_ok=True)
-            os.link(sources[i % 4], target)
+                source = os.path.join(work, "sources", image_id.split("/")[0] + ".JPEG")
+                os.makedirs(os.path.dirname(source), exist_ok=True)
+                shutil.copyfile(sources[len(os.listdir(root)) % 4], source)
+            os.link(source, target)
         for output in ("today.pkl", "store.store"):
             synthetic_work_folder(os.path.join(work, output), ids, [(375, 500)], args.boxes)
         open(os.path.join(work, "tree.done"), "w").close()
@@ -192,10 +230,12 @@ def main(argv=None) -> int:
     _, rows["merge_s_store"], rows["merge_peak_store"], _ = in_child(lambda: merge(store) and None)
     kept = n - sum(1 for i in range(n) if i % 997 == 5)
     rows["bytes_today"], rows["bytes_store"] = os.path.getsize(pkl) / kept, os.path.getsize(store) / kept
+    print(json.dumps(rows), file=sys.stderr, flush=True)  # progress: figures so far
 
     holder = []
     _, rows["read_s_today"], _, rows["read_held_today"] = in_child(lambda: holder.append(read_proposal_file(pkl)))
     _, rows["read_s_store"], _, rows["read_held_store"] = in_child(lambda: holder.append(ProposalStore(store)))
+    print(json.dumps(rows), file=sys.stderr, flush=True)  # progress: figures so far
 
     def today_dataset():
         proposals = read_proposal_file(pkl)
@@ -207,9 +247,15 @@ def main(argv=None) -> int:
 
     _, rows["build_s_today"], _, rows["build_held_today"] = in_child(lambda: holder.append(today_dataset()))
     _, rows["build_s_store"], _, rows["build_held_store"] = in_child(lambda: holder.append(store_dataset()))
+    print(json.dumps(rows), file=sys.stderr, flush=True)  # progress: figures so far
     for name, build, freeze in (("today", today_dataset, False), ("store", store_dataset, True)):
         result = machine(build, args.processes, args.workers, freeze)
         rows[f"machine_pss_{name}"], rows[f"worker_growth_{name}"] = result["pss_mib"], result["worker_uss_growth_mib"]
+        print(json.dumps(rows), file=sys.stderr, flush=True)  # progress: figures so far
+
+    if args.baseline_repo:
+        rows["launch_s_today"] = launch_seconds(args.baseline_repo, root, pkl, os.path.join(work, "out_today"))
+        rows["launch_s_store"] = launch_seconds(REPO, root, store, os.path.join(work, "out_store"))
 
     def line(label, key, unit, fmt="{:.1f}"):
         a, b = rows[f"{key}_today"], rows[f"{key}_store"]
@@ -224,8 +270,10 @@ def main(argv=None) -> int:
                              ("dataset build time", "build_s", "s"),
                              ("dataset: memory held per process", "build_held", "MiB"),
                              (f"machine {args.processes}x{args.workers}: total PSS", "machine_pss", "MiB"),
-                             ("worker USS growth over an epoch", "worker_growth", "MiB")):
-        print(line(label, key, unit))
+                             ("worker USS growth over an epoch", "worker_growth", "MiB"),
+                             ("launch -> Starting training", "launch_s", "s")):
+        if f"{key}_today" in rows:
+            print(line(label, key, unit))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"images": n, "boxes": args.boxes, "processes": args.processes, "workers": args.workers, **rows},

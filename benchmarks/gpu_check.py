@@ -10,11 +10,18 @@ steps/s / peak dense TFLOPS of the GPU (``--peak-tflops``, default from the devi
 bf16/fp16 dense figure; the fp32 rows are measured against the same figure).
 
 Variants: fp32, amp (fp16 + GradScaler), amp+channels_last, amp+compile (torch.compile),
-amp+syncbn (SyncBatchNorm; needs 2+ GPUs, skipped on one). ``--smoke`` runs tiny R18 models
-on CPU for two steps, to check the script itself without a GPU.
+amp+syncbn (SyncBatchNorm; needs 2+ GPUs, skipped with a note on one). ``--smoke`` runs tiny
+R18 models on CPU for two steps, to check the script itself without a GPU.
+
+The defaults (10 timed steps after 3 warm-up steps) keep the whole check on one GPU within a
+few minutes; ``--steps``/``--warmup`` measure longer. ``--budget-min`` (default 7) skips the
+variants that would start after that many minutes, each with a note, so the command ends in
+under 8 minutes even where compiling is slow. It prints one table at the end and writes the
+results as JSON (``--output``); ``--table FILE`` prints the table of such a file again.
 
     bash benchmarks/gpu_check.sh                     # every GPU of the machine
     python benchmarks/gpu_check.py --num-gpus 1 --methods BYOL --variants amp
+    python benchmarks/gpu_check.py --table gpu_check.json
 """
 
 import argparse
@@ -22,6 +29,7 @@ import json
 import os
 import sys
 import time
+from typing import Optional
 
 import torch
 
@@ -39,13 +47,19 @@ def parse_args(argv=None):
     p.add_argument("--num-gpus", type=int, default=max(torch.cuda.device_count(), 1))
     p.add_argument("--methods", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     p.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per variant")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (torch.compile compiles here)")
+    p.add_argument("--budget-min", type=float, default=7.0,
+                   help="start no variant after this many minutes (the rest are skipped with a note)")
     p.add_argument("--batch", type=int, default=0, help="images per GPU (default: SoCo 32, BYOL 64)")
     p.add_argument("--peak-tflops", type=float, default=0.0, help="peak dense TFLOPS of one GPU (default: by name)")
     p.add_argument("--output", default="", help="also write the results as JSON here")
     p.add_argument("--smoke", action="store_true", help="tiny R18 models on CPU, 2 steps: checks the script")
-    return p.parse_args(argv)
+    p.add_argument("--table", metavar="JSON", help="only print the table of a previous run's JSON")
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0 or args.num_gpus < 1:
+        p.error("--steps and --num-gpus must be at least 1, --warmup at least 0")
+    return args
 
 
 def build_cfg(method: str, variant: str, args, world: int):
@@ -105,15 +119,16 @@ def run_variant(method: str, variant: str, args) -> dict:
     from soco.engine.pretrain import prepare_for_training
     from soco.engine.step import make_grad_scaler, training_step
     from soco.modeling.distributed import broadcast_module_state
-    from soco.modeling.meta_arch import build_pretrain_model
+    from soco.engine.pretrain import build_training_model
 
     world = comm.get_world_size()
-    if "syncbn" in variant and (world < 2 or args.smoke):
-        return {"skipped": "SyncBatchNorm runs on GPUs only" if args.smoke else "SyncBN needs 2+ GPUs"}
+    skip = skip_reason(variant, world, args.smoke)
+    if skip:
+        return {"skipped": skip}
     cfg = build_cfg(method, variant, args, world)
     device = torch.device(cfg.MODEL.DEVICE)
     torch.manual_seed(0)
-    model = build_pretrain_model(cfg, cfg.SOLVER.IMS_PER_BATCH)
+    model = build_training_model(cfg, cfg.SOLVER.IMS_PER_BATCH)
     broadcast_module_state(model)
     batch = synthetic_batch(cfg, model, cfg.SOLVER.IMS_PER_BATCH // world)
     flops = step_flops(model, batch, cfg)
@@ -157,34 +172,77 @@ def run_variant(method: str, variant: str, args) -> dict:
     return result
 
 
+def skip_reason(variant: str, world: int, smoke: bool) -> Optional[str]:
+    """Why ``variant`` cannot run in this setting (None if it can)."""
+    if "syncbn" not in variant:
+        return None
+    if smoke:
+        return "SyncBatchNorm runs on GPUs only"
+    return f"SyncBN needs 2+ GPUs (this run has {world}); run on a machine with several" if world < 2 else None
+
+
+def format_table(data: dict) -> str:
+    """The results of a run (``{"info": ..., "results": {"METHOD VARIANT": row}}``, as written to
+    ``--output``) as one text table, with skipped and failed variants as notes in their row."""
+    info = data["info"]
+    lines = [f"gpu_check: {info['device']} x {info['world_size']} | torch {info['torch']} | "
+             f"{info.get('steps', '?')} timed steps after {info.get('warmup', '?')} warm-up, per GPU",
+             f"{'method':6s} {'variant':18s} {'img/s/GPU':>10s} {'ms/step':>8s} {'peak GB':>8s} {'MFU':>6s} "
+             f"{'warmup s':>9s}  note"]
+    for key, row in data["results"].items():
+        method, variant = key.split(" ", 1)
+        if "images_per_s_per_gpu" not in row:
+            note = f"skipped: {row['skipped']}" if "skipped" in row else f"error: {row.get('error', '?')}"
+            lines.append(f"{method:6s} {variant:18s} {'-':>10s} {'-':>8s} {'-':>8s} {'-':>6s} {'-':>9s}  {note}")
+            continue
+        memory = f"{row['peak_memory_GB']:.2f}" if row.get("peak_memory_GB") is not None else "-"
+        mfu = f"{100 * row['MFU']:.1f}%" if row.get("MFU") is not None else "-"
+        lines.append(f"{method:6s} {variant:18s} {row['images_per_s_per_gpu']:10.1f} {1000 * row['seconds_per_step']:8.1f} "
+                     f"{memory:>8s} {mfu:>6s} {row['warmup_s']:9.1f}")
+    return "\n".join(lines)
+
+
 def worker(args) -> None:
     from detectron2.utils import comm
 
+    from soco.utils.files import atomic_write_json
+
     torch.backends.cudnn.benchmark = True
     results = {}
+    start = time.perf_counter()
     for method in args.methods:
         for variant in args.variants:
+            key = f"{method} {variant}"
+            # Every rank takes the slowest rank's clock, so all skip the same variants.
+            minutes = max(comm.all_gather(time.perf_counter() - start)) / 60
+            if minutes > args.budget_min:
+                results[key] = {"skipped": f"time budget spent ({minutes:.1f} > --budget-min {args.budget_min:g} minutes)"}
+                continue
             try:
-                results[f"{method} {variant}"] = run_variant(method, variant, args)
+                results[key] = run_variant(method, variant, args)
             except Exception as e:  # one failing variant must not hide the others' figures
-                results[f"{method} {variant}"] = {"error": f"{type(e).__name__}: {e}"[:500]}
+                results[key] = {"error": f"{type(e).__name__}: {e}"[:500]}
             if comm.is_main_process():
-                print(f"{method:5s} {variant:18s} {json.dumps(results[f'{method} {variant}'])}", flush=True)
+                print(f"gpu_check: {key} done after {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     if comm.is_main_process():
-        info = {"world_size": comm.get_world_size(), "torch": torch.__version__,
-                "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
-        print(json.dumps(info))
+        info = {"world_size": comm.get_world_size(), "torch": torch.__version__, "steps": args.steps,
+                "warmup": args.warmup, "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+        data = {"info": info, "results": results}
         if args.output:
-            with open(args.output, "w") as f:
-                json.dump({"info": info, "results": results}, f, indent=1)
+            atomic_write_json(args.output, data)
+        print(format_table(data), flush=True)
 
 
 def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.table:
+        with open(args.table) as f:
+            print(format_table(json.load(f)))
+        return
     from soco.engine.launch import launch
 
     import soco.modeling.meta_arch  # noqa: F401  (registers the methods)
 
-    args = parse_args(argv)
     if args.smoke:
         args.steps, args.warmup, args.batch = 2, 1, args.batch or 2
         args.variants = [v for v in args.variants if "compile" not in v]

@@ -11,7 +11,7 @@ C4 fine-tune configs' ``Res5ROIHeadsExtraNorm``. Worker processes started by Det
 ``launch`` re-run the script's imports, so the line registers in every process.
 """
 
-from soco.data.embedded import DATASET_NAMES
+from soco.embedded import DATASET_NAMES
 from soco.modeling.roi_heads import Res5ROIHeadsExtraNorm
 
 __all__ = ["DATASET_NAMES", "Res5ROIHeadsExtraNorm"]

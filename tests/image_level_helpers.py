@@ -8,8 +8,9 @@ from detectron2.modeling.backbone.fpn import build_resnet_fpn_backbone
 
 from soco.config import get_pretrain_cfg
 from soco.data.method_data import build_mapper
+from soco.engine.pretrain import build_training_model
 from soco.engine.step import training_step
-from soco.modeling.meta_arch import build_pretrain_model, clsa, coke, smog  # noqa: F401  (register the methods)
+from soco.modeling.meta_arch import clsa, coke, smog  # noqa: F401  (register the methods)
 
 
 def tiny_cfg(arch: str, crop: int = 24, batch: int = 8, num_images: int = 32):
@@ -37,7 +38,7 @@ def tiny_cfg(arch: str, crop: int = 24, batch: int = 8, num_images: int = 32):
 
 def build_method(cfg):
     """``cfg``'s method built as the engine builds it, for a dataset of PRETRAIN.NUM_IMAGES images."""
-    return build_pretrain_model(cfg, cfg.PRETRAIN.NUM_IMAGES)
+    return build_training_model(cfg, cfg.PRETRAIN.NUM_IMAGES)
 
 
 def random_batch(cfg, num: int = 8, size: int = 32):
@@ -114,7 +115,8 @@ def fashion_mnist_run(arch: str, steps: int, crop: int = 32, batch: int = 64, tr
     kNN: k = 20, bank = the ``train`` images, ``test`` test images. ``unpaired_views``: the
     broken-pairing control of ``pretrain_in_memory``."""
     pretrain_images = train if pretrain_images is None else pretrain_images
-    from soco.evaluation.quick_check import fashion_mnist_subset, knn_of, pretrain_in_memory
+    from soco.engine.in_memory import pretrain_in_memory
+    from soco.evaluation.quick_check import fashion_mnist_subset, knn_of
 
     cfg = tiny_cfg(arch, crop=crop, batch=batch, num_images=pretrain_images)
     cfg.MODEL.PROJECTOR.HIDDEN_DIM = cfg.MODEL.PREDICTOR.HIDDEN_DIM = 512

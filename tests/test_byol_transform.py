@@ -6,7 +6,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from soco.data.transforms.byol import GaussianBlurCV2, blur_kernel_size, build_byol_transform
+from soco.data.image_io import ImageReadError
+from soco.data.transforms.byol import blur_kernel_size, build_byol_transform
+from soco.data.transforms.photometric_reference import GaussianBlurCV2
 
 
 def test_kernel_size_is_about_a_tenth_of_the_side_and_odd():
@@ -76,4 +78,5 @@ def test_byol_mapper_crops_then_applies_t_and_t_prime(tmp_path):
     Image.fromarray(np.random.RandomState(0).randint(0, 256, (80, 100, 3), dtype=np.uint8)).save(path)
     out = mapper({"file_name": str(path), "image_id": "a"})
     assert [tuple(v.shape) for v in out["views"]] == [(3, 48, 48)] * 2 and out["image_id"] == "a"
-    assert mapper({"file_name": str(tmp_path / "missing.png"), "image_id": "b"}) is None
+    with pytest.raises(ImageReadError, match="missing.png"):
+        mapper({"file_name": str(tmp_path / "missing.png"), "image_id": "b"})

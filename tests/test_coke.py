@@ -162,3 +162,16 @@ def test_model_needs_dataset_size():
     cfg = tiny_cfg("CoKe", num_images=0)
     with pytest.raises(ValueError, match="NUM_IMAGES"):
         build_method(cfg)
+
+
+def test_iterations_per_epoch_come_from_the_engine():
+    """The engine's builder gives CoKe its epoch length; a model rebuilt from a saved run's size
+    alone (to export or evaluate) has none and refuses to train rather than guess one."""
+    from soco.modeling.meta_arch import build_pretrain_model
+
+    cfg = tiny_cfg("CoKe", batch=8, num_images=20)
+    assert build_method(cfg).iters_per_epoch == 2  # 20 // 8, incomplete batch dropped
+    rebuilt = build_pretrain_model(cfg, cfg.PRETRAIN.NUM_IMAGES)
+    assert rebuilt.labels.shape == (2, 20) and rebuilt.iters_per_epoch == 0
+    with pytest.raises(RuntimeError, match="build_training_model"):
+        train_steps(rebuilt, random_batch(cfg, 8), steps=1)

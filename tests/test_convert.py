@@ -350,5 +350,5 @@ def test_command_line(ckpts, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "backbone" in printed and "fpn" in printed and "part 'head' (not in --include)" in printed
     assert os.path.exists(out)
-    assert tool.main([str(tmp_path / "absent.pth"), out]) == 1
+    assert tool.main([str(tmp_path / "absent.pth"), out]) == 2
     assert "error: " in capsys.readouterr().err

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import load_tool
 from soco.demo import report, results, settings, statistics, steps
+from soco.model_zoo import get_config_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "tools", "demo.py")
@@ -21,31 +22,39 @@ def load_demo():
     return load_tool("demo")
 
 
-def test_missing_step_fails_with_a_clear_message(tmp_path):
+def test_unknown_step_fails_with_a_clear_message(tmp_path):
     runner = steps.Runner(str(tmp_path))
-    with pytest.raises(steps.StepFailed, match="tools/not_there.py is not in this checkout"):
-        runner.run("later", "tools/not_there.py", [])
+    with pytest.raises(steps.StepFailed, match="'gen_proposals' is not a step of soco.demo.worker"):
+        runner.run("later", "gen_proposals", {})
 
 
 def test_failing_step_reports_its_log(tmp_path):
     runner = steps.Runner(str(tmp_path))
-    script = tmp_path / "fails.py"
-    script.write_text("import sys\nprint('error: input.pth: no such file')\nsys.exit(1)\n")
+    missing = str(tmp_path / "input.pth")
     with pytest.raises(steps.StepFailed, match=r"(?s)\[convert\] failed \(exit code 1\); "
-                                               r"log: .*convert.log.*no such file"):
-        runner.run("convert", str(script), ["input.pth"])
+                                               r"log: .*convert.log.*input.pth"):
+        runner.run("convert", "convert", {"checkpoint": missing, "output": str(tmp_path / "out.pkl"),
+                                          "layout": "fpn", "include": ["none"]})
 
 
-def test_module_steps_import_this_checkout(tmp_path):
+def test_steps_run_package_functions_of_this_soco(tmp_path):
+    """A step is a package function in a process of its own (no tools/ script), importing the same
+    soco; a finished step is reused."""
+    import soco
+    from PIL import Image
+
     runner = steps.Runner(str(tmp_path))
-    out = tmp_path / "where.txt"
-    runner.run("where", "-m soco.demo.settings", [])  # a module runs (and does nothing)
-    script = tmp_path / "where.py"
-    script.write_text(f"import soco\nopen({str(out)!r}, 'w').write(soco.__file__)\n")
-    runner.run("where", str(script), [])
-    assert out.read_text().startswith(REPO)
-    runner.run("where", str(script), [], done_file=str(out))  # reused: not run again
-    assert "where" in runner.timings
+    assert runner.env["PYTHONPATH"].split(os.pathsep)[0] == os.path.dirname(os.path.dirname(soco.__file__))
+    (tmp_path / "images").mkdir()
+    for i in range(2):
+        Image.new("RGB", (64, 48), (40 * i, 120, 200)).save(tmp_path / "images" / f"{i}.png")
+    path = steps.proposals(runner, str(tmp_path), "tiny", str(tmp_path / "images"), None)
+    with open(path.replace(".pkl", ".summary.json")) as f:
+        assert json.load(f)["filter"] == {"scale_range": [0.08, 0.5], "min_side": 16.0}
+    assert "proposals_tiny" in runner.timings and os.path.exists(tmp_path / "logs" / "proposals_tiny.log")
+    del runner.timings["proposals_tiny"]
+    steps.proposals(runner, str(tmp_path), "tiny", str(tmp_path / "images"), None)
+    assert "proposals_tiny" not in runner.timings  # reused, not run again
 
 
 def _run(start, pseed, seed, ap, ap50=None, curve=None):
@@ -158,11 +167,17 @@ def test_markdown_table_over_settings():
     table = report.format_markdown({"few-label": summary, "current": {**summary, "differences": {}}})
     lines = table.splitlines()
     assert lines[0].startswith("| setting | start | seeds (pretrain x fine-tune) | probe kNN %")
-    assert lines[0].endswith("| AP - random init [95% CI] | linear - random init [95% CI] |")
-    assert lines[2] == "| few-label | random init | 3 | 31.00 ± 0.58 | 30.00 ± 0.58 | 8.67 ± 0.33 | 17.33 ± 0.67 |  |  |"
+    assert lines[0].endswith("| AP - random init [95% CI] | linear - random init [95% CI] "
+                             "| health: stem norm x / any stage x / stem rank |")
+    assert lines[2] == "| few-label | random init | 3 | 31.00 ± 0.58 | 30.00 ± 0.58 | 8.67 ± 0.33 | 17.33 ± 0.67 |  |  |  |"
     assert lines[3].startswith("| few-label | SoCo | 2 x 3 | 41.00 ± 1.00 | 42.00 ± 1.00 | 11.00 ± 0.37 | 22.00 ± 0.73 "
                                "| **+2.33 [+0.90, +3.77]** | **+12.00 [")
-    assert lines[5].startswith("| current | SoCo | 2 x 3 |") and lines[5].endswith("|  |  |")
+    assert lines[5].startswith("| current | SoCo | 2 x 3 |") and lines[5].endswith("|  |  |  |")
+    # With the pretraining runs' health: the means over the start's pretraining seeds.
+    health = [{"start": "SoCo", "pretrain_seed": p, "norm_ratio_stem": 1.0 + p, "norm_ratio_max": 2.0, "stem_rank": 50.0 + p}
+              for p in (0, 1)]
+    summary["results"] = results.summarise(RUNS, PROBES, health)
+    assert report.format_markdown({"few-label": summary}).splitlines()[3].endswith("| 1.50 / 2.00 / 50.5 |")
 
 
 def test_soco_against_the_image_level_starts():
@@ -186,7 +201,7 @@ def test_every_method_sees_the_same_images():
     """iterations x batch is equal for every method within each budget."""
     from soco.config import load_pretrain_config
 
-    batches = {m: load_pretrain_config(os.path.join(REPO, p)).SOLVER.IMS_PER_BATCH
+    batches = {m: load_pretrain_config(get_config_file(p)).SOLVER.IMS_PER_BATCH
                for m, p in settings.PRETRAIN_CONFIGS.items()}
     for budget in settings.BUDGETS.values():
         seen = {m: budget.pretrain_iters[m] * batches[m] for m in settings.METHODS}
@@ -313,7 +328,13 @@ def test_collect_finished_reads_the_steps_done_so_far(tmp_path):
     (tmp_path / "finetune_soco_p0_seed1").mkdir()  # still running: no eval_results.json
     for name, seed, knn in (("random_seed1", 1, 30.0), ("random_seed2", 2, 32.0), ("coke_p0", 1, 35.0)):
         _finished_probe(tmp_path, name, seed, knn)
+    (tmp_path / "pretrain_coke_seed0").mkdir()  # its health, as soco.engine.health writes it
+    (tmp_path / "pretrain_coke_seed0" / "health.json").write_text(json.dumps(
+        {"metrics": {"norm_ratio_stem": 11.0, "norm_ratio_res2": 12.5, "stem_rank": 3.5}}))
+    (tmp_path / "pretrain_smog_seed0").mkdir()  # still running: no health.json
     found = collect_finished(str(tmp_path), settings.BUDGETS["quick"])
+    assert found["results"]["CoKe"]["health"] == {"norm_ratio_stem": 11.0, "stem_rank": 3.5, "norm_ratio_max": 12.5}
+    assert "health" not in found["results"]["SMoG"]
     assert [(r["start"], r["pretrain_seed"], r["seed"], r["AP"], r["AP75"]) for r in found["runs"]] == [
         ("random init", None, 1, 8.0, 0.0), ("random init", None, 2, 9.0, 0.0), ("SoCo", 1, 2, 11.0, 0.0),
         ("SMoG", 0, 1, 7.0, 0.0)]
@@ -324,6 +345,14 @@ def test_collect_finished_reads_the_steps_done_so_far(tmp_path):
     assert found["differences"]["CoKe"]["knn_top1"]["mean"] == 4.0
     assert "CoKe: (not fine-tuned yet)" in found["per_run"]
     assert found["table"].splitlines()[4].startswith("CoKe")
+
+
+def test_collect_finished_before_anything_finished(tmp_path):
+    from soco.demo.pipeline import collect_finished
+
+    (tmp_path / "finetune_random_seed1").mkdir()  # still running
+    found = collect_finished(str(tmp_path), settings.BUDGETS["quick"])
+    assert found["runs"] == [] and found["results"] == {} and found["table"].startswith("start")
 
 
 def test_bench_transfer_collects_one_table_from_finished_folders(tmp_path, capsys):

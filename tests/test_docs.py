@@ -26,8 +26,10 @@ def _read(page):
 
 
 def _code(text):
-    """The text of fenced blocks and inline code spans: where commands and paths are written."""
-    blocks = FENCE.findall(text)
+    """The text of fenced blocks and inline code spans: where commands and paths are written.
+    Blocks that show a file to create (first line ``# file: PATH``, docs/ARCHITECTURE.md's worked
+    example) are left out: their paths do not exist yet."""
+    blocks = [b for b in FENCE.findall(text) if not re.match(r"```\w*\n# (file|append): ", b)]
     rest = FENCE.sub("", text)
     return blocks + SPAN.findall(rest)
 
@@ -107,6 +109,7 @@ def test_the_checks_find_what_is_broken(tmp_path, monkeypatch):
         "# A page\n\n## Step one\n\n[ok](#step-one) [ok](../tools/real.py) [bad](B.md) [bad](#step-two)\n"
         "[web](https://example.org/x)\n\n`tools/real.py` `tools/<name>.py` `tools/gone.py`,\n"
         "`detectron2/tools/train_net.py`\n\n```\nmake demo\nmake nothing\n```\n"
+        "```python\n# file: tools/new.py\nmake nothing_either\n```\n"
     )
     monkeypatch.setattr(__import__(__name__), "ROOT", str(tmp_path))
     assert broken_links("docs/A.md") == ["B.md", "#step-two"]

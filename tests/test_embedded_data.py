@@ -10,9 +10,9 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from pycocotools.coco import COCO
 
-from soco.data import embedded
-from soco.data.embedded import CLASS_NAMES, DATASET_NAMES, EmbeddedDataConfig, FashionMNISTNotFoundError
-from soco.data.embedded import cache, detection, fashion_mnist, photos
+from soco import embedded
+from soco.embedded import CLASS_NAMES, DATASET_NAMES, EmbeddedDataConfig, FashionMNISTNotFoundError
+from soco.embedded import cache, detection, fashion_mnist, photos
 
 # pycocotools' mask decoding warns under NumPy 2; harmless here.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -281,3 +281,10 @@ def test_cli_prints_what_it_wrote(built, capsys):
     assert "soco_demo_photos: 14 JPEGs" in out
     assert "soco_demo_det_train: 6 images" in out and "instances_val.json" in out
     assert "fashion_mnist_test: 40 PNGs" in out
+
+
+def test_the_default_root_is_the_checkouts_datasets_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("SOCO_DATASETS", raising=False)
+    assert cache.dataset_root() == Path(__file__).resolve().parents[1] / "datasets"
+    monkeypatch.setenv("SOCO_DATASETS", str(tmp_path))
+    assert cache.dataset_root() == tmp_path.resolve()

@@ -78,6 +78,9 @@ def test_resume_reproduces_uninterrupted_losses(image_root, uninterrupted, tmp_p
     final_a = torch.load(os.path.join(out_a, "model_final.pth"))["model"]
     final_b = torch.load(tmp_path / "model_final.pth")["model"]
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+    # The health monitor compares with the run's true start, which the checkpoint carries.
+    health_a = json.loads(open(os.path.join(out_a, "health.json")).read())
+    assert json.loads((tmp_path / "health.json").read_text())["metrics"] == health_a["metrics"]
 
 
 def test_checkpoint_contents_and_metrics(uninterrupted):
@@ -96,6 +99,10 @@ def test_checkpoint_contents_and_metrics(uninterrupted):
     records = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
     assert [r["iteration"] for r in records] == [0, 1, 2, 3]
     assert {"loss_byol", "total_loss", "lr", "ema_tau", "data_time"} <= set(records[-1])
+    # The health monitor (period 50) checks after the last iteration, into metrics.json.
+    assert {"health/norm_ratio_stem", "health/stem_rank", "health/embed_std"} <= set(records[-1])
+    assert not [k for r in records[:-1] for k in r if k.startswith("health/")]
+    assert "HealthMonitorHook" in ckpt["trainer"]["hooks"]
 
 
 def test_byol_lowers_its_loss(image_root, tmp_path):

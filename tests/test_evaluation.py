@@ -99,14 +99,15 @@ def test_eval_cli_on_image_folder(tmp_path, capsys):
     zeroed = json.loads(out.read_text())
     assert zeroed["weights"] == str(weights)
     assert zeroed["knn top1 (k=3, T=0.07)"] == 0.5  # constant features: every test image gets one class
-    with pytest.raises(FileNotFoundError):
-        eval_representation.main(["--config-file", str(cfg), "--dataset", str(tmp_path / "train"), "--weights", "nope.pth"])
+    assert eval_representation.main(["--config-file", str(cfg), "--dataset", str(tmp_path / "train"), "--weights",
+                                      "nope.pth"]) == 2
+    assert capsys.readouterr().err == "error: nope.pth: no such file\n"
 
 
 def test_unpair_views_takes_later_views_from_the_next_image():
     """The learning check's broken-pairing control: view 0 stays, every other view (CLSA's strong
     views too) comes from image b+1."""
-    from soco.evaluation.quick_check import unpair_views
+    from soco.engine.in_memory import unpair_views
 
     batch = [{"views": [f"v0_{b}", f"v1_{b}", f"v2_{b}"], "strong_views": [f"s_{b}"], "instance_index": b}
              for b in range(3)]

@@ -13,19 +13,13 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
 from soco.data.transforms.augment import ViewAugmentation
-from soco.data.transforms.byol import GaussianBlurCV2
+from soco.data.transforms.byol import byol_spec
 from soco.data.transforms.device import apply_deferred_photometric
-from soco.data.transforms.photometric import (
-    NUM_PARAMS,
-    PARAM_NAMES,
-    apply_photometric_batch,
-    apply_photometric_chw,
-    build_reference_transform,
-    byol_spec,
-    identity_params,
-    mocov2_spec,
-    sample_photometric_params,
-)
+from soco.data.transforms.mocov2 import mocov2_spec
+from soco.data.transforms.photometric import NUM_PARAMS, PARAM_NAMES, identity_params, sample_photometric_params
+from soco.data.transforms.photometric_batch import apply_photometric_batch
+from soco.data.transforms.photometric_cpu import apply_photometric_chw
+from soco.data.transforms.photometric_reference import GaussianBlurCV2, build_reference_transform
 
 COL = {name: i for i, name in enumerate(PARAM_NAMES)}
 SPECS = {"byol_T": byol_spec(0, 64), "byol_T'": byol_spec(1, 64), "mocov2": mocov2_spec(64)}
@@ -235,10 +229,6 @@ def test_bad_inputs_fail_clearly(photos):
     mixed[1, COL["blur_kernel"]] = 5.0
     with pytest.raises(ValueError, match="blur kernel"):
         apply_photometric_batch(torch.stack(photos[:2]), mixed)
-    with pytest.raises(ValueError, match="cannot be deferred"):
-        ViewAugmentation(byol_spec(0, 64), impl="reference", defer=True)
-    with pytest.raises(ValueError, match="impl"):
-        ViewAugmentation(byol_spec(0, 64), impl="gpu")
 
 
 # --- mappers and the device step --------------------------------------------------------------
@@ -307,10 +297,6 @@ def test_image_level_mappers_defer_what_can_run_on_the_device(tmp_path, photos):
         reference_mapper.configure_augmentation("reference", "cpu")
         for f, r in zip(fast, _map_all(reference_mapper, dicts)):
             assert all(_max_diff(fv, rv) <= 3 for fv, rv in zip(f["views"], r["views"]))
-        with pytest.raises(ValueError, match="AUGMENT_ON"):
-            device_mapper.configure_augmentation("fast", "gpu")
-        with pytest.raises(ValueError, match="CPU only"):
-            device_mapper.configure_augmentation("reference", "device")
 
 
 def test_cpu_batches_pass_through_untouched():
@@ -369,12 +355,6 @@ def test_the_pretraining_loader_sets_the_path_from_the_config(tmp_path, photos):
     assert [tuple(d["photometric"]["views"].shape) for d in batch] == [(3, NUM_PARAMS)] * 2
     cfg.merge_from_list(["PRETRAIN.AUGMENT_ON", "cpu"])
     assert "photometric" not in next(iter(build_pretrain_loader(cfg, dicts, SoCoMapper(params), seed=0)))[0]
-    cfg.merge_from_list(["PRETRAIN.AUGMENT_ON", "gpu"])
-    with pytest.raises(ValueError, match="PRETRAIN.AUGMENT_ON"):
-        build_pretrain_loader(cfg, dicts, SoCoMapper(params), seed=0)
-    cfg.merge_from_list(["PRETRAIN.AUGMENT_ON", "device"])
-    with pytest.raises(ValueError, match="has no configure_augmentation"):
-        build_pretrain_loader(cfg, dicts, lambda d: d, seed=0)
 
 
 def test_bench_loader_runs_on_any_folder(tmp_path, photos):

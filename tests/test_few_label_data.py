@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from soco.data import embedded
-from soco.data.embedded import EmbeddedDataConfig, cache, pool
+from soco import embedded
+from soco.embedded import EmbeddedDataConfig, cache, pool
 
 SMALL = dict(num_photos=4, det_train_images=5, det_val_images=2, pool_images=6, few_label_images=3)
 

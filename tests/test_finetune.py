@@ -15,7 +15,7 @@ from detectron2.engine import default_argument_parser
 from detectron2.modeling import META_ARCH_REGISTRY
 
 from conftest import load_tool
-import soco.data.embedded  # noqa: F401  (registers the embedded datasets)
+import soco.embedded  # noqa: F401  (registers the embedded datasets)
 import soco.modeling.meta_arch  # noqa: F401  (registers SoCo)
 from soco.checkpoint import convert
 from soco.config.defaults import load_pretrain_config

@@ -173,10 +173,31 @@ def test_torchvision_jpeg_path_equals_pillow_path_for_every_exif_case(images, tm
             read_image_chw(os.path.join(folder, name))
 
 
-def test_torchvision_jpeg_path_keeps_pillows_pixel_limit(images, monkeypatch):
-    from soco.data.image_io import read_image_chw
+def jpeg_claiming_size(path, width, height, source_size=(16, 12)):
+    """A small JPEG whose header (SOF marker) claims ``width`` x ``height``: a pixel bomb's
+    header without its megabytes (decoding it would fail, or allocate the claimed size)."""
+    import io
 
-    folder, _ = images
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # rgb.jpg has 96*128 > 2*1000 pixels
-    with pytest.raises(ImageReadError, match="too many pixels"):
-        read_image_chw(os.path.join(folder, "rgb.jpg"))
+    buf = io.BytesIO()
+    Image.new("RGB", source_size, (200, 30, 30)).save(buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
+def test_pixel_bombs_are_refused_from_the_header_before_decoding(tmp_path, monkeypatch):
+    import torchvision.io
+
+    from soco.data.image_io import MAX_IMAGE_PIXELS, TooManyPixelsError, read_image_chw
+
+    bomb = jpeg_claiming_size(tmp_path / "bomb.jpg", 30000, 30000)
+    small = jpeg_claiming_size(tmp_path / "small.jpg", 40, 30)
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", lambda *a, **k: pytest.fail("decoded"))
+    monkeypatch.setattr(Image.Image, "load", lambda *a, **k: pytest.fail("decoded"))
+    for read in (read_image_chw, read_image_rgb, decode_rgb):  # training and gen_proposals' readers
+        with pytest.raises(TooManyPixelsError, match=f"bomb.jpg: 30000 x 30000 = 900000000 pixels > limit {MAX_IMAGE_PIXELS}"):
+            read(bomb)
+    with pytest.raises(TooManyPixelsError, match="40 x 30 = 1200 pixels > limit 1000"):
+        read_image_chw(small, max_pixels=1000)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from soco.data.image_io import ImageReadError
 from soco.data.image_level_mapper import ImageLevelMapper, build_byol_multi_crop
 from soco.data.indexed_datasets import IndexedDataset
 from soco.data.transforms.clsa_strong import (
@@ -107,6 +108,7 @@ def test_mapper_reads_file_and_keeps_index(tmp_path):
     out = mapper(d)
     assert out["instance_index"] == 0 and out["image_id"] == "a.png"
     assert [v.shape[-1] for v in out["views"]] == [16, 16] and out["strong_views"][0].shape == (3, 8, 8)
-    assert mapper({"file_name": str(tmp_path / "missing.png"), "image_id": "x"}) is None
+    with pytest.raises(ImageReadError, match="missing.png"):
+        mapper({"file_name": str(tmp_path / "missing.png"), "image_id": "x"})
     with pytest.raises(ValueError):
         ImageLevelMapper({"strong_views": build_byol_multi_crop(16, (0.5, 1.0))})

@@ -20,7 +20,7 @@ import torchvision
 from soco.checkpoint import ConversionError, convert
 from soco.checkpoint.official import import_official, official_tensor_name
 from soco.data.proposals import load_proposals
-from soco.data.proposals.official_json import import_official_proposals, iter_official_entries
+from soco.proposals.official_json import import_official_proposals, iter_official_entries
 
 from conftest import load_tool
 from test_convert import finetune_model, load_converted
@@ -231,7 +231,7 @@ def test_command_line(tmp_path, capsys):
     root = _image_root(tmp_path, ["a.jpg"])
     assert main(["proposals", str(path), str(tmp_path / "o.pkl"), "--image-root", str(root)]) == 0
     assert "wrote proposals of 1 images" in capsys.readouterr().out
-    assert main(["checkpoint", str(tmp_path / "missing.pth"), str(tmp_path / "o.pth")]) == 1
+    assert main(["checkpoint", str(tmp_path / "missing.pth"), str(tmp_path / "o.pth")]) == 2
     assert "missing.pth: no such file" in capsys.readouterr().err
 
 
@@ -279,7 +279,7 @@ def test_star_checkpoint_picks_the_official_star_config(tmp_path):
     src = tmp_path / "ckpt_epoch_400.pth"
     write_official(src, "SoCo_FPN_Star", epochs=400)
     result = import_official(str(src), str(tmp_path / "soco.pth"))
-    assert result.config_file == os.path.join("configs", "SoCo", "official", "SoCo_star_R50_FPN_400ep.yaml")
+    assert result.config_file == "configs/SoCo/official/SoCo_star_R50_FPN_400ep.yaml"
     assert result.cfg.MODEL.SOCO.USE_VIEW4 and result.cfg.PRETRAIN.EPOCHS == 400
     saved = torch.load(tmp_path / "soco.pth", weights_only=True)
     assert saved["official"] == {"epoch": 400, "model": "SoCo_FPN_Star"} and "USE_VIEW4: true" in saved["cfg"]

@@ -1,6 +1,5 @@
 """The memory-mapped proposal store: round trips against the pickle, determinism, and the
 structural errors that name the file."""
-import os
 import pickle
 import subprocess
 import sys

@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from soco.data.proposals import METHODS, load_proposals, propose_file, save_proposals, soco_filter
-from soco.data.proposals.grouping import region_neighbours, selective_search_boxes
-from soco.data.proposals.methods import resize_longer_side, scale_boxes, segmentation_params
+from soco.data.proposals import load_proposals, save_proposals
+from soco.proposals import METHODS, propose_file, soco_filter
+from soco.proposals.grouping import region_neighbours, selective_search_boxes
+from soco.proposals.methods import resize_longer_side, scale_boxes, segmentation_params
 
 
 def _satisfies_soco_rule(boxes, height, width):

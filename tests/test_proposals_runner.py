@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from soco.data.proposals import generate, load_proposals, merge
-from soco.data.proposals.runner import output_paths
+from soco.data.proposals import load_proposals
+from soco.proposals import generate, merge
+from soco.proposals.chunks import ShardError
+from soco.proposals.runner import output_paths
 from test_image_io import write_test_images
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,8 +80,11 @@ def test_resume_after_interruption_gives_identical_file(photo_root, reference, t
 def test_shards_then_merge_equal_a_single_run(photo_root, reference, tmp_path):
     output = str(tmp_path / "p.pkl")
     assert generate(photo_root, output, num_workers=0, chunk_size=3, shard="1/2", progress=False) is None
-    with pytest.raises(RuntimeError, match="chunks missing"):
+    with pytest.raises(ShardError, match=r"2 of 4 chunks missing .*chunk_000000.store\); rerun tools/gen_proposals.py "
+                                         r"with --shard 0/2 \(the same"):
         merge(output)
+    with pytest.raises(ShardError, match=r"--shard 1/3: .* was started with 2 shards \(--shard i/2\)"):
+        generate(photo_root, output, num_workers=0, chunk_size=3, shard="1/3", progress=False)
     summary = generate(photo_root, output, num_workers=0, chunk_size=3, shard="0/2", progress=False)
     assert summary is not None and _bytes(output) == reference[1]  # the last shard merges
     os.unlink(output)

@@ -162,7 +162,7 @@ def _write_proposals(path, ids, boxes):
 
 
 def _photo_dicts(n):
-    import soco.data.embedded  # noqa: F401  (registers the demo data sets)
+    import soco.embedded  # noqa: F401  (registers the demo data sets)
     from detectron2.data import DatasetCatalog
 
     return DatasetCatalog.get("soco_demo_photos")[:n]
@@ -183,7 +183,7 @@ def test_missing_images_in_the_proposal_file_fail_clearly(tmp_path):
 
 def _proposals_for(dicts):
     """Selective-search proposals from the project's generator (SoCo's filter applied)."""
-    from soco.data.proposals.runner import propose_file
+    from soco.proposals.runner import propose_file
 
     return [propose_file(d["file_name"], "vectorized", 160)[0] for d in dicts]
 
@@ -247,7 +247,7 @@ def test_resume_reproduces_the_losses_of_an_uninterrupted_soco_run(tmp_path):
     checkpoint, 2 more steps: same losses (views, proposal sampling, jitter) and same weights."""
     import shutil
 
-    from soco.data.embedded import image_root as embedded_image_root
+    from soco.embedded import image_root as embedded_image_root
     from soco.engine import run_pretraining
 
     dicts = _photo_dicts(4)

@@ -4,7 +4,9 @@
 Detectron2 is not on PyPI under its own name. ``pb1-detectron2==0.6`` is an sdist whose Python
 code is upstream Detectron2 v0.6 without the C++ sources. This script downloads it, checks its
 sha256, applies the small set of compatibility edits listed in ``PATCHES`` to the *unpacked
-source* (never to an installed package), and installs the result as ``detectron2==0.6+nocsrc``.
+source* (never to an installed package), and installs the result as ``detectron2==0.6+nocsrc``,
+or, with ``--wheel-dir``, writes it as a pure-Python wheel there instead (for
+``tools/make_wheelhouse.py``; the wheel installs on any Python >= 3.10 and platform).
 
 Every edit must match the source exactly (with the expected count); if the sdist ever changes,
 the script stops with the file and the text that no longer matches.
@@ -13,7 +15,7 @@ Users with internet access and a compiler should prefer the official build:
 ``pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'``
 or ``tools/install.sh --detectron2-src PATH`` with a checkout.
 
-usage: python tools/build_detectron2.py [--workdir DIR] [--keep]
+usage: python tools/build_detectron2.py [--workdir DIR] [--keep] [--wheel-dir DIR]
 """
 
 from __future__ import annotations
@@ -207,27 +209,39 @@ def run(cmd: list[str], extra_env: dict[str, str] | None = None) -> None:
     subprocess.run(cmd, check=True, env=env)
 
 
+def prepare_source(workdir: Path) -> Path:
+    """Download, check, unpack and patch the sdist under ``workdir``; returns the source root."""
+    archive = download_sdist(workdir)
+    with tarfile.open(archive) as tar:
+        tar.extractall(workdir, filter="data")
+    root = workdir / f"{SDIST_NAME}-{SDIST_VERSION}"
+    for patch in PATCHES:
+        apply_patch(root, patch)
+    (root / "detectron2" / "_C.py").write_text(C_STUB)
+    return root
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, help="build folder (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the build folder")
+    parser.add_argument("--wheel-dir", type=Path, help="write the wheel into this folder instead of installing it")
     args = parser.parse_args()
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="detectron2-build-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        archive = download_sdist(workdir)
-        with tarfile.open(archive) as tar:
-            tar.extractall(workdir, filter="data")
-        root = workdir / f"{SDIST_NAME}-{SDIST_VERSION}"
-        for patch in PATCHES:
-            apply_patch(root, patch)
-        (root / "detectron2" / "_C.py").write_text(C_STUB)
-        run([sys.executable, "-m", "pip", "install", "--no-build-isolation", str(root)])
+        root = prepare_source(workdir)
+        if args.wheel_dir:
+            run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                 "-w", str(args.wheel_dir), str(root)])
+        else:
+            run([sys.executable, "-m", "pip", "install", "--no-build-isolation", str(root)])
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(f"build_detectron2: installed detectron2 {LOCAL_VERSION}")
+    done = f"wrote its wheel to {args.wheel_dir}" if args.wheel_dir else "installed"
+    print(f"build_detectron2: {done}: detectron2 {LOCAL_VERSION}")
 
 
 if __name__ == "__main__":

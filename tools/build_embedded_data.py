@@ -13,7 +13,7 @@ import argparse
 import logging
 import sys
 
-from soco.data.embedded import EmbeddedDataConfig, FashionMNISTNotFoundError, build_all
+from soco.embedded import EmbeddedDataConfig, FashionMNISTNotFoundError, build_all
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -12,14 +12,17 @@ method-specific. The ResNet is always exported; --include picks the method's opt
 own. --format mmdet writes mmdetection names (as the official convert_mmdetection_* scripts).
 The projector, predictor, the other network and method state (queues, ...) are left out,
 and the summary says so. --format torchvision writes a resnet<depth> state_dict (no fc).
+A file that cannot be converted prints one line naming it and why, and exits with status 2
+(traceback with --debug or SOCO_DEBUG=1).
 """
 
 import argparse
 import sys
 
-from soco.checkpoint import FORMATS, ConversionError, convert
+from soco.checkpoint import FORMATS, convert
 from soco.checkpoint.export import NETWORKS
 from soco.checkpoint.resnet_names import LAYOUTS
+from soco.utils.errors import add_debug_argument, run_tool
 
 
 def parse_args(argv=None):
@@ -42,18 +45,19 @@ def parse_args(argv=None):
     parser.add_argument("--no-verify", action="store_true",
                         help="skip checking the tensors against the method built from the "
                              "checkpoint's config (saves building the model once)")
+    add_debug_argument(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    return run_tool(_run, args, debug=args.debug)
+
+
+def _run(args) -> int:
     include = None if args.include is None else [p.strip() for p in args.include.split(",")]
-    try:
-        export = convert(args.input, args.output, network=args.network, include=include,
-                         fmt=args.fmt, layout=args.layout, verify=not args.no_verify)
-    except ConversionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    export = convert(args.input, args.output, network=args.network, include=include,
+                     fmt=args.fmt, layout=args.layout, verify=not args.no_verify)
     print(export.summary())
     print(f"wrote {args.output}")
     return 0

@@ -2,13 +2,16 @@
 """Evaluate a pretrained backbone on a labelled image set: weighted kNN (k=200, T=0.07), a
 linear probe on frozen features, and, for CoKe checkpoints, each clustering head's ACC/NMI/ARI.
 
-    python tools/eval_representation.py --config-file configs/CoKe/demo_fashion_mnist.yaml \
-        --weights output/coke_demo/model_final.pth --dataset fashion_mnist_train
+    python tools/eval_representation.py --config-file configs/CoKe/coke_R18_cpu_demo.yaml \
+        --weights output/coke_R18_cpu_demo/model_final.pth --dataset fashion_mnist_train
 
 ``--dataset``: a registered dataset with labels (``fashion_mnist_train``) or an ImageFolder
 directory (``root/<class>/<image>``); the test split defaults to ``X_test`` or the ``val/`` /
 ``test/`` sibling of a ``train/`` folder. Without ``--weights`` the network is randomly
 initialised (the baseline). Prints a table; ``--output`` also writes it as JSON.
+Weights are read with the converter's checks (tools/convert_to_d2.py): a missing or foreign file,
+or a ResNet of another depth or width than the config's ("R18 weights, R50 config"), prints one
+line and exits with status 2 (traceback with --debug or SOCO_DEBUG=1).
 """
 
 import argparse
@@ -16,9 +19,10 @@ import sys
 
 import torch
 
-from soco.config import get_pretrain_cfg
+from soco.config import load_pretrain_config
 from soco.evaluation.features import default_test_split, labelled_dicts, subsample
 from soco.evaluation.representation import evaluate_representation, format_table, method_crop_size
+from soco.utils.errors import add_debug_argument, run_tool
 from soco.utils.files import atomic_write_json
 
 
@@ -37,14 +41,13 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="cpu")
     p.add_argument("--output", default="", help="write the results as JSON here")
+    add_debug_argument(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE overrides")
     return p.parse_args(argv)
 
 
 def load_cfg(args):
-    cfg = get_pretrain_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_pretrain_config(args.config_file, args.opts)
     cfg.MODEL.DEVICE = args.device
     return cfg
 
@@ -61,6 +64,10 @@ def evaluate(args) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    return run_tool(_run, args, debug=args.debug)
+
+
+def _run(args) -> int:
     torch.set_flush_denormal(True)
     results = evaluate(args)
     print(format_table(results))

@@ -1,30 +1,41 @@
 #!/usr/bin/env python
 """Offline selective-search proposals for SoCo pre-training.
 
-    python tools/gen_proposals.py --image-root DIR --output proposals/NAME.pkl \
+    python tools/gen_proposals.py --image-root DIR|train.zip --output proposals/NAME.store \
         [--image-list FILE] [--num-workers N] [--method M] [--max-size S] [--shard i/n] \
         [--scale-range MIN MAX] [--min-side PX]
-    python tools/gen_proposals.py --output proposals/NAME.pkl --merge
+    python tools/gen_proposals.py --output proposals/NAME.store --merge
+
+An output ending in .pkl writes Detectron2's proposal pickle; any other name the memory-mapped
+proposal store (about 0.5 KB per image, merged chunk by chunk, shared by every training
+process; tools/convert_proposals.py converts between them). --image-root may be a folder or the
+official train.zip (with train_map.txt next to it used as the image list), read without extraction.
 
 Rerunning the same command after an interruption continues where it stopped. Unreadable images
 (and images whose worker process died, or that stayed in a worker past --image-timeout) are
 recorded as failures and skipped by training; the exit status is 1 when no image at all could be
 read. With --shard i/n on n machines (sharing the output folder, or copying NAME.pkl.shards/
-together), the last shard to finish writes NAME.pkl; --merge does it explicitly. See proposals/README.md.
+together), the last shard to finish writes the output; --merge does it explicitly, and names the
+shards to rerun when chunks are missing. The work folder records n: a later --shard i/m with
+another m is refused. Images above soco.data.image_io.MAX_IMAGE_PIXELS (the training key
+PRETRAIN.MAX_IMAGE_PIXELS's default) are refused from their header and recorded as failures.
+Input errors (bad --shard, a foreign work folder) print one line and exit with status 2
+(traceback with --debug or SOCO_DEBUG=1). See proposals/README.md and docs/SCALE.md.
 """
 import argparse
 import json
 import sys
 
-from soco.data.proposals import DEFAULT_MAX_SIZE, DEFAULT_METHOD, METHODS, generate, merge
-from soco.data.proposals.filtering import PAPER_MIN_SIDE, PAPER_SCALE_RANGE
-from soco.data.proposals.runner import DEFAULT_IMAGE_TIMEOUT, output_paths
+from soco.proposals import DEFAULT_MAX_SIZE, DEFAULT_METHOD, METHODS, generate, merge
+from soco.proposals.filtering import PAPER_MIN_SIDE, PAPER_SCALE_RANGE
+from soco.proposals.runner import DEFAULT_IMAGE_TIMEOUT, output_paths
+from soco.utils.errors import add_debug_argument, run_tool
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--image-root", help="image folder (recursive; ImageNet class subfolders are fine)")
-    parser.add_argument("--output", required=True, help="proposal file to write, e.g. proposals/imagenet_train.pkl")
+    parser.add_argument("--image-root", help="image folder (recursive; ImageNet class subfolders are fine) or a zip archive")
+    parser.add_argument("--output", required=True, help="proposal file to write: NAME.store (memory-mapped store) or NAME.pkl (Detectron2's pickle)")
     parser.add_argument("--image-list", help="text file of image paths relative to --image-root (optional label column)")
     parser.add_argument("--method", default=DEFAULT_METHOD, choices=sorted(METHODS),
                         help=f"proposal method (default: {DEFAULT_METHOD}; 'selectivesearch' is the paper's)")
@@ -44,6 +55,13 @@ def parse_args(argv=None):
     parser.add_argument("--chunk-size", type=int, default=1000, help="images per checkpoint file (default 1000)")
     parser.add_argument("--merge", action="store_true", help="only merge finished shards into --output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_debug_argument(parser)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # "--shard -1/2" would be read by argparse as an unknown option: hand the value over as one token.
+    for k, token in enumerate(argv[:-1]):
+        if token == "--shard" and argv[k + 1].startswith("-"):
+            argv[k:k + 2] = [f"--shard={argv[k + 1]}"]
+            break
     args = parser.parse_args(argv)
     if not args.merge and not args.image_root:
         parser.error("--image-root is required (unless --merge)")
@@ -52,6 +70,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    return run_tool(_run, args, debug=args.debug)
+
+
+def _run(args) -> int:
     if args.merge:
         summary = merge(args.output)
     else:

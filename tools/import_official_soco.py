@@ -24,8 +24,9 @@ import logging
 import sys
 
 from soco.checkpoint import ConversionError
+from soco.utils.errors import EXIT_INPUT_ERROR
 from soco.checkpoint.official import import_official
-from soco.data.proposals.official_json import import_official_proposals
+from soco.proposals.official_json import import_official_proposals
 
 
 def parse_args(argv=None):
@@ -53,8 +54,8 @@ def main(argv=None) -> int:
         else:
             result = import_official_proposals(args.input, args.image_root, args.output, args.image_list)
     except (ConversionError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return EXIT_INPUT_ERROR
     print(result.summary())
     print(f"wrote {args.output}")
     return 0

@@ -37,9 +37,20 @@ Short runs: SOLVER.MAX_ITER N on the command line overrides the epochs; every sc
 With few GPUs, keep the paper's batch with PRETRAIN.ACCUM_STEPS (gradient accumulation).
 The console prints, every PRETRAIN.LOG_PERIOD iterations, ETA, iteration, losses, time per
 iteration, data time, lr and memory; OUTPUT_DIR gets metrics.json, TensorBoard events,
-config.yaml and checkpoints model_XXXXXXX.pth / model_final.pth (with the config inside).
+config.yaml and checkpoints model_XXXXXXX.pth / model_final.pth (with the config inside); the
+config dump and the environment table go to OUTPUT_DIR/log.txt, not the console.
+Run length: SOLVER.MAX_ITER -1 (default) = PRETRAIN.EPOCHS over the dataset; N > 0 = N iterations;
+0 is refused. The config is checked when it is loaded (choices of every key that picks a code
+path, contradictions such as CLSA/CoKe/SMoG sizes); such an error, like a bad proposal file or
+weights, prints one line "error: ..." and exits with status 2 (traceback with --debug or
+SOCO_DEBUG=1).
+Representation health (PRETRAIN.HEALTH, every 50 iterations and at the end: weight norms against
+the start, the stem's effective rank, embedding spread, cluster occupancy) goes to metrics.json
+as health/*, with a warning naming the metric, layer and iteration when one crosses its
+threshold, a one-line summary at the end and OUTPUT_DIR/health.json (docs/TRANSFER.md).
 """
 
+import sys
 from datetime import timedelta
 
 from detectron2.engine import default_argument_parser, default_setup
@@ -51,6 +62,7 @@ from soco.config.defaults import load_pretrain_config
 from soco.engine import run_pretraining
 from soco.engine.launch import launch
 from soco.engine.run_guard import add_overwrite_argument, claim_output_dir_on_all_ranks
+from soco.utils.errors import add_debug_argument, keep_config_dump_off_console, run_tool
 
 
 def setup(args):
@@ -62,6 +74,8 @@ def setup(args):
     cfg.freeze()
     # Before default_setup writes config.yaml into the folder.
     claim_output_dir_on_all_ranks(cfg.OUTPUT_DIR, args.resume, getattr(args, "overwrite", False))
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank())  # default_setup's own (cached) call
+    keep_config_dump_off_console()
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="soco")
     return cfg
@@ -75,9 +89,9 @@ def main(args):
 
 
 def argument_parser():
-    """Detectron2's default arguments, --overwrite, and a rendezvous on a free port by default
-    (Detectron2's default is a fixed port, on which two jobs of one machine collide)."""
-    parser = add_overwrite_argument(default_argument_parser(epilog=__doc__))
+    """Detectron2's default arguments, --overwrite, --debug, and a rendezvous on a free port by
+    default (Detectron2's default is a fixed port, on which two jobs of one machine collide)."""
+    parser = add_debug_argument(add_overwrite_argument(default_argument_parser(epilog=__doc__)))
     parser.set_defaults(dist_url="auto")
     for action in parser._actions:
         if action.dest == "dist_url":
@@ -87,8 +101,7 @@ def argument_parser():
     return parser
 
 
-if __name__ == "__main__":
-    args = argument_parser().parse_args()
+def launch_main(args):
     launch_cfg = load_pretrain_config(args.config_file, args.opts)
     launch(
         main,
@@ -100,3 +113,8 @@ if __name__ == "__main__":
         device=launch_cfg.MODEL.DEVICE,
         timeout=timedelta(minutes=launch_cfg.PRETRAIN.DIST_TIMEOUT_MINUTES),
     )
+
+
+if __name__ == "__main__":
+    args = argument_parser().parse_args()
+    sys.exit(run_tool(launch_main, args, debug=args.debug))

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from soco.data.image_io import read_image_rgb
+from soco.utils.errors import add_debug_argument, run_tool
 from soco.data.proposals import load_proposals
 
 
@@ -68,7 +69,11 @@ def main(argv=None) -> int:
     parser.add_argument("--columns", type=int, default=4)
     parser.add_argument("--tile-size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = add_debug_argument(parser).parse_args(argv)
+    return run_tool(_run, args, debug=args.debug)
+
+
+def _run(args) -> int:
     grid = make_grid(args.image_root, args.proposals, args.num_images, args.max_boxes, args.columns,
                      args.tile_size, args.seed)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

@@ -8,11 +8,16 @@ from dataclasses import dataclass
 import torch
 from detectron2.config import CfgNode
 
+from ..utils.errors import InputError
 from ..utils.files import atomic_write
+from .resnet_names import geometry_mismatch
+
+__all__ = ["ConversionError", "PretrainCheckpoint", "load_pretrain_checkpoint", "read_detector_weights",
+           "check_resnet_fits", "save_detectron2", "save_torchvision", "save_mmdet"]
 
 
-class ConversionError(ValueError):
-    """A checkpoint that cannot be converted; the message names the file and the reason."""
+class ConversionError(InputError):
+    """Weights that cannot be converted or loaded; the message names the file and the reason."""
 
 
 @dataclass
@@ -97,6 +102,58 @@ def load_pretrain_checkpoint(path: str) -> PretrainCheckpoint:
         cfg=_config_from_yaml(path, data["cfg"]),
         iteration=int(data.get("iteration", -1)),
     )
+
+
+def _describe(data) -> str:
+    """A few words on what an unpickled object is (for errors about files that are not weights)."""
+    if isinstance(data, dict):
+        return f"a dict with keys {sorted(map(str, data))[:5]}"
+    return f"a {type(data).__name__}" + (f" of {len(data)} items" if hasattr(data, "__len__") else "")
+
+
+def read_detector_weights(path: str) -> dict:
+    """Name -> shape of the tensors in a fine-tuning ``MODEL.WEIGHTS`` file (Detectron2's ``.pkl``
+    of tools/convert_to_d2.py, or a torch ``.pth`` state dict), read as Detectron2 reads it.
+
+    Raises:
+        ConversionError: naming the file and what it holds when it is not weights: missing, not a
+            pickle (a text file), a list, a proposal file, a pretraining checkpoint to convert first.
+    """
+    if not os.path.isfile(path):
+        raise ConversionError(f"{path}: no such file")
+    if path.endswith(".pkl"):
+        try:
+            with open(path, "rb") as f:
+                data = pickle.load(f, encoding="latin1")
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
+                IndexError, KeyError) as exc:
+            raise ConversionError(f"{path}: not a pickle of weights ({type(exc).__name__}: {exc}); give the .pkl "
+                                  "written by tools/convert_to_d2.py") from exc
+    else:
+        data = _torch_load(path)
+    if isinstance(data, dict) and {"ids", "boxes"} <= set(data):
+        raise ConversionError(f"{path}: is a proposal file (keys 'ids', 'boxes'), not weights; MODEL.WEIGHTS takes "
+                              "the .pkl of tools/convert_to_d2.py (proposals go to MODEL.SOCO.PROPOSALS)")
+    if isinstance(data, dict) and isinstance(data.get("cfg"), str) and "PRETRAIN" in data["cfg"]:
+        raise ConversionError(f"{path}: is a pretraining checkpoint of tools/pretrain_net.py; convert it first: "
+                              f"python tools/convert_to_d2.py {path} OUT.pkl, then MODEL.WEIGHTS OUT.pkl")
+    state = data.get("model", data.get("blobs", data)) if isinstance(data, dict) else None
+    if not isinstance(state, dict) or not state or not all(hasattr(v, "shape") for v in state.values()):
+        raise ConversionError(f"{path}: holds {_describe(data)}, not weights (a dict of names -> tensors under "
+                              "'model'); give the .pkl written by tools/convert_to_d2.py")
+    return {str(k): tuple(v.shape) for k, v in state.items()}
+
+
+def check_resnet_fits(path: str, shapes: dict, cfg: CfgNode, key: str = "MODEL.WEIGHTS") -> None:
+    """Raise ConversionError when the ResNet in ``shapes`` (name -> shape) is not the one ``cfg``
+    builds (depth, width), naming both and the keys to set."""
+    resnets = cfg.MODEL.RESNETS
+    mismatch = geometry_mismatch(shapes, resnets.DEPTH, resnets.RES2_OUT_CHANNELS)
+    if mismatch:
+        raise ConversionError(
+            f"{key} {path}: {mismatch}. Set MODEL.RESNETS.DEPTH and RES2_OUT_CHANNELS to the weights' values "
+            "in the config (or give weights of the config's network)"
+        )
 
 
 def save_detectron2(tensors: dict, path: str) -> None:

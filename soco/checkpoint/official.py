@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..model_zoo import get_config_file
 from ..utils.files import atomic_write
 from .files import ConversionError
 from .resnet_names import detector_name
@@ -34,7 +35,6 @@ from .resnet_names import detector_name
 __all__ = ["OFFICIAL_MODELS", "OfficialImport", "official_tensor_name", "read_official_checkpoint",
            "import_official"]
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Official --model -> (soco variant, soco config of the matching official script per epochs).
 OFFICIAL_MODELS = {
     "SoCo_FPN": ("fpn", {100: "SoCo_R50_FPN_100ep.yaml", 400: "SoCo_R50_FPN_400ep.yaml"}),
@@ -152,11 +152,11 @@ def _config_for(path: str, opt: argparse.Namespace):
     depth = {"resnet50": 50, "resnet101": 101, "resnet152": 152}.get(getattr(opt, "arch", "resnet50"))
     if depth is None:
         raise ConversionError(f"{path}: opt.arch '{opt.arch}' has no Detectron2 counterpart (resnet50/101/152)")
-    config_file = os.path.join(REPO, "configs", "SoCo", "official", name)
+    config_name = f"SoCo/official/{name}"
     opts = ["MODEL.RESNETS.DEPTH", str(depth)]
     if epochs:
         opts += ["PRETRAIN.EPOCHS", str(epochs)]
-    return load_pretrain_config(config_file, opts), variant, os.path.relpath(config_file, REPO)
+    return load_pretrain_config(get_config_file(config_name), opts), variant, f"configs/{config_name}"
 
 
 def import_official(input_path: str, output_path: str, verify: bool = True) -> OfficialImport:

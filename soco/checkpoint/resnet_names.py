@@ -79,3 +79,44 @@ def torchvision_name(name: str) -> str:
                 template = template.replace("{stage}", str(int(match.group(1)) - 1))
             return match.expand(template)
     raise NameMappingError(f"Detectron2 ResNet tensor '{name}' has no torchvision counterpart")
+
+
+# Blocks per stage (res2..res5) of Detectron2's ResNets; 18/34 use basic blocks, the rest bottlenecks.
+_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+_BLOCK = re.compile(r"^res([2-5])\.(\d+)\.")
+
+
+def resnet_geometry(shapes: dict):
+    """(depth or None, RES2_OUT_CHANNELS or None) of the ResNet among detector or pretraining
+    tensor names -> shapes (``backbone.bottom_up.*``, or ``backbone.*`` + ``roi_heads.res5.*``);
+    (None, None) when there is no ResNet."""
+    blocks = {stage: set() for stage in "2345"}
+    names = {}
+    for name, shape in shapes.items():
+        try:
+            own = resnet_name(name)
+        except NameMappingError:
+            continue
+        match = _BLOCK.match(own)
+        if match:
+            blocks[match.group(1)].add(int(match.group(2)))
+            names[own] = tuple(shape)
+    counts = tuple(len(blocks[s]) for s in "2345")
+    if not any(counts):
+        return None, None
+    bottleneck = "res2.0.conv3.weight" in names
+    last = names.get("res2.0.conv3.weight" if bottleneck else "res2.0.conv2.weight")
+    depths = [d for d, b in _BLOCKS.items() if b == counts and (d >= 50) == bottleneck]
+    return (depths[0] if depths else None), (last[0] if last else None)
+
+
+def geometry_mismatch(shapes: dict, depth: int, res2_out_channels: int):
+    """"R18 weights (RES2_OUT_CHANNELS 64), R50 config (...)" when the ResNet in ``shapes`` is not
+    the one ``depth`` / ``res2_out_channels`` build; None when it is, or cannot be told."""
+    found_depth, found_width = resnet_geometry(shapes)
+    if found_depth is None and found_width is None:
+        return None
+    if (found_depth in (None, depth)) and (found_width in (None, res2_out_channels)):
+        return None
+    return (f"R{found_depth or '?'} weights (RES2_OUT_CHANNELS {found_width}), R{depth} config "
+            f"(MODEL.RESNETS.DEPTH {depth}, RES2_OUT_CHANNELS {res2_out_channels})")

@@ -52,6 +52,34 @@ def add_common_config(cfg: CN) -> None:
     # Metrics go to the console (with ETA), OUTPUT_DIR/metrics.json and TensorBoard every
     # LOG_PERIOD iterations.
     cfg.PRETRAIN.LOG_PERIOD = 20
+    # Representation health (soco.engine.health): every PERIOD iterations and at the end, the
+    # online ResNet's weight-norm ratio per stage against the start, the stem's effective rank,
+    # BN running variances, the embeddings' per-dimension std and, for CoKe / SMoG, occupied
+    # clusters and assignment entropy go to metrics.json / TensorBoard as health/*; a warning
+    # names the metric, the layer and the iteration when one crosses its threshold, the end of
+    # the run logs a one-line summary and writes OUTPUT_DIR/health.json. 0 disables it. A
+    # check costs a few milliseconds (one 64 x 147 SVD, one norm per convolution).
+    cfg.PRETRAIN.HEALTH = CN()
+    cfg.PRETRAIN.HEALTH.PERIOD = 50
+    # Warn when a convolution's weight norm exceeds NORM_RATIO_MAX x its start (BN makes a conv
+    # scale-invariant: plain SGD inflates it, and a fine-tune then barely moves it) ...
+    cfg.PRETRAIN.HEALTH.NORM_RATIO_MAX = 5.0
+    # ... when the stem's effective rank falls below STEM_RANK_MIN (64 random filters: ~51) ...
+    cfg.PRETRAIN.HEALTH.STEM_RANK_MIN = 8.0
+    # ... when the embeddings' per-dimension std falls below EMBED_STD_MIN_FRAC x 1/sqrt(D)
+    # (collapse to a point) ...
+    cfg.PRETRAIN.HEALTH.EMBED_STD_MIN_FRAC = 0.2
+    # ... and when fewer than OCCUPIED_MIN_FRAC of a head's clusters / groups are occupied.
+    cfg.PRETRAIN.HEALTH.OCCUPIED_MIN_FRAC = 0.1
+    # Optional online kNN monitor (solo-learn's): every KNN_PERIOD iterations (0: off) and at the
+    # end, the weighted-kNN top-1 (%, k = KNN_K) of the online backbone's pooled features (eval
+    # mode) on KNN_QUERIES Fashion-MNIST test images against KNN_BANK training images, resized
+    # to KNN_SIZE px, as health/knn_top1. Needs Fashion-MNIST (docs/EMBEDDED_DATA.md).
+    cfg.PRETRAIN.HEALTH.KNN_PERIOD = 0
+    cfg.PRETRAIN.HEALTH.KNN_BANK = 1000
+    cfg.PRETRAIN.HEALTH.KNN_QUERIES = 500
+    cfg.PRETRAIN.HEALTH.KNN_SIZE = 64
+    cfg.PRETRAIN.HEALTH.KNN_K = 20
     # Where the photometric augmentation (colour jitter, grayscale, blur, solarisation) runs.
     # "cpu": in the loader's workers. "device": the loader only decodes, crops, resizes and flips
     # (boxes follow), and the trainer applies the colour operations batched on MODEL.DEVICE with
@@ -62,6 +90,11 @@ def add_common_config(cfg: CN) -> None:
     # or "reference" (torchvision v2's uint8 operations one by one, the implementation before
     # the fast path). Both draw the same random numbers; views agree to a level or two on few pixels.
     cfg.PRETRAIN.AUGMENT_IMPL = "fast"
+    # Images with more pixels (upright width x height) are skipped from their header, never
+    # decoded (a 30000 x 30000 JPEG would take ~2.7 GB and seconds per draw); the log names both
+    # sizes. The default is tools/gen_proposals.py's limit (soco.data.image_io.MAX_IMAGE_PIXELS).
+    # 0: no limit of the project's.
+    cfg.PRETRAIN.MAX_IMAGE_PIXELS = 178_956_970
 
     # Pretraining defaults that differ from Detectron2's (configs/Base-Pretrain.yaml repeats
     # them so the fine-tune configs can be checked against it): run length from epochs,

@@ -8,6 +8,8 @@ res5), as a stock Detectron2 detector does, so the pretrained head sees what it 
 
 from detectron2.config import CfgNode as CN
 
+from ..utils.errors import ConfigError
+
 __all__ = ["SOCO_FPN_LEVELS", "add_soco_config", "check_soco_config"]
 
 # The FPN levels SoCo pools from, finest first; MODEL.SOCO.LEVEL_THRESHOLDS splits box sizes
@@ -22,6 +24,11 @@ def add_soco_config(cfg: CN) -> None:
     # Proposal file from tools/gen_proposals.py (Detectron2 precomputed-proposal pickle whose ids
     # are image paths relative to the image root). Every training image must be in it.
     cfg.MODEL.SOCO.PROPOSALS = ""
+    # Refuse the proposal file when more than this fraction of the training images have no usable
+    # box after validation (soco.data.proposals.validation: broken boxes dropped, the rest clipped):
+    # such images train on the whole crop, image-level, so a broken file would silently turn SoCo
+    # into BYOL. Every repair and drop is counted in the log either way.
+    cfg.MODEL.SOCO.MAX_IMAGES_WITHOUT_BOXES = 0.02
     # K proposals per image and training step (sampled with replacement when fewer are valid).
     cfg.MODEL.SOCO.NUM_PROPOSALS = 4
 
@@ -82,26 +89,24 @@ def add_soco_config(cfg: CN) -> None:
 
 
 def check_soco_config(cfg: CN) -> None:
-    """Raise ValueError naming the key when the SoCo settings contradict each other.
-
-    Shared by SoCo's mapper (soco.data) and model (soco.modeling), which both read MODEL.SOCO.
-    """
+    """Raise ConfigError naming the key when the SoCo settings contradict each other (run by
+    ``soco.config.validation.check_config`` when a SoCo config is loaded)."""
     c = cfg.MODEL.SOCO
     if c.VARIANT not in ("FPN", "C4"):
-        raise ValueError(f"MODEL.SOCO.VARIANT must be 'FPN' or 'C4', got {c.VARIANT!r}")
+        raise ConfigError(f"MODEL.SOCO.VARIANT must be 'FPN' or 'C4', got {c.VARIANT!r}")
     if c.VARIANT == "C4" and c.USE_VIEW3:
-        raise ValueError("MODEL.SOCO.VARIANT C4 discards V3 (paper, section 3.3): set MODEL.SOCO.USE_VIEW3 False")
+        raise ConfigError("MODEL.SOCO.VARIANT C4 discards V3 (paper, section 3.3): set MODEL.SOCO.USE_VIEW3 False")
     if c.FPN_UPSAMPLE not in ("lateral_size", "scale2"):
-        raise ValueError(f"MODEL.SOCO.FPN_UPSAMPLE must be 'lateral_size' or 'scale2', got {c.FPN_UPSAMPLE!r}")
+        raise ConfigError(f"MODEL.SOCO.FPN_UPSAMPLE must be 'lateral_size' or 'scale2', got {c.FPN_UPSAMPLE!r}")
     if c.VIEWS not in ("paper", "official"):
-        raise ValueError(f"MODEL.SOCO.VIEWS must be 'paper' or 'official', got {c.VIEWS!r}")
+        raise ConfigError(f"MODEL.SOCO.VIEWS must be 'paper' or 'official', got {c.VIEWS!r}")
     thresholds = list(c.LEVEL_THRESHOLDS)
     if len(thresholds) != len(SOCO_FPN_LEVELS) - 1 or thresholds != sorted(thresholds):
-        raise ValueError(f"MODEL.SOCO.LEVEL_THRESHOLDS must be 3 increasing sizes (P2|P3|P4|P5), got {thresholds}")
+        raise ConfigError(f"MODEL.SOCO.LEVEL_THRESHOLDS must be 3 increasing sizes (P2|P3|P4|P5), got {thresholds}")
     if c.VARIANT == "FPN":
         if list(cfg.MODEL.FPN.IN_FEATURES) != ["res2", "res3", "res4", "res5"]:
-            raise ValueError(
+            raise ConfigError(
                 f"MODEL.FPN.IN_FEATURES must be res2..res5 to give P2-P5, got {cfg.MODEL.FPN.IN_FEATURES}"
             )
         if cfg.MODEL.ROI_BOX_HEAD.NAME != "FastRCNNConvFCHead":
-            raise ValueError(f"MODEL.ROI_BOX_HEAD.NAME must be FastRCNNConvFCHead, got {cfg.MODEL.ROI_BOX_HEAD.NAME!r}")
+            raise ConfigError(f"MODEL.ROI_BOX_HEAD.NAME must be FastRCNNConvFCHead, got {cfg.MODEL.ROI_BOX_HEAD.NAME!r}")

@@ -11,7 +11,7 @@ the small sampler and dataset wrapper here.
 import gc
 import logging
 import random
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog
 from detectron2.data.build import trivial_batch_collator
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..utils.errors import ConfigError, ConfigKeyError
+from .image_io import ImageReadError
 
 __all__ = [
     "get_pretrain_dataset_dicts",
@@ -53,17 +56,17 @@ def get_pretrain_dataset_dicts(cfg: CfgNode) -> Sequence[Dict[str, Any]]:
         return dataset
     else:
         if not cfg.DATASETS.TRAIN:
-            raise ValueError("no training data: set DATASETS.TRAIN or PRETRAIN.IMAGE_ROOT")
-        from . import embedded  # noqa: F401  (registers the embedded demo datasets)
+            raise ConfigError("no training data: set DATASETS.TRAIN or PRETRAIN.IMAGE_ROOT")
+        from .. import embedded  # noqa: F401  (registers the embedded demo datasets)
 
         dicts = []
         for name in cfg.DATASETS.TRAIN:
             if name not in DatasetCatalog.list():
-                raise KeyError(f"DATASETS.TRAIN: dataset {name!r} is not registered")
+                raise ConfigKeyError(f"DATASETS.TRAIN: dataset {name!r} is not registered")
             dicts.extend(DatasetCatalog.get(name))
         source = f"DATASETS.TRAIN={list(cfg.DATASETS.TRAIN)}"
     if not dicts:
-        raise ValueError(f"no training images found in {source}")
+        raise ConfigError(f"no training images found in {source}")
     logger.info(f"{len(dicts)} training images from {source}")
     return dicts
 
@@ -114,13 +117,32 @@ class SeededMapDataset(Dataset):
     """``dataset[(position, index)] = mapper(dicts[index])`` (``dicts``: a list, or an index that
     makes each dict on access) with Python/NumPy/torch RNGs seeded
     from (seed, position) during the call (and restored after it, so a main-process loader
-    leaves the training RNGs alone). A mapper returning ``None`` (unreadable image) is retried
-    on the next images, deterministically."""
+    leaves the training RNGs alone). An image the mapper cannot read (``ImageReadError``: broken,
+    or above the pixel limit) is logged once with the reason and remembered (``skipped``, the
+    indices this process met), so it is not read again in later epochs; the next images are
+    taken instead, deterministically (a mapper returning ``None`` is skipped the same way)."""
 
     MAX_RETRIES = 20
 
     def __init__(self, dicts: Sequence[Dict[str, Any]], mapper: Mapper, seed: int):
         self.dicts, self.mapper, self.seed = dicts, mapper, seed
+        self.skipped: Set[int] = set()
+
+    def _map(self, index: int) -> Optional[Dict[str, Any]]:
+        """The mapped dict of ``dicts[index]``, or None (logged once) for an image to skip."""
+        if index in self.skipped:
+            return None
+        dataset_dict = self.dicts[index]
+        try:
+            out = self.mapper(dataset_dict)
+        except ImageReadError as e:
+            out, why = None, f"{e.path}: {e.reason}"
+        else:
+            why = f"{dataset_dict.get('file_name')}: unreadable"
+        if out is None:
+            self.skipped.add(index)
+            logger.warning(f"skipping image {why} (not read again by this process)")
+        return out
 
     def __len__(self) -> int:
         return len(self.dicts)
@@ -134,11 +156,9 @@ class SeededMapDataset(Dataset):
                 random.seed(int(sample_seed))
                 np.random.seed(int(sample_seed))
                 torch.manual_seed(int(sample_seed))
-                dataset_dict = self.dicts[(index + attempt) % len(self.dicts)]
-                out = self.mapper(dataset_dict)
+                out = self._map((index + attempt) % len(self.dicts))
                 if out is not None:
                     return out
-                logger.warning(f"skipping unreadable image {dataset_dict.get('file_name')}")
         finally:
             random.setstate(states[0])
             np.random.set_state(states[1])
@@ -207,13 +227,7 @@ def build_pretrain_loader(
     device (``soco.data.transforms.device.apply_deferred_photometric``), so only a loader built
     here, for the trainer, ever returns views whose colour operations are still due.
     """
-    configure = getattr(mapper, "configure_augmentation", None)
-    if configure is not None:
-        configure(cfg.PRETRAIN.AUGMENT_IMPL, cfg.PRETRAIN.AUGMENT_ON)
-    elif (cfg.PRETRAIN.AUGMENT_ON, cfg.PRETRAIN.AUGMENT_IMPL) != ("cpu", "fast"):
-        raise ValueError(
-            f"PRETRAIN.AUGMENT_ON / AUGMENT_IMPL: mapper {type(mapper).__name__} has no configure_augmentation"
-        )
+    mapper.configure_augmentation(cfg.PRETRAIN.AUGMENT_IMPL, cfg.PRETRAIN.AUGMENT_ON)
     per_process = cfg.SOLVER.IMS_PER_BATCH // (world_size * cfg.PRETRAIN.ACCUM_STEPS)
     return ResumableLoader(
         SeededMapDataset(dicts, mapper, seed),

@@ -12,14 +12,10 @@ import hashlib
 import os
 from collections.abc import Sequence
 
-from .zip_source import is_zip_root, zip_index, zip_member_path
+from .zip_source import IMAGE_EXTENSIONS, is_zip_root, zip_index, zip_member_path
 
 __all__ = ["IMAGE_EXTENSIONS", "list_images", "read_image_list", "image_folder_dicts", "image_path",
            "default_image_list", "ImageFolderDataset"]
-
-# Compared case-insensitively (ImageNet uses ".JPEG").
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-
 
 def read_image_list(image_list) -> list[str]:
     """Relative image paths from a text file, one per line, in file order.

@@ -10,6 +10,9 @@ Speed: :func:`read_image_chw` (the training mappers' reader) decodes JPEGs with
 pixels and orientation as the Pillow path (tests/test_image_io.py compares all eight EXIF
 orientations, grayscale and CMYK files), in about 3/4 of the time; anything torchvision refuses
 goes through Pillow, which decodes it or raises the error naming the file.
+Pixel bombs: every reader reads the header first and refuses an image whose upright width x height
+passes ``max_pixels`` (default :data:`MAX_IMAGE_PIXELS`, the config's ``PRETRAIN.MAX_IMAGE_PIXELS``
+and tools/gen_proposals.py's limit) before any pixel is decoded, naming both sizes.
 Zip archives: a path ``ARCHIVE.zip@/MEMBER`` is read from the archive (``soco.data.zip_source``);
 a damaged member is an ``ImageReadError`` like a damaged file.
 """
@@ -27,7 +30,13 @@ from .zip_source import read_member, split_zip_path
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ImageReadError", "read_image_rgb", "read_image_chw", "decode_rgb", "upright_size"]
+__all__ = ["MAX_IMAGE_PIXELS", "ImageReadError", "TooManyPixelsError", "read_image_rgb", "read_image_chw", "decode_rgb", "upright_size",
+           "check_pixels"]
+
+# Largest image (upright width x height, pixels) that is decoded: Pillow's decompression-bomb error
+# threshold (2 x its default Image.MAX_IMAGE_PIXELS), e.g. 13000 x 13000; a 30000 x 30000 JPEG
+# (about 2.7 GB of RGB) is refused from its header.
+MAX_IMAGE_PIXELS = 178_956_970
 
 # Orientation values 5..8 swap width and height (EXIF 2.3, tag 0x0112).
 _EXIF_ORIENTATION_TAG = 0x0112
@@ -48,6 +57,10 @@ class ImageReadError(RuntimeError):
         self.reason = reason
 
 
+class TooManyPixelsError(ImageReadError):
+    """An image above the pixel limit, refused from its header (never decoded)."""
+
+
 def _to_rgb_array(image: Image.Image) -> np.ndarray:
     """PIL image of any mode -> HxWx3 uint8 RGB."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
@@ -61,7 +74,8 @@ def _to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def decode_rgb(path, max_size: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+def decode_rgb(path, max_size: int | None = None, max_pixels: int | None = MAX_IMAGE_PIXELS
+               ) -> tuple[np.ndarray, tuple[int, int]]:
     """Read ``path`` upright as RGB uint8.
 
     Args:
@@ -69,14 +83,19 @@ def decode_rgb(path, max_size: int | None = None) -> tuple[np.ndarray, tuple[int
         max_size: if given, JPEG decoding may use DCT scaling (Pillow's ``draft``) to a size whose
             longer side is still >= ``max_size``: a large speed-up for huge photos when the caller
             downsizes anyway. Other formats are decoded at full size.
+        max_pixels: images with more upright pixels are refused from their header (see
+            :func:`check_pixels`); None: no limit of the project's (Pillow's own still applies).
 
     Returns:
         (image HxWx3 uint8, (height, width) of the full-resolution upright image). ``image`` has
         exactly that size unless ``max_size`` allowed a reduced decode.
 
     Raises:
-        ImageReadError: missing, truncated, corrupt or non-image file, or an empty image.
+        ImageReadError: missing, truncated, corrupt or non-image file, an empty image, or one
+            above ``max_pixels``.
     """
+    if max_pixels:
+        check_pixels(path, max_pixels)
     try:
         with warnings.catch_warnings():
             # Large photos (e.g. 10000x8000) trigger Pillow's decompression-bomb *warning*; the
@@ -112,41 +131,71 @@ def decode_rgb(path, max_size: int | None = None) -> tuple[np.ndarray, tuple[int
     return np.ascontiguousarray(array), (height, width)
 
 
-def upright_size(path) -> tuple[int, int]:
-    """(height, width) of the upright image from its header only (no pixels are decoded).
+def _header_size(image: Image.Image) -> tuple[int, int]:
+    """(height, width) of the upright image of an opened (not decoded) Pillow image."""
+    width, height = image.size
+    try:
+        orientation = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+    except Exception:  # malformed EXIF: treated as upright, as decode_rgb does
+        orientation = 1
+    return (width, height) if orientation in _TRANSPOSING_ORIENTATIONS else (height, width)
+
+
+def upright_size(path, source=None) -> tuple[int, int]:
+    """(height, width) of the upright image from its header only (no pixels are decoded; Pillow's
+    own bomb limit is not applied here, :func:`check_pixels` applies the project's).
+
+    ``source``: the file's bytes or a file object, when already read (default: open ``path``).
 
     Raises:
         ImageReadError: the header cannot be read.
     """
+    limit = Image.MAX_IMAGE_PIXELS
     try:
-        with Image.open(_source(path)) as image:
-            width, height = image.size
-            try:
-                orientation = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
-            except Exception:  # malformed EXIF: treated as upright, as decode_rgb does
-                orientation = 1
+        Image.MAX_IMAGE_PIXELS = None  # Image.open's bomb check; restored before anything else runs
+        with Image.open(_source(path) if source is None else source) as image:
+            Image.MAX_IMAGE_PIXELS = limit
+            return _header_size(image)
     except FileNotFoundError as e:
         raise ImageReadError(path, "file not found") from e
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+    except Image.UnidentifiedImageError as e:
+        raise ImageReadError(path, "not a recognised image format") from e
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise ImageReadError(path, f"{type(e).__name__}: {e}") from e
-    return (width, height) if orientation in _TRANSPOSING_ORIENTATIONS else (height, width)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
-def read_image_rgb(path) -> np.ndarray:
+def check_pixels(path, max_pixels: int | None = MAX_IMAGE_PIXELS, source=None) -> tuple[int, int]:
+    """(height, width) from the header; raises ImageReadError naming both sizes when
+    height x width > ``max_pixels`` (None or 0: no limit), so the image is never decoded."""
+    height, width = upright_size(path, source)
+    if max_pixels and height * width > max_pixels:
+        raise TooManyPixelsError(
+            path, f"{width} x {height} = {height * width} pixels > limit {max_pixels} (PRETRAIN.MAX_IMAGE_PIXELS); "
+                  "not decoded"
+        )
+    return height, width
+
+
+def read_image_rgb(path, max_pixels: int | None = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Read ``path`` as an upright HxWx3 uint8 RGB array (EXIF orientation applied).
 
     Raises:
-        ImageReadError: naming the file and the reason.
+        ImageReadError: naming the file and the reason (above ``max_pixels``: not decoded).
     """
-    return decode_rgb(path)[0]
+    return decode_rgb(path, max_pixels=max_pixels)[0]
 
 
 _JPEG_MAGIC = (0xFF, 0xD8, 0xFF)
 
 
-def _decode_jpeg_torchvision(path):
+def _decode_jpeg_torchvision(path, max_pixels: int | None = MAX_IMAGE_PIXELS):
     """(3, H, W) uint8 upright RGB of a JPEG file by torchvision, or None when ``path`` is not a
-    JPEG or torchvision cannot decode it (the caller then uses Pillow)."""
+    JPEG or torchvision cannot decode it (the caller then uses Pillow). The header is checked
+    against ``max_pixels`` from the bytes already read, before decoding."""
+    import io
+
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
@@ -158,25 +207,30 @@ def _decode_jpeg_torchvision(path):
     if len(data) < 3 or tuple(data[:3].tolist()) != _JPEG_MAGIC:
         return None
     try:
+        if max_pixels:
+            check_pixels(path, max_pixels, io.BytesIO(data.numpy().tobytes()))
+    except TooManyPixelsError:
+        raise
+    except ImageReadError:
+        return None  # an unreadable header: Pillow's path names the reason
+    try:
         image = decode_jpeg(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
     except RuntimeError:  # truncated / corrupt: Pillow raises the error naming the file
         return None
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit is not None and image.shape[1] * image.shape[2] > 2 * limit:  # Pillow's bomb error
-        raise ImageReadError(path, f"too many pixels ({image.shape[1] * image.shape[2]} > {2 * limit})")
     if image.shape[1] == 0 or image.shape[2] == 0:
         raise ImageReadError(path, f"empty image of shape {tuple(image.shape)}")
     return image if isinstance(image, torch.Tensor) else None
 
 
-def read_image_chw(path) -> torch.Tensor:
+def read_image_chw(path, max_pixels: int | None = MAX_IMAGE_PIXELS) -> torch.Tensor:
     """Read ``path`` as an upright (3, H, W) uint8 RGB tensor, the form every mapper feeds to its
     transforms. JPEGs are decoded by torchvision (same pixels as Pillow, faster), other formats
-    by Pillow. Raises ``ImageReadError`` like :func:`read_image_rgb`."""
+    by Pillow. Raises ``ImageReadError`` like :func:`read_image_rgb` (an image above
+    ``max_pixels`` from its header, undecoded)."""
     import torch  # here, not at module level: proposal workers read images without torch
 
-    image = _decode_jpeg_torchvision(path)
+    image = _decode_jpeg_torchvision(path, max_pixels)
     if image is not None:
         return image
     # Pillow-backed arrays are read-only; np.require copies only in that case.
-    return torch.from_numpy(np.require(read_image_rgb(path), requirements="W")).permute(2, 0, 1)
+    return torch.from_numpy(np.require(read_image_rgb(path, max_pixels), requirements="W")).permute(2, 0, 1)

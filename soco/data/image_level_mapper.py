@@ -18,8 +18,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from .image_io import ImageReadError, read_image_chw
-from .transforms.augment import AUGMENT_IMPLS, set_augment_impl
+from .image_io import MAX_IMAGE_PIXELS, read_image_chw
+from .transforms.augment import set_augment_impl
 from .transforms.byol import build_byol_transform
 from .transforms.multiview import CropSpec, MultiViewTransform, build_multi_crop
 
@@ -29,9 +29,11 @@ __all__ = ["ImageLevelMapper", "build_byol_multi_crop"]
 class ImageLevelMapper:
     """Reads ``file_name`` with ``read_image_chw`` and applies each named :class:`MultiViewTransform`.
 
-    ``view_sets`` must contain ``"views"``. Returns ``None`` for an unreadable image (the loader
-    skips it).
+    ``view_sets`` must contain ``"views"``. Raises ``ImageReadError`` for an unreadable image or
+    one above ``max_pixels`` (not decoded); the loader skips it (``soco.data.build``).
     """
+
+    max_pixels = MAX_IMAGE_PIXELS  # PRETRAIN.MAX_IMAGE_PIXELS, set by soco.data.method_data.build_mapper
 
     def __init__(self, view_sets: Dict[str, MultiViewTransform], augment_impl: str = "fast", augment_on: str = "cpu"):
         if "views" not in view_sets:
@@ -41,13 +43,8 @@ class ImageLevelMapper:
         self.configure_augmentation(augment_impl, augment_on)
 
     def configure_augmentation(self, impl: str = "fast", on: str = "cpu") -> None:
-        """``impl`` "fast" | "reference" for the CPU; ``on`` "cpu" | "device" (see the module doc)."""
-        if on not in ("cpu", "device"):
-            raise ValueError(f"PRETRAIN.AUGMENT_ON must be 'cpu' or 'device', got {on!r}")
-        if impl not in AUGMENT_IMPLS:
-            raise ValueError(f"PRETRAIN.AUGMENT_IMPL must be one of {AUGMENT_IMPLS}, got {impl!r}")
-        if on == "device" and impl != "fast":
-            raise ValueError("PRETRAIN.AUGMENT_IMPL 'reference' runs on the CPU only; use AUGMENT_ON 'cpu' with it")
+        """``impl`` "fast" | "reference" for the CPU; ``on`` "cpu" | "device" (see the module doc;
+        the config's values are checked when it is loaded, ``soco.config.validation``)."""
         set_augment_impl(self.view_sets, impl)
         self.deferred_keys = []
         if on == "device":
@@ -55,11 +52,8 @@ class ImageLevelMapper:
             for key in self.deferred_keys:
                 self.view_sets[key].set_defer(True)
 
-    def __call__(self, dataset_dict: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-        try:
-            image = read_image_chw(dataset_dict["file_name"])
-        except ImageReadError:
-            return None
+    def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
+        image = read_image_chw(dataset_dict["file_name"], self.max_pixels)
         return self.map_image(image, dataset_dict["image_id"], dataset_dict.get("instance_index"))
 
     def map_image(self, image: torch.Tensor, image_id: str, instance_index: Optional[int] = None) -> Dict[str, Any]:

@@ -13,7 +13,6 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 from detectron2.config import CfgNode
 
-from ..config.method_soco import check_soco_config
 from .image_level_mapper import ImageLevelMapper, build_byol_multi_crop
 from .indexed_datasets import IndexedDataset
 from .soco_mapper import SoCoMapper, attach_proposals
@@ -62,8 +61,11 @@ def method_data(cfg: CfgNode) -> MethodData:
 
 
 def build_mapper(cfg: CfgNode) -> Mapper:
-    """The mapper of ``cfg``'s method (one dataset dict -> its views, or None if unreadable)."""
-    return method_data(cfg).build_mapper(cfg)
+    """The mapper of ``cfg``'s method (one dataset dict -> its views; raises ImageReadError for
+    an unreadable image, or one above ``PRETRAIN.MAX_IMAGE_PIXELS``, which it does not decode)."""
+    mapper = method_data(cfg).build_mapper(cfg)
+    mapper.max_pixels = cfg.PRETRAIN.MAX_IMAGE_PIXELS
+    return mapper
 
 
 def prepare_dataset_dicts(cfg: CfgNode, dicts: Dicts) -> Dicts:
@@ -121,13 +123,12 @@ def _smog_mapper(cfg: CfgNode) -> ImageLevelMapper:
 
 def _soco_mapper(cfg: CfgNode) -> SoCoMapper:
     """SoCo's views and boxes (``SoCoViewParams`` from ``MODEL.SOCO``)."""
-    check_soco_config(cfg)
     return SoCoMapper.from_config(cfg)
 
 
 def _soco_prepare(cfg: CfgNode, dicts: Dicts) -> Dicts:
     """Every item gets its ``proposal_boxes`` from ``MODEL.SOCO.PROPOSALS`` (the memory-mapped store)."""
-    return attach_proposals(dicts, cfg.MODEL.SOCO.PROPOSALS)
+    return attach_proposals(dicts, cfg.MODEL.SOCO.PROPOSALS, cfg.MODEL.SOCO.MAX_IMAGES_WITHOUT_BOXES)
 
 
 register_method_data("BYOL", _byol_mapper)

@@ -1,16 +1,17 @@
 """SoCo's dataset mapper and the attachment of precomputed proposals (the memory-mapped store) to a dataset."""
 
 import logging
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Sequence
 
 import numpy as np
 import torch
 from detectron2.utils import comm
 
 from .image_folder import ImageFolderDataset
-from .image_io import ImageReadError, read_image_chw, upright_size
+from .image_io import MAX_IMAGE_PIXELS, ImageReadError, read_image_chw, upright_size
 from .indexed_datasets import ProposalDataset, take
 from .proposals.file_format import open_proposals
+from .proposals.validation import ProposalFileError, ProposalReport, check_usable
 from .soco_views import SoCoViewBuilder, SoCoViewParams
 
 __all__ = ["SOCO_VIEW_ORDER", "SoCoMapper", "attach_proposals", "check_proposal_sizes"]
@@ -62,7 +63,8 @@ def _match(dicts, store):
     return np.array(base_positions, np.int64), np.array(store_positions, np.int64), missing, failed
 
 
-def attach_proposals(dicts: Sequence[Dict[str, Any]], proposal_file: str) -> ProposalDataset:
+def attach_proposals(dicts: Sequence[Dict[str, Any]], proposal_file: str, max_images_without_boxes: float = 0.02
+                     ) -> ProposalDataset:
     """The dataset ``dicts`` with proposals: a ``ProposalDataset`` whose items carry
     ``"proposal_boxes"`` ((N, 4) float32 XYXY, original pixels) and, when the file stores sizes,
     ``"proposal_image_size"`` ((height, width) the boxes refer to), read from the memory-mapped
@@ -75,23 +77,26 @@ def attach_proposals(dicts: Sequence[Dict[str, Any]], proposal_file: str) -> Pro
     the proposals were made) are left out, identically on every process, logged once with a
     count. Raises ValueError naming the file when an image has no entry and is not recorded as
     failed (the file was made for other images), and when image sizes differ from those the
-    proposals were made for (``check_proposal_sizes``).
+    proposals were made for (``check_proposal_sizes``). Refuses the file (``ProposalFileError``)
+    when more than ``max_images_without_boxes`` of the images have no usable box, and logs what
+    validation repaired or dropped (``soco.data.proposals.validation.check_usable``).
     """
     if not proposal_file:
-        raise ValueError(
+        raise ProposalFileError(
             "MODEL.SOCO.PROPOSALS is empty: SoCo needs a proposal file (make one with tools/gen_proposals.py)"
         )
     store = open_proposals(proposal_file)
     if isinstance(dicts, ImageFolderDataset) and not dicts.listed and dicts.image_list is None:
         dataset = ProposalDataset(ImageFolderDataset(dicts.root, index=store), store, None, None, proposal_file)
         _log_failed(sorted(store.failed), len(store) + len(store.failed), store, proposal_file)
+        _check_usable(store, None, proposal_file, max_images_without_boxes)
         check_proposal_sizes(dataset)
         return dataset
     base_positions, store_positions, missing, failed = _match(dicts, store)
     if missing:
         first = next(d for d in (dicts[i] for i in range(len(dicts))) if d["image_id"] == missing[0])
         root = first["file_name"][: -len(first["image_id"])].rstrip("/@") or "."
-        raise ValueError(
+        raise ProposalFileError(
             f"proposal file {proposal_file} lacks {len(missing)} of the {len(dicts)} images of the "
             f"dataset (e.g. {missing[:3]}) and does not record them as failed: it was made for other "
             f"images. Make one for these images: python tools/gen_proposals.py --image-root {root} "
@@ -100,8 +105,19 @@ def attach_proposals(dicts: Sequence[Dict[str, Any]], proposal_file: str) -> Pro
         )
     _log_failed(failed, len(dicts), store, proposal_file)
     dataset = ProposalDataset(dicts, store, base_positions, store_positions, proposal_file)
+    _check_usable(store, store_positions, proposal_file, max_images_without_boxes)
     check_proposal_sizes(dataset)
     return dataset
+
+
+def _check_usable(store, rows, proposal_file: str, max_fraction: float) -> None:
+    """``check_usable`` over the training images' rows of ``store`` (None: every row), with the
+    validation report the conversion stored in the header (stores of the generator have none)."""
+    counts = store.counts if rows is None else store.counts[rows]
+    meta = store.header.get("meta", {}).get("validation")
+    report = None if meta is None else ProposalReport.from_meta(proposal_file, meta)
+    check_usable(proposal_file, counts, lambda i: store.id(i if rows is None else int(rows[i])), max_fraction, report,
+                 comm.is_main_process())
 
 
 def _log_failed(failed, total: int, store, proposal_file: str) -> None:
@@ -148,14 +164,14 @@ def check_proposal_sizes(dataset: ProposalDataset, samples: int = SIZE_CHECK_SAM
             if len(mismatches) == 3:
                 break
     if mismatches:
-        raise ValueError(
+        raise ProposalFileError(
             f"proposal file {name} was made for images of other sizes (height x width): "
             f"{'; '.join(mismatches)}. Its boxes would not match the pixels; make proposals for these "
             "images with tools/gen_proposals.py"
         )
     if sampled and not with_size and not_found == len(sampled):
         first = dataset.base[take(dataset.base_positions, sampled[0])]["file_name"]
-        raise ValueError(f"none of {len(sampled)} images of proposal file {name} exists (e.g. {first}): "
+        raise ProposalFileError(f"none of {len(sampled)} images of proposal file {name} exists (e.g. {first}): "
                          "PRETRAIN.IMAGE_ROOT is not the folder the proposals were made for")
 
 
@@ -163,11 +179,13 @@ class SoCoMapper:
     """dataset dict (with ``proposal_boxes``) -> SoCo's views of one image.
 
     Returns ``{"views": [v1, v2, (v3), (v4)] uint8 (3, S, S), "boxes": {name: (K, 4) float32},
-    "image_id"}`` with box names as ``SoCoViewBuilder`` documents, or ``None`` when the image
-    cannot be read (the loader takes the next one). With ``augment_on="device"`` the views are
+    "image_id"}`` with box names as ``SoCoViewBuilder`` documents. Raises ``ImageReadError`` when
+    the image cannot be read or is above ``max_pixels`` (not decoded); the loader takes the next one. With ``augment_on="device"`` the views are
     cropped and flipped only and ``"photometric": {"views": (V, NUM_PARAMS) float32}`` carries
     their colour parameters for the trainer (``soco.data.transforms.device``).
     """
+
+    max_pixels = MAX_IMAGE_PIXELS  # PRETRAIN.MAX_IMAGE_PIXELS, set by soco.data.method_data.build_mapper
 
     def __init__(self, params: SoCoViewParams, augment_impl: str = "fast", augment_on: str = "cpu"):
         self.build_views = SoCoViewBuilder(params)
@@ -181,25 +199,18 @@ class SoCoMapper:
         return cls(SoCoViewParams.from_config(cfg))
 
     def configure_augmentation(self, impl: str = "fast", on: str = "cpu") -> None:
-        """``impl`` "fast" | "reference" (CPU kernels); ``on`` "cpu" | "device" (PRETRAIN.AUGMENT_*)."""
-        if on not in ("cpu", "device"):
-            raise ValueError(f"PRETRAIN.AUGMENT_ON must be 'cpu' or 'device', got {on!r}")
-        if on == "device" and impl != "fast":
-            raise ValueError("PRETRAIN.AUGMENT_IMPL 'reference' runs on the CPU only; use AUGMENT_ON 'cpu' with it")
+        """``impl`` "fast" | "reference" (CPU kernels); ``on`` "cpu" | "device" (PRETRAIN.AUGMENT_*,
+        checked with the config by ``soco.config.validation``)."""
         self.build_views.configure_augmentation(impl, defer=on == "device")
 
-    def __call__(self, dataset_dict: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
         file_name = dataset_dict["file_name"]
         if "proposal_boxes" not in dataset_dict:
             raise KeyError(
                 f"dataset dict of {file_name} has no 'proposal_boxes'; soco.data.method_data."
                 "prepare_dataset_dicts attaches them from MODEL.SOCO.PROPOSALS"
             )
-        try:
-            image = read_image_chw(file_name)
-        except ImageReadError as e:
-            logger.warning("skipping image: %s", e)
-            return None
+        image = read_image_chw(file_name, self.max_pixels)
         expected = (dataset_dict.get("height"), dataset_dict.get("width"))
         if None not in expected and tuple(image.shape[1:]) != expected:
             raise ValueError(

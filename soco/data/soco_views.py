@@ -121,8 +121,6 @@ class SoCoViewParams:
             raise ValueError(f"MODEL.SOCO.CROP_SCALE must satisfy 0 < lo <= hi <= 1, got {self.crop_scale}")
         if not 0.0 <= self.jitter_ratio < 1.0:
             raise ValueError(f"MODEL.SOCO.JITTER_RATIO must be in [0, 1), got {self.jitter_ratio}")
-        if self.views not in ("paper", "official"):
-            raise ValueError(f"MODEL.SOCO.VIEWS must be 'paper' or 'official', got {self.views!r}")
         if not 0.0 <= self.cutout_prob <= 1.0:
             raise ValueError(f"MODEL.SOCO.CUTOUT_PROB must be in [0, 1], got {self.cutout_prob}")
         lo, hi = self.cutout_scale
@@ -222,14 +220,9 @@ class SoCoViewBuilder:
     def configure_augmentation(self, impl: str = "fast", defer: bool = False) -> None:
         """Colour operations by the fast kernels or the reference pipeline, or deferred (``defer``).
 
-        Deferring is refused with box-aware cutout: the cut squares must hold the mean pixel after
-        the colour operations (the official code zeroes normalised tensors), and deferred colour
-        operations would run over them."""
-        if defer and self.params.cutout_prob > 0:
-            raise ValueError(
-                "PRETRAIN.AUGMENT_ON 'device' cannot be combined with MODEL.SOCO.CUTOUT_PROB > 0 (the cut squares "
-                "would be recoloured on the device); set PRETRAIN.AUGMENT_ON cpu"
-            )
+        Deferring does not go with box-aware cutout (the cut squares must hold the mean pixel after
+        the colour operations): the config check at load refuses that pair
+        (``soco.config.validation``)."""
         for aug in self._augment.values():
             if isinstance(aug, ViewAugmentation):
                 aug.configure(impl, defer)

@@ -26,12 +26,14 @@ import numpy as np
 
 from ..utils.files import derived_file
 
-__all__ = ["ZIP_SEPARATOR", "ZipMemberError", "is_zip_root", "zip_member_path", "split_zip_path", "zip_index",
-           "read_member"]
+__all__ = ["IMAGE_EXTENSIONS", "ZIP_SEPARATOR", "ZipMemberError", "is_zip_root", "zip_member_path", "split_zip_path",
+           "zip_index", "read_member"]
 
 ZIP_SEPARATOR = "@/"
 _LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")
 _LOCAL_SIGNATURE = 0x04034B50
+# The image files a folder or an archive lists, compared case-insensitively (ImageNet uses ".JPEG").
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 _INDEX_SECTIONS = ("member_offset", "member_size", "member_method", "member_crc")
 _open: dict = {}  # (pid, archive) -> (index, file descriptor)
 
@@ -79,7 +81,6 @@ def _build_index(archive: str, target: str, extensions) -> None:
 def zip_index(archive: str):
     """The member index of ``archive`` (a ``ProposalStore`` with the member sections), built on
     first use and rebuilt when the archive is newer than it."""
-    from .image_folder import IMAGE_EXTENSIONS
     from .proposals.store import ProposalStore
 
     if not os.path.isfile(archive):

@@ -1,7 +1,7 @@
 """The whole comparison: data -> proposals -> pretraining of each method and seed -> conversion
 -> probe of every start -> fine-tuning of every start and seed -> table, plot, results file.
 
-Independent steps run side by side (``jobs`` at once, each subprocess with cores / jobs threads).
+Independent steps run side by side (``jobs`` at once, each process with cores / jobs threads).
 Pretrainings are queued first: a fine-tune or probe that waits for its weights only starts once
 they are being made, so the pool never blocks on work it has not begun.
 """
@@ -13,9 +13,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Sequence
 
+from .. import embedded
 from ..utils.files import atomic_write_json
 from .report import format_runs, format_table, plot
-from .results import differences, read_metrics, summarise
+from .results import differences, read_health, read_metrics, summarise
 from .settings import METHODS, RANDOM_INIT, Budget, Setting
 from .steps import Runner, StepFailed, finetune, image_subset, pretrain, pretrain_dirs, probe, proposals, read_finetune
 
@@ -41,9 +42,9 @@ def run_comparison(setting: Setting, budget: Budget, methods: Sequence[str], pre
     start_time = time.time()
     cores = os.cpu_count() or 1
     runner = Runner(out, threads=max(1, cores // jobs) if jobs > 1 else None)
-    runner.run("data", "tools/build_embedded_data.py", ["--no-fashion-mnist"])
-    import soco.data.embedded as embedded  # registers the datasets of the settings
-
+    data_start = time.time()
+    embedded.build_all(fashion_mnist=False)  # registers the datasets; builds what is missing
+    runner.timings["data"] = time.time() - data_start
     image_root = embedded.image_root(setting.pretrain_dataset)
     tag = _short(setting.pretrain_dataset)
     image_list = image_subset(image_root, out, budget.pretrain_images, tag) if budget.pretrain_images else None
@@ -95,7 +96,7 @@ def run_comparison(setting: Setting, budget: Budget, methods: Sequence[str], pre
             pool.shutdown(wait=False, cancel_futures=True)  # queued steps never start
             raise
 
-    rows, diffs = _reduce(runs, probes)
+    rows, diffs = _reduce(runs, probes, read_health(out))
     curves = {d[len("pretrain_"):]: read_metrics(os.path.join(out, d, "metrics.json")) for d in pretrain_dirs(out)}
     wall = time.time() - start_time
     summary = {
@@ -114,9 +115,9 @@ def run_comparison(setting: Setting, budget: Budget, methods: Sequence[str], pre
     return {**summary, **_texts(rows, diffs)}
 
 
-def _reduce(runs: List[Dict], probes: List[Dict]):
-    """(one row per start, each start's differences from random init)."""
-    return summarise(runs, probes), differences(runs, probes, RANDOM_INIT)
+def _reduce(runs: List[Dict], probes: List[Dict], health: List[Dict]):
+    """(one row per start, with its pretraining runs' health, each start's differences from random init)."""
+    return summarise(runs, probes, health), differences(runs, probes, RANDOM_INIT)
 
 
 def _texts(rows: Dict, diffs: Dict) -> Dict[str, str]:
@@ -153,5 +154,5 @@ def collect_finished(out: str, budget: Budget) -> Dict:
                            **{k: result[k] for k in ("knn_top1", "linear_top1") if k in result}})
     order = {RANDOM_INIT: -1, **{m: i for i, m in enumerate(METHODS)}}
     runs.sort(key=lambda r: (order[r["start"]], r["pretrain_seed"] or 0, r["seed"]))
-    rows, diffs = _reduce(runs, probes)
+    rows, diffs = _reduce(runs, probes, read_health(out))
     return {"runs": runs, "probes": probes, "results": rows, "differences": diffs, **_texts(rows, diffs)}

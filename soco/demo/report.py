@@ -5,7 +5,7 @@ from typing import Dict, List, Tuple
 
 from ..utils.files import atomic_write
 
-from .results import METRICS, PROBE_METRICS, differences
+from .results import HEALTH_METRICS, METRICS, PROBE_METRICS, differences
 
 __all__ = ["format_value", "format_table", "format_markdown", "format_versus", "format_runs", "plot"]
 
@@ -38,8 +38,8 @@ def format_table(rows: Dict[str, Dict], diffs: Dict[str, Dict] = None, baseline:
     ``baseline`` with its 95 % interval, ``*`` where the interval excludes 0."""
     keys = [k for k in (*PROBE_METRICS, *METRICS) if any(k in r for r in rows.values())]
     cells = {name: [format_value(r[k], r["se"][k]) if k in r else "-" for k in keys] for name, r in rows.items()}
-    width = max(15, *(len(c) + 2 for row in cells.values() for c in row))
-    name_width = max(16, *(len(n) + 2 for n in rows))
+    width = max([15, *(len(c) + 2 for row in cells.values() for c in row)])  # lists: nothing finished yet works
+    name_width = max([16, *(len(n) + 2 for n in rows)])
     header = f"{'start':<{name_width}}" + "".join(f"{_HEADERS[k]:>{width}}" for k in keys) + f"{'runs':>6}"
     if diffs:
         header += "".join(f"   {k + ' - ' + baseline + ' [95% CI]':<32}" for k in ("AP", "kNN", "linear")).rstrip()
@@ -58,10 +58,13 @@ def format_markdown(summaries: Dict[str, Dict], baseline: str = "random init") -
     "few-label, medium") to the results dict of :func:`soco.demo.pipeline.run_comparison` or
     :func:`soco.demo.pipeline.collect_finished` (its ``results`` and ``differences``). Columns:
     label, start, pretraining x fine-tuning seeds, probe kNN and linear, AP, AP50 (mean ±
-    standard error), and the AP and linear-probe differences from ``baseline`` with their 95 %
-    intervals (bold where the interval excludes 0)."""
+    standard error), the AP and linear-probe differences from ``baseline`` with their 95 %
+    intervals (bold where the interval excludes 0), and the start's health at the end of its
+    pretraining (``soco.engine.health``): the stem's weight norm against its start, the largest
+    such ratio of any stage, the stem's effective rank (random filters: about 51)."""
     lines = ["| setting | start | seeds (pretrain x fine-tune) | probe kNN % | probe linear % | AP | AP50 "
-             f"| AP - {baseline} [95% CI] | linear - {baseline} [95% CI] |", "|---|---|---|---|---|---|---|---|---|"]
+             f"| AP - {baseline} [95% CI] | linear - {baseline} [95% CI] | health: stem norm x / any stage x / stem rank |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for setting, summary in summaries.items():
         for name, r in summary["results"].items():
             pseeds = len({x["pretrain_seed"] for x in r["per_run"]})
@@ -70,8 +73,16 @@ def format_markdown(summaries: Dict[str, Dict], baseline: str = "random init") -
             cells = [format_value(r[k], r["se"][k]) if k in r else "-" for k in ("knn_top1", "linear_top1", "AP", "AP50")]
             cells += [_markdown_difference(summary.get("differences", {}).get(name, {}).get(key), "")
                       for key in ("AP", "linear_top1")]
+            cells.append(_health_cell(r.get("health", {})))
             lines.append(f"| {setting} | {name} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _health_cell(health: Dict[str, float]) -> str:
+    """``"1.01 / 1.24 / 51.5"`` (stem norm ratio / largest stage ratio / stem rank); "" unknown."""
+    if not all(k in health for k in HEALTH_METRICS):
+        return ""
+    return f"{health['norm_ratio_stem']:.2f} / {health['norm_ratio_max']:.2f} / {health['stem_rank']:.1f}"
 
 
 def format_versus(summaries: Dict[str, Dict], start: str = "SoCo", baseline: str = "random init") -> str:

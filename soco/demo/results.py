@@ -1,5 +1,9 @@
 """Reading the demo's run outputs and reducing them to one row per start.
 
+A *health* entry is the last representation-health check of one pretraining run
+(``soco.engine.health``, ``pretrain_<method>_seed<k>/health.json``): ``{"start",
+"pretrain_seed", "norm_ratio_stem", "stem_rank", ...}``.
+
 A *run* is one fine-tune: ``{"start", "pretrain_seed" (None for random init), "seed" (the
 fine-tuning seed), "AP", "AP50", "AP75", "iterations", "total_loss", "ap_iterations",
 "ap_curve"}``. A *probe* is one item-probe result of a start's initial weights: ``{"start",
@@ -10,14 +14,20 @@ which is its initialisation seed; a pretrained start: one per pretraining seed).
 import json
 import math
 import os
-from typing import Dict, List, Tuple
+import re
+from typing import Dict, List, Sequence, Tuple
 
+from .settings import METHODS
 from .statistics import mean_se, paired_difference, unpaired_difference
 
-__all__ = ["read_metrics", "nan_to_zero", "METRICS", "PROBE_METRICS", "summarise", "differences"]
+__all__ = ["read_metrics", "read_health", "nan_to_zero", "METRICS", "PROBE_METRICS", "HEALTH_METRICS", "summarise",
+           "differences"]
 
 METRICS = ("AP", "AP50", "AP75")
 PROBE_METRICS = ("knn_top1", "linear_top1")
+# What the table shows of a start's health: its stem's weight-norm ratio against the start and
+# effective rank, and the largest ratio of any stage (means over its pretraining seeds).
+HEALTH_METRICS = ("norm_ratio_stem", "stem_rank", "norm_ratio_max")
 
 
 def read_metrics(path: str, key: str = "total_loss") -> Tuple[List[int], List[float]]:
@@ -34,6 +44,24 @@ def read_metrics(path: str, key: str = "total_loss") -> Tuple[List[int], List[fl
     return its, values
 
 
+def read_health(out: str) -> List[Dict]:
+    """The health entries of the pretraining runs under ``out`` that have written one; each
+    with ``norm_ratio_max``, the largest ``norm_ratio_<stage>``."""
+    names = {m.lower(): m for m in METHODS}
+    entries = []
+    for entry in sorted(os.listdir(out)):
+        match = re.fullmatch(r"pretrain_(\w+?)_seed(\d+)", entry)
+        path = os.path.join(out, entry, "health.json")
+        if not match or match.group(1) not in names or not os.path.exists(path):
+            continue
+        with open(path) as f:
+            metrics = json.load(f)["metrics"]
+        ratios = [v for k, v in metrics.items() if k.startswith("norm_ratio_")]
+        entries.append({"start": names[match.group(1)], "pretrain_seed": int(match.group(2)), **metrics,
+                        **({"norm_ratio_max": max(ratios)} if ratios else {})})
+    return entries
+
+
 def nan_to_zero(ap: float) -> float:
     """COCO AP is NaN when the detector outputs nothing above the score threshold: that is AP 0."""
     return 0.0 if math.isnan(ap) else ap
@@ -43,12 +71,13 @@ def _mean_curves(curves: List[List[float]]) -> List[float]:
     return [sum(v) / len(v) for v in zip(*curves)]
 
 
-def summarise(runs: List[Dict], probes: List[Dict]) -> Dict[str, Dict]:
+def summarise(runs: List[Dict], probes: List[Dict], health: Sequence[Dict] = ()) -> Dict[str, Dict]:
     """One row per start (in order of first appearance in ``runs``, then ``probes``): the mean of
     each metric (``AP``, ..., ``knn_top1``, ``linear_top1``; only those measured), their standard
     errors under ``se``, the run and probe counts, each run's and probe's values (``per_run``,
     ``per_probe``) and the curves averaged over the runs (same budget, so they share their
-    iterations; empty for a start not fine-tuned yet)."""
+    iterations; empty for a start not fine-tuned yet); ``health``: the means over the start's
+    pretraining seeds of ``HEALTH_METRICS`` from its ``health`` entries (absent without any)."""
     rows = {}
     for start in dict.fromkeys([r["start"] for r in runs] + [p["start"] for p in probes]):
         mine = [r for r in runs if r["start"] == start]
@@ -67,6 +96,10 @@ def summarise(runs: List[Dict], probes: List[Dict]) -> Dict[str, Dict]:
             if values:
                 stat = mean_se(values)
                 row[key], row["se"][key] = stat["mean"], stat["se"]
+        mine_health = [h for h in health if h["start"] == start]
+        if mine_health:
+            row["health"] = {k: sum(h[k] for h in mine_health) / len(mine_health)
+                             for k in HEALTH_METRICS if all(k in h for h in mine_health)}
         row["per_run"] = [{k: r[k] for k in ("pretrain_seed", "seed", *METRICS)} for r in mine]
         row["per_probe"] = [{k: p[k] for k in ("pretrain_seed", "seed", *PROBE_METRICS) if k in p} for p in mine_probes]
         rows[start] = row

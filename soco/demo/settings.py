@@ -14,18 +14,19 @@ __all__ = [
     "Budget", "BUDGETS", "RANDOM_INIT",
 ]
 
-FINETUNE_CONFIG = "configs/finetune/faster_rcnn_R18_FPN_demo_cpu.yaml"
+# Config names for soco.model_zoo.get_config_file (files under configs/).
+FINETUNE_CONFIG = "finetune/faster_rcnn_R18_FPN_demo_cpu.yaml"
 RANDOM_INIT = "random init"
 
 # The methods, in table order, and their CPU demo configs on the detection images. The
 # image-level methods' configs crop views at the scale of the items (see each file), so that
 # their views can show one object, as SoCo's proposals do.
 PRETRAIN_CONFIGS = {
-    "SoCo": "configs/SoCo/SoCo_demo_R18_FPN_cpu.yaml",
-    "BYOL": "configs/BYOL/byol_R18_demo_det_cpu.yaml",
-    "CoKe": "configs/CoKe/coke_R18_demo_det_cpu.yaml",
-    "CLSA": "configs/CLSA/clsa_R18_demo_det_cpu.yaml",
-    "SMoG": "configs/SMoG/smog_R18_demo_det_cpu.yaml",
+    "SoCo": "SoCo/SoCo_demo_R18_FPN_cpu.yaml",
+    "BYOL": "BYOL/byol_R18_demo_det_cpu.yaml",
+    "CoKe": "CoKe/coke_R18_demo_det_cpu.yaml",
+    "CLSA": "CLSA/clsa_R18_demo_det_cpu.yaml",
+    "SMoG": "SMoG/smog_R18_demo_det_cpu.yaml",
 }
 METHODS = tuple(PRETRAIN_CONFIGS)
 
@@ -37,7 +38,7 @@ METHODS = tuple(PRETRAIN_CONFIGS)
 CONVERT_INCLUDE = {"SoCo": "fpn", "BYOL": "none", "CoKe": "none", "CLSA": "none", "SMoG": "none"}
 
 # The detection items are 24-120 px in 256-320 px images: below the paper's 0.3-0.8 size band.
-PROPOSAL_FILTER = ["--scale-range", "0.08", "0.5", "--min-side", "16"]
+PROPOSAL_FILTER = {"scale_range": [0.08, 0.5], "min_side": 16}
 
 
 @dataclass(frozen=True)

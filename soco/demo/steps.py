@@ -1,5 +1,6 @@
-"""The demo's steps, each one of the project's command-line tools run as a subprocess with its
-log under ``OUTPUT/logs/<step>.log``; a step whose result file exists is reused."""
+"""The demo's steps, each a package function run in a process of its own
+(``python -m soco.demo.worker``) with its log under ``OUTPUT/logs/<step>.log``; a step whose
+result file exists is reused."""
 
 import json
 import os
@@ -8,15 +9,17 @@ import sys
 import time
 from typing import Dict, List, Optional
 
+from ..model_zoo import get_config_file
 from ..utils.files import atomic_write_bytes
-
 from .results import METRICS, nan_to_zero, read_metrics
 from .settings import CONVERT_INCLUDE, FINETUNE_CONFIG, PRETRAIN_CONFIGS, PROPOSAL_FILTER, Budget
+from .worker import STEPS
 
-__all__ = ["REPO", "StepFailed", "Runner", "image_subset", "proposals", "pretrain", "finetune", "read_finetune", "probe",
+__all__ = ["StepFailed", "Runner", "image_subset", "proposals", "pretrain", "finetune", "read_finetune", "probe",
            "pretrain_dirs"]
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The folder holding this soco package: the steps' processes import the same one.
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class StepFailed(RuntimeError):
@@ -24,9 +27,9 @@ class StepFailed(RuntimeError):
 
 
 class Runner:
-    """Runs the steps as subprocesses in the repository, logging each to OUTPUT/logs/<name>.log;
-    each subprocess gets ``threads`` intra-op threads (OMP_NUM_THREADS; None: the libraries'
-    default). ``timings``: seconds per step that ran."""
+    """Runs the steps as processes, logging each to OUTPUT/logs/<name>.log; each process gets
+    ``threads`` intra-op threads (OMP_NUM_THREADS; None: the libraries' default). ``timings``:
+    seconds per step that ran."""
 
     def __init__(self, output_dir: str, threads: int = None):
         self.output_dir = output_dir
@@ -34,26 +37,22 @@ class Runner:
         os.makedirs(self.log_dir, exist_ok=True)
         self.timings = {}
         self.env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
-        # Subprocesses import this checkout's soco (tools and `python -m`).
-        self.env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
+        self.env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p)
 
-    def run(self, name: str, tool: str, args, done_file: str = None):
-        """``python <tool> args`` (``tool``: a path in the repository, or ``-m module``)."""
+    def run(self, name: str, step: str, kwargs: Dict, done_file: str = None):
+        """``step`` of :mod:`.worker` (``python -m soco.demo.worker step JSON``) with ``kwargs``,
+        unless ``done_file`` exists."""
         if done_file and os.path.exists(done_file):
-            print(f"[{name}] reused {os.path.relpath(done_file, REPO)}", flush=True)
+            print(f"[{name}] reused {done_file}", flush=True)
             return
-        if tool.startswith("-m "):
-            command = ["-m", tool[3:]]
-        else:
-            path = os.path.join(REPO, tool)
-            if not os.path.exists(path):
-                raise StepFailed(f"[{name}] {tool} is not in this checkout yet; this step cannot run")
-            command = [path]
+        if step not in STEPS:
+            raise StepFailed(f"[{name}] {step!r} is not a step of soco.demo.worker ({', '.join(STEPS)})")
         log = os.path.join(self.log_dir, f"{name}.log")
-        print(f"[{name}] python {tool} {' '.join(args)}", flush=True)
+        arguments = json.dumps(kwargs)
+        print(f"[{name}] python -m soco.demo.worker {step} '{arguments}'", flush=True)
         start = time.time()
         with open(log, "w") as f:
-            rc = subprocess.call([sys.executable, *command, *args], cwd=REPO, stdout=f,
+            rc = subprocess.call([sys.executable, "-m", "soco.demo.worker", step, arguments], stdout=f,
                                  stderr=subprocess.STDOUT, env=self.env)
         self.timings[name] = time.time() - start
         if rc != 0:
@@ -76,9 +75,8 @@ def image_subset(root: str, out: str, count: int, tag: str) -> str:
 def proposals(runner: Runner, out: str, tag: str, image_root: str, image_list: Optional[str]) -> str:
     """Selective-search proposals (SoCo's) on the pretraining images, the demo's size band."""
     path = os.path.join(out, f"proposals_{tag}.pkl")
-    runner.run(f"proposals_{tag}", "tools/gen_proposals.py",
-               ["--image-root", image_root, "--output", path, "--no-progress", *PROPOSAL_FILTER,
-                *(["--image-list", image_list] if image_list else [])], done_file=path)
+    runner.run(f"proposals_{tag}", "proposals",
+               {"image_root": image_root, "output": path, "image_list": image_list, **PROPOSAL_FILTER}, done_file=path)
     return path
 
 
@@ -97,11 +95,12 @@ def pretrain(runner: Runner, method: str, seed: int, budget: Budget, out: str, i
         opts += ["MODEL.SOCO.PROPOSALS", proposal_file]
     final = os.path.join(run_dir, "model_final.pth")
     # --resume: a step interrupted by Ctrl-C continues from the checkpoint it wrote.
-    runner.run(f"pretrain_{tag}", "tools/pretrain_net.py",
-               ["--config-file", PRETRAIN_CONFIGS[method], "--resume", *opts], done_file=final)
+    runner.run(f"pretrain_{tag}", "pretrain",
+               {"config_file": get_config_file(PRETRAIN_CONFIGS[method]), "opts": opts}, done_file=final)
     weights = os.path.join(out, f"{tag}_d2.pkl")
-    runner.run(f"convert_{tag}", "tools/convert_to_d2.py",
-               [final, weights, "--layout", "fpn", "--include", CONVERT_INCLUDE[method]], done_file=weights)
+    runner.run(f"convert_{tag}", "convert",
+               {"checkpoint": final, "output": weights, "layout": "fpn", "include": [CONVERT_INCLUDE[method]]},
+               done_file=weights)
     return weights
 
 
@@ -118,8 +117,9 @@ def finetune(runner: Runner, name: str, weights: str, budget: Budget, out: str, 
             "SOLVER.WARMUP_ITERS", str(max(1, iters // 6)),
             # AP at evenly spaced points: the plot's convergence curve.
             "TEST.EVAL_PERIOD", str(max(1, iters // budget.evals))]
-    runner.run(f"finetune_{name}_seed{seed}", "tools/finetune_net.py",
-               ["--config-file", FINETUNE_CONFIG, "--resume", *opts], done_file=os.path.join(run_dir, "eval_results.json"))
+    runner.run(f"finetune_{name}_seed{seed}", "finetune",
+               {"args": ["--config-file", get_config_file(FINETUNE_CONFIG), "--resume", *opts]},
+               done_file=os.path.join(run_dir, "eval_results.json"))
     return read_finetune(run_dir, iters)
 
 
@@ -139,9 +139,9 @@ def probe(runner: Runner, name: str, weights: str, seed: int, out: str) -> Dict:
     """Item probe (:mod:`soco.evaluation.item_probe`) of the start ``weights`` ("" = random init
     under ``seed``) as the fine-tuning config builds it: {"knn_top1", "linear_top1", ...}."""
     path = os.path.join(out, f"probe_{name}.json")
-    runner.run(f"probe_{name}", "-m soco.evaluation.item_probe",
-               ["--config-file", FINETUNE_CONFIG, "--weights", weights, "--seed", str(seed), "--output", path],
-               done_file=path)
+    runner.run(f"probe_{name}", "probe",
+               {"args": ["--config-file", get_config_file(FINETUNE_CONFIG), "--weights", weights, "--seed", str(seed),
+                         "--output", path]}, done_file=path)
     with open(path) as f:
         return json.load(f)
 

@@ -2,7 +2,7 @@
 
 from .checkpoint import PretrainCheckpointer
 from .hooks import GlobalStateCheckHook, RNGStateHook, unwrap_model
-from .pretrain import build_pretrain_trainer, run_pretraining
+from .pretrain import build_pretrain_trainer, build_training_model, run_pretraining
 from .step import training_step
 from .trainer import PretrainTrainer
 
@@ -12,6 +12,7 @@ __all__ = [
     "PretrainTrainer",
     "RNGStateHook",
     "build_pretrain_trainer",
+    "build_training_model",
     "run_pretraining",
     "training_step",
     "unwrap_model",

@@ -11,12 +11,15 @@ from detectron2.engine import hooks
 from detectron2.engine.defaults import default_writers
 from detectron2.utils import comm
 
+from ..config.validation import check_dataset_size
+from ..utils.errors import ConfigError
 from ..data.build import build_pretrain_loader, get_pretrain_dataset_dicts
 from ..data.method_data import build_mapper, prepare_dataset_dicts
 from ..modeling.distributed import broadcast_module_state
 from ..modeling.meta_arch import build_pretrain_model, pretrain_method_class
 from ..solver import build_lr_multiplier, build_optimizer, iterations_per_epoch, resolve_schedule
 from .checkpoint import PretrainCheckpointer
+from .health import HealthMonitorHook, HealthThresholds, KNNMonitor
 from .hooks import GlobalStateCheckHook, RNGStateHook
 from .launch import rendezvous_address
 from .run_guard import MetricsHistoryHook, StopOnSignalHook, truncate_metrics
@@ -29,6 +32,7 @@ __all__ = [
     "agreed_checkpoint",
     "wrap_ddp",
     "prepare_for_training",
+    "build_training_model",
     "build_pretrain_trainer",
     "run_pretraining",
 ]
@@ -45,7 +49,7 @@ def _data_seed(cfg: CfgNode) -> int:
 
 def _check_device(cfg: CfgNode) -> None:
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"MODEL.DEVICE={cfg.MODEL.DEVICE} but no GPU is available; set MODEL.DEVICE cpu")
+        raise ConfigError(f"MODEL.DEVICE={cfg.MODEL.DEVICE} but no GPU is available; set MODEL.DEVICE cpu")
 
 
 # Keys that must not change when a run is resumed (the model, its data stream or its schedule
@@ -82,7 +86,7 @@ def check_resumed_config(saved: Optional[CfgNode], cfg: CfgNode) -> None:
         if get(saved, k) != get(cfg, k)
     ]
     if diffs:
-        raise ValueError("--resume with a different config than the checkpoint's: " + "; ".join(diffs))
+        raise ConfigError("--resume with a different config than the checkpoint's: " + "; ".join(diffs))
     if saved.SOLVER.MAX_ITER != cfg.SOLVER.MAX_ITER:
         logger.warning(
             f"SOLVER.MAX_ITER changed from {saved.SOLVER.MAX_ITER} to {cfg.SOLVER.MAX_ITER}: "
@@ -140,6 +144,14 @@ def prepare_for_training(model: torch.nn.Module, cfg: CfgNode):
     return model, optimizer, train_model
 
 
+def build_training_model(cfg: CfgNode, num_images: int):
+    """``cfg``'s method to train on ``num_images`` images: the model gets the dataset size and the
+    optimiser steps per epoch the schedule uses (``iterations_per_epoch``; at least 1: a set smaller
+    than a batch, trained with ``SOLVER.MAX_ITER``, ends an epoch every step), on ``MODEL.DEVICE``."""
+    iters_per_epoch = max(1, iterations_per_epoch(num_images, cfg.SOLVER.IMS_PER_BATCH))
+    return build_pretrain_model(cfg, num_images, iters_per_epoch)
+
+
 def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[PretrainTrainer, int, CfgNode]:
     """Data (the method's preparation and mapper from ``soco.data.method_data``) -> resolved
     schedule -> model (given the dataset size) -> optimiser -> trainer with hooks -> (resumed) state.
@@ -151,6 +163,7 @@ def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[Pretrain
     method = pretrain_method_class(cfg)
     world_size = comm.get_world_size()
     dicts = prepare_dataset_dicts(cfg, get_pretrain_dataset_dicts(cfg))
+    check_dataset_size(cfg, len(dicts))
     cfg = resolve_schedule(cfg, len(dicts), world_size)
     iters_per_epoch = iterations_per_epoch(len(dicts), cfg.SOLVER.IMS_PER_BATCH)
     logger.info(
@@ -158,7 +171,7 @@ def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[Pretrain
         f"{cfg.SOLVER.MAX_ITER} iterations ({cfg.SOLVER.WARMUP_ITERS} warm-up)"
     )
 
-    model = build_pretrain_model(cfg, len(dicts))  # on MODEL.DEVICE
+    model = build_training_model(cfg, len(dicts))  # on MODEL.DEVICE
     # Random initialisations (weights, CoKe's centres, CLSA's queue) are drawn per process
     # (seeds differ by rank): rank 0's become everyone's.
     broadcast_module_state(model)
@@ -172,6 +185,7 @@ def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[Pretrain
         cfg.PRETRAIN.LOG_PERIOD,
     )
     # The unwrapped model is saved, so names never carry "module." or "_orig_mod.".
+    knn = KNNMonitor.from_config(cfg) if cfg.PRETRAIN.HEALTH.KNN_PERIOD > 0 and comm.is_main_process() else None
     checkpointer = PretrainCheckpointer(model, cfg.OUTPUT_DIR, cfg.dump(), trainer=weakref.proxy(trainer))
     trainer.register_hooks(
         [
@@ -181,6 +195,9 @@ def build_pretrain_trainer(cfg: CfgNode, resume: bool = False) -> Tuple[Pretrain
             hooks.LRScheduler(scheduler=build_lr_multiplier(cfg, method.zero_lr_iterations(cfg, iters_per_epoch))),
             RNGStateHook(cfg.SOLVER.CHECKPOINT_PERIOD),
             GlobalStateCheckHook(model, cfg.PRETRAIN.STATE_CHECK_PERIOD),
+            # Before the writer, so each check's health/* scalars are written at its iteration.
+            HealthMonitorHook(model, cfg.PRETRAIN.HEALTH.PERIOD, HealthThresholds.from_config(cfg), cfg.OUTPUT_DIR,
+                              knn, cfg.PRETRAIN.HEALTH.KNN_PERIOD),
             hooks.PeriodicCheckpointer(checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD) if comm.is_main_process() else None,
             MetricsHistoryHook(),
             StopOnSignalHook(checkpointer),  # after every hook that updates state; the writer logs its iteration

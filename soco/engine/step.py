@@ -1,6 +1,6 @@
 """One optimiser step of a pretraining method: the single definition of a training iteration.
 
-``PretrainTrainer.run_step``, the in-memory quick check (``soco.evaluation.quick_check``),
+``PretrainTrainer.run_step``, the in-memory pretraining of the quick checks (``soco.engine.in_memory``),
 the benchmarks and the tests all call :func:`training_step`, so what they measure or check is
 what a real run does: the method's ``on_step_start`` hook, ``accum_steps`` forward/backward
 passes (only ``loss_*`` entries are summed; DDP syncs on the last micro-batch only), AMP

@@ -31,7 +31,7 @@ def labelled_dicts(dataset: str) -> List[Dict]:
             for rel in list_images(dataset)
             if "/" in rel
         ]
-    import soco.data.embedded  # noqa: F401  (registers the embedded datasets)
+    import soco.embedded  # noqa: F401  (registers the embedded datasets)
 
     if dataset not in DatasetCatalog.list():
         raise ValueError(f"--dataset {dataset!r} is neither a directory nor a registered dataset name")

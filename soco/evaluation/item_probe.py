@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", required=True, help="JSON file to write")
     args = parser.parse_args(argv)
 
-    import soco.data.embedded  # noqa: F401  (registers the embedded detection sets)
+    import soco.embedded  # noqa: F401  (registers the embedded detection sets)
 
     cfg = get_cfg()
     cfg.merge_from_file(args.config_file)

@@ -7,20 +7,19 @@ by the model's own ``image_features``; the checkpoint is read by ``soco.checkpoi
 only, ``weights_only=True``) and its ResNet chosen by the method's own export prefixes (``select``).
 """
 
-import os
 from typing import Dict, List, Optional
 
 import torch
 from detectron2.config import CfgNode
 
-from ..checkpoint import PretrainCheckpoint, load_pretrain_checkpoint, select
+from ..checkpoint import ConversionError, PretrainCheckpoint, check_resnet_fits, load_pretrain_checkpoint, select
 from ..modeling.meta_arch import PretrainMetaArch, build_pretrain_model
 from .clustering import clustering_metrics
 from .features import extract_features
 from .knn import knn_accuracy
 from .linear_probe import linear_probe_accuracy
 
-__all__ = ["method_crop_size", "read_checkpoint", "build_eval_model", "cluster_metrics", "evaluate_representation",
+__all__ = ["method_crop_size", "read_checkpoint", "check_fits", "build_eval_model", "cluster_metrics", "evaluate_representation",
            "format_table"]
 
 # A random-init model reads no per-image state; one instance is enough to size CoKe's buffers.
@@ -34,12 +33,21 @@ def method_crop_size(cfg: CfgNode) -> int:
 
 
 def read_checkpoint(path: str) -> Optional[PretrainCheckpoint]:
-    """The pretraining checkpoint at ``path`` (None for ""); FileNotFoundError naming a missing file."""
+    """The pretraining checkpoint at ``path`` (None for ""), read with the converter's checks
+    (``ConversionError`` naming the file: missing, not a checkpoint, truncated)."""
     if not path:
         return None
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--weights {path}: no such file")
     return load_pretrain_checkpoint(path)
+
+
+def check_fits(ckpt: PretrainCheckpoint, cfg: CfgNode) -> None:
+    """ConversionError naming both when the checkpoint's method or ResNet (depth, width) is not
+    ``cfg``'s ("BYOL weights, CoKe config"; "R18 weights ..., R50 config ...")."""
+    if ckpt.method != cfg.MODEL.META_ARCHITECTURE:
+        raise ConversionError(
+            f"--weights {ckpt.path}: {ckpt.method} weights, {cfg.MODEL.META_ARCHITECTURE} config; give the config the "
+            f"checkpoint was trained with (a {ckpt.method} config)")
+    check_resnet_fits(ckpt.path, {k: tuple(v.shape) for k, v in ckpt.state.items()}, cfg, "--weights")
 
 
 def build_eval_model(cfg: CfgNode, ckpt: Optional[PretrainCheckpoint], full_state: bool = False) -> PretrainMetaArch:
@@ -88,6 +96,8 @@ def evaluate_representation(cfg: CfgNode, weights: str, train: List[Dict], test:
     init) on labelled ``train`` / ``test`` dicts resized to ``image_size``; for a CoKe checkpoint
     also each head's clustering metrics on ``test``. Returns an ordered {name: value} table."""
     ckpt = read_checkpoint(weights)
+    if ckpt is not None:
+        check_fits(ckpt, cfg)
     model = build_eval_model(cfg, ckpt)
     train_x, train_y = extract_features(model.image_features, train, image_size, batch_size)
     test_x, test_y = extract_features(model.image_features, test, image_size, batch_size)

@@ -16,6 +16,7 @@ from fvcore.common.param_scheduler import (
 )
 from torch import nn
 
+from ..utils.errors import ConfigError
 from .lars import LARS
 
 __all__ = [
@@ -53,34 +54,34 @@ def resolve_schedule(cfg: CfgNode, num_images: int, world_size: int = 1) -> CfgN
     ``SOLVER.WARMUP_ITERS = round(MAX_ITER * WARMUP_EPOCHS / EPOCHS)`` (so an overridden length
     keeps the warm-up's share). Iterations are optimiser steps of ``IMS_PER_BATCH`` images.
 
-    Raises ValueError naming the keys for an inconsistent config.
+    Raises ConfigError naming the keys for an inconsistent config.
     """
     batch, accum = cfg.SOLVER.IMS_PER_BATCH, cfg.PRETRAIN.ACCUM_STEPS
     epochs, warmup_epochs = cfg.PRETRAIN.EPOCHS, cfg.PRETRAIN.WARMUP_EPOCHS
     if accum < 1:
-        raise ValueError(f"PRETRAIN.ACCUM_STEPS must be >= 1, got {accum}")
+        raise ConfigError(f"PRETRAIN.ACCUM_STEPS must be >= 1, got {accum}")
     if batch <= 0 or batch % (world_size * accum):
-        raise ValueError(
+        raise ConfigError(
             f"SOLVER.IMS_PER_BATCH={batch} must be a positive multiple of the number of processes "
             f"({world_size}) times PRETRAIN.ACCUM_STEPS ({accum})"
         )
     if batch // (world_size * accum) < 2:
-        raise ValueError(
+        raise ConfigError(
             f"each process's micro-batch SOLVER.IMS_PER_BATCH / (processes x PRETRAIN.ACCUM_STEPS) = "
             f"{batch} / ({world_size} x {accum}) is below 2 images; BatchNorm needs at least 2"
         )
     if epochs <= 0 or not 0 <= warmup_epochs <= epochs:
-        raise ValueError(
+        raise ConfigError(
             f"need PRETRAIN.EPOCHS > 0 and 0 <= PRETRAIN.WARMUP_EPOCHS <= EPOCHS, "
             f"got EPOCHS={epochs}, WARMUP_EPOCHS={warmup_epochs}"
         )
     if num_images <= 0:
-        raise ValueError("the training set is empty (check DATASETS.TRAIN / PRETRAIN.IMAGE_ROOT)")
+        raise ConfigError("the training set is empty (check DATASETS.TRAIN / PRETRAIN.IMAGE_ROOT)")
     max_iter = cfg.SOLVER.MAX_ITER
     if max_iter <= 0:
         iters_per_epoch = iterations_per_epoch(num_images, batch)
         if iters_per_epoch == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"the training set has {num_images} images, fewer than one batch "
                 f"(SOLVER.IMS_PER_BATCH={batch}); lower the batch or set SOLVER.MAX_ITER"
             )

@@ -29,11 +29,14 @@ import numpy as np
 
 from ...utils.files import atomic_write_bytes, derived_file
 from .store import ProposalStore, is_store, part_from_boxes, write_store
+from .validation import ProposalFileError, ProposalFileNotFound, ProposalReport, clean_proposals, count_empty
 
 __all__ = ["XYXY_ABS", "ProposalFile", "save_proposals", "read_proposal_file", "load_proposals", "is_pickle_path",
            "open_proposals", "pickle_to_store", "store_to_pickle", "store_path_for"]
 
 logger = logging.getLogger(__name__)
+# Images converted to store boxes at a time when a store is written from per-image arrays.
+_BLOCK = 1 << 16
 _WARNED_PICKLES: set = set()
 
 XYXY_ABS = 0  # detectron2.structures.BoxMode.XYXY_ABS, without importing Detectron2 here
@@ -44,20 +47,33 @@ def is_pickle_path(path) -> bool:
     return os.fspath(path).endswith(".pkl")
 
 
-def save_proposals(path, ids: list[str], boxes: list[np.ndarray], image_sizes=None, failures=()) -> None:
+def save_proposals(path, ids: list[str], boxes: list[np.ndarray], image_sizes=None, failures=(),
+                   source=None) -> ProposalReport | None:
     """Write proposals atomically (same input -> byte-identical file): the pickle when ``path``
-    ends in ``.pkl``, else a store (boxes rounded to whole pixels and clipped, ids sorted).
+    ends in ``.pkl``, else a store, validated on the way (``validation.clean_proposals``:
+    malformed entries and broken boxes dropped, boxes clipped, rounded to whole pixels, ids
+    sorted; the report is returned, and kept in the store's header when it found anything).
 
-    ``image_sizes``: (len(ids), 2) (height, width) or None; ``failures``: (id, reason) pairs.
+    ``image_sizes``: (len(ids), 2) (height, width) or None; ``failures``: (id, reason) pairs;
+    ``source``: the file the proposals were read from, named in the report (default ``path``).
     """
-    if len(ids) != len(boxes):
-        raise ValueError(f"{path}: {len(ids)} ids but {len(boxes)} box arrays")
     if not is_pickle_path(path):
+        ids, boxes, sizes, report = clean_proposals(os.fspath(source or path), ids, boxes, image_sizes)
         order = sorted(range(len(ids)), key=lambda i: ids[i])
-        sizes = None if image_sizes is None else np.asarray(image_sizes).reshape(len(ids), 2)[order]
-        part = part_from_boxes([ids[i] for i in order], [boxes[i] for i in order], sizes, failures)
-        write_store(path, [part], sizes_known=image_sizes is not None)
-        return
+        sorted_ids = [ids[i] for i in order]
+        sizes = None if sizes is None else sizes[order]
+        # Converted in blocks of images: only the integer boxes of all images are held at once.
+        parts = [part_from_boxes(sorted_ids[a:a + _BLOCK], [boxes[i] for i in order[a:a + _BLOCK]],
+                                 None if sizes is None else sizes[a:a + _BLOCK], failures if a == 0 else ())
+                 for a in range(0, max(1, len(ids)), _BLOCK)]
+        counts_before = np.array([len(boxes[i]) for i in order], np.int64)
+        count_empty(report, sorted_ids, counts_before, np.concatenate([part.counts for part in parts]))
+        # A clean file's store equals the generator's (same bytes); a repaired one carries its report.
+        meta = {"validation": report.to_meta()} if any(report.counts.values()) else None
+        write_store(path, parts, sizes_known=image_sizes is not None, meta=meta)
+        return report
+    if len(ids) != len(boxes):
+        raise ProposalFileError(f"{path}: {len(ids)} ids but {len(boxes)} box arrays")
     boxes = [np.ascontiguousarray(b, np.float32).reshape(-1, 4) for b in boxes]
     payload = {
         "ids": list(ids),
@@ -70,6 +86,7 @@ def save_proposals(path, ids: list[str], boxes: list[np.ndarray], image_sizes=No
     if image_sizes is not None:
         payload["image_sizes"] = np.asarray(image_sizes, np.int32).reshape(len(ids), 2)
     atomic_write_bytes(path, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+    return None
 
 
 @dataclass
@@ -93,12 +110,13 @@ def _read_pickle(path) -> dict:
         with open(path, "rb") as f:
             payload = pickle.load(f, encoding="latin1")
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError) as exc:
-        raise ValueError(f"{path}: not a readable proposal file ({type(exc).__name__}: {exc}); make it with "
-                         "tools/gen_proposals.py") from exc
+        raise ProposalFileError(f"{path}: not a readable proposal file ({type(exc).__name__}: {exc}); make it with "
+                                "tools/gen_proposals.py") from exc
     if not isinstance(payload, dict) or "ids" not in payload or "boxes" not in payload:
-        raise ValueError(f"{path}: not a Detectron2 proposal file (needs keys 'ids' and 'boxes')")
+        raise ProposalFileError(f"{path}: not a Detectron2 proposal file (needs keys 'ids' and 'boxes'), found "
+                                f"{type(payload).__name__}")
     if int(payload.get("bbox_mode", XYXY_ABS)) != XYXY_ABS:
-        raise ValueError(f"{path}: boxes are in BoxMode {payload['bbox_mode']}, expected XYXY_ABS (0)")
+        raise ProposalFileError(f"{path}: boxes are in BoxMode {payload['bbox_mode']}, expected XYXY_ABS (0)")
     return payload
 
 
@@ -118,12 +136,13 @@ def read_proposal_file(path) -> ProposalFile:
             sizes={i: store.size(k) for k, i in enumerate(ids)} if store.sizes_known else {},
             failed=dict(store.failed))
     payload = _read_pickle(path)
-    ids = [str(i) for i in payload["ids"]]
-    sizes = payload.get("image_sizes")
+    ids, boxes, sizes, report = clean_proposals(path, payload["ids"], payload["boxes"], payload.get("image_sizes"))
+    if any(report.counts.values()):
+        logger.warning(report.summary())
     return ProposalFile(
         path=str(path),
-        boxes={i: np.asarray(b, np.float32).reshape(-1, 4) for i, b in zip(ids, payload["boxes"])},
-        sizes={} if sizes is None else {i: (int(h), int(w)) for i, (h, w) in zip(ids, sizes)},
+        boxes={i: b.astype(np.float32) for i, b in zip(ids, boxes)},
+        sizes={} if sizes is None else {i: (int(h), int(w)) for i, (h, w) in zip(ids, sizes) if h > 0},
         failed=dict(zip(map(str, payload.get("failed_ids", [])), map(str, payload.get("failure_reasons", [])))),
     )
 
@@ -136,9 +155,9 @@ def load_proposals(path) -> dict[str, np.ndarray]:
 def pickle_to_store(pickle_path, store_path) -> None:
     """Convert a proposal pickle into a store (ids sorted, boxes to whole pixels, failures kept)."""
     payload = _read_pickle(os.fspath(pickle_path))
-    ids = [str(i) for i in payload["ids"]]
     failures = zip(map(str, payload.get("failed_ids", [])), map(str, payload.get("failure_reasons", [])))
-    save_proposals(store_path, ids, list(payload["boxes"]), payload.get("image_sizes"), list(failures))
+    save_proposals(store_path, payload["ids"], payload["boxes"], payload.get("image_sizes"), list(failures),
+                   source=pickle_path)
 
 
 def store_to_pickle(store_path, pickle_path) -> None:
@@ -163,7 +182,8 @@ def open_proposals(path) -> ProposalStore:
     """
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"proposal file not found: {path}")
+        raise ProposalFileNotFound(f"proposal file not found: {path} (MODEL.SOCO.PROPOSALS); make one with "
+                                   "tools/gen_proposals.py")
     if is_store(path) or not is_pickle_path(path):
         return ProposalStore(path)
 

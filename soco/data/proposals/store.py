@@ -41,6 +41,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ...utils.errors import InputError
 from ...utils.files import atomic_write
 
 __all__ = ["MAGIC", "VERSION", "StoreError", "StorePart", "ProposalStore", "pixel_boxes", "part_from_boxes",
@@ -56,7 +57,7 @@ UINT16_MAX = 65535
 _ID_CHECK_BLOCK = 1 << 16
 
 
-class StoreError(ValueError):
+class StoreError(InputError):
     """A file that is not a valid proposal store; the message names it and what is wrong."""
 
 
@@ -68,22 +69,24 @@ def pixel_boxes(boxes: np.ndarray, counts: np.ndarray, sizes: np.ndarray | None)
         counts: (N,) boxes per image (sums to B).
         sizes: (N, 2) (height, width) per image, or None / 0 rows when unknown (no upper clip).
     Returns:
-        (boxes (B', 4) int64 rounded to the nearest pixel edge and clipped to [0, W] x [0, H],
+        (boxes (B', 4) int32 rounded to the nearest pixel edge and clipped to [0, W] x [0, H],
         counts (N,) int64) with empty boxes (x2 <= x1 or y2 <= y1 after rounding) dropped.
+        Computed in float32 (exact for coordinates below 2**24).
     """
-    boxes = np.rint(np.asarray(boxes, np.float64).reshape(-1, 4))
+    boxes = np.rint(np.asarray(boxes, np.float32).reshape(-1, 4))
     counts = np.asarray(counts, np.int64).reshape(-1)
     if counts.sum() != len(boxes):
         raise ValueError(f"{len(boxes)} boxes but the per-image counts sum to {int(counts.sum())}")
     np.maximum(boxes, 0, out=boxes)
     if sizes is not None and len(boxes):
-        per_box = np.repeat(np.asarray(sizes, np.float64).reshape(-1, 2), counts, axis=0)
-        known = per_box[:, 0] > 0
-        boxes[known, 0::2] = np.minimum(boxes[known, 0::2], per_box[known, 1:2])
-        boxes[known, 1::2] = np.minimum(boxes[known, 1::2], per_box[known, 0:1])
+        per_box = np.repeat(np.asarray(sizes, np.float32).reshape(-1, 2), counts, axis=0)
+        per_box[per_box <= 0] = np.inf  # unknown size: no upper clip
+        np.minimum(boxes[:, 0::2], per_box[:, 1:2], out=boxes[:, 0::2])
+        np.minimum(boxes[:, 1::2], per_box[:, 0:1], out=boxes[:, 1::2])
+        del per_box
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    owner = np.repeat(np.arange(len(counts)), counts)
-    return boxes[keep].astype(np.int64), np.bincount(owner[keep], minlength=len(counts)).astype(np.int64)
+    owner = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
+    return boxes[keep].astype(np.int32), np.bincount(owner[keep], minlength=len(counts)).astype(np.int64)
 
 
 @dataclass
@@ -105,10 +108,10 @@ def part_from_boxes(ids: Sequence[str], boxes: Sequence[np.ndarray], sizes=None,
     """A ``StorePart`` from per-image float box arrays (through ``pixel_boxes``)."""
     if len(ids) != len(boxes):
         raise ValueError(f"{len(ids)} ids but {len(boxes)} box arrays")
-    arrays = [np.asarray(b, np.float64).reshape(-1, 4) for b in boxes]
+    arrays = [np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]
     counts = np.array([len(b) for b in arrays], np.int64)
     size_array = None if sizes is None else np.asarray(sizes, np.int64).reshape(len(ids), 2)
-    flat, counts = pixel_boxes(np.concatenate(arrays) if arrays else np.zeros((0, 4)), counts, size_array)
+    flat, counts = pixel_boxes(np.concatenate(arrays) if arrays else np.zeros((0, 4), np.float32), counts, size_array)
     return StorePart(list(ids), counts, flat, np.zeros((len(ids), 2), np.int32) if size_array is None else size_array,
                      [(str(i), str(r)) for i, r in failures], dict(extra or {}))
 

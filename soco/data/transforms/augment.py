@@ -1,7 +1,7 @@
 """One view's flip + photometric augmentation, run by the fast CPU kernels, the reference
 torchvision pipeline, or deferred to the training device.
 
-``impl`` "fast" (default): :mod:`.photometric`'s OpenCV kernels; "reference": the torchvision v2
+``impl`` "fast" (default): :mod:`.photometric_cpu`'s OpenCV kernels; "reference": the torchvision v2
 pipeline the project used before (uint8 operations one by one, kept to check the fast path
 against and to reproduce older runs). Both draw the same random numbers in the same order, so a
 seed gives the same flips and factors either way and views equal to within a level or two on a
@@ -17,7 +17,9 @@ from typing import Any, Iterator, List, Optional, Tuple
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from .photometric import FLIP, PhotometricSpec, apply_photometric_chw, build_reference_transform, sample_photometric_params
+from .photometric import FLIP, PhotometricSpec, sample_photometric_params
+from .photometric_cpu import apply_photometric_chw
+from .photometric_reference import build_reference_transform
 
 __all__ = ["AUGMENT_IMPLS", "ViewAugmentation", "iter_view_augmentations", "set_augment_impl"]
 
@@ -35,10 +37,8 @@ class ViewAugmentation:
         self.configure(impl, defer)
 
     def configure(self, impl: str, defer: bool) -> None:
-        if impl not in AUGMENT_IMPLS:
-            raise ValueError(f"augmentation impl must be one of {AUGMENT_IMPLS}, got {impl!r}")
-        if defer and impl != "fast":
-            raise ValueError("the reference augmentation runs on the CPU only; it cannot be deferred to the device")
+        """``impl`` one of :data:`AUGMENT_IMPLS`; ``defer`` only with "fast" (the config's
+        PRETRAIN.AUGMENT_IMPL / AUGMENT_ON pair is checked at load, ``soco.config.validation``)."""
         self.impl, self.defer = impl, defer
 
     def apply(self, image: torch.Tensor, *boxes) -> Tuple[torch.Tensor, List[Any], Optional[torch.Tensor]]:

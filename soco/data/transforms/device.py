@@ -3,14 +3,14 @@
 With ``PRETRAIN.AUGMENT_ON: device`` a mapper returns its views cropped and flipped only, plus
 ``"photometric": {key: (V, NUM_PARAMS) float32}`` (parameters drawn in the loader from the
 sample's seed). :func:`apply_deferred_photometric` moves those views to the training device and
-applies :func:`~.photometric.apply_photometric_batch` to all views of one size at once.
+applies :func:`~.photometric_batch.apply_photometric_batch` to all views of one size at once.
 """
 
 from typing import Any, Dict, List, Tuple
 
 import torch
 
-from .photometric import apply_photometric_batch
+from .photometric_batch import apply_photometric_batch
 
 __all__ = ["apply_deferred_photometric"]
 

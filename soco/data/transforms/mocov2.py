@@ -7,10 +7,18 @@ tensor). Normalisation by the ImageNet mean/std is the model's job.
 from typing import Sequence
 
 from .augment import ViewAugmentation
+from .byol import blur_kernel_size
 from .multiview import CropView
-from .photometric import mocov2_spec
+from .photometric import PhotometricSpec
 
-__all__ = ["build_mocov2_augment", "build_mocov2_transform"]
+__all__ = ["mocov2_spec", "build_mocov2_augment", "build_mocov2_transform"]
+
+
+def mocov2_spec(image_size: int) -> PhotometricSpec:
+    """MoCo v2's augmentation after the crop (CLSA's weak T): saturation 0.4, blur p=0.5, flip last."""
+    return PhotometricSpec(
+        saturation=0.4, blur_p=0.5, blur_kernel=blur_kernel_size(image_size), flip_last=True, blur_impl="torchvision"
+    )
 
 
 def build_mocov2_augment(image_size: int, impl: str = "fast") -> ViewAugmentation:

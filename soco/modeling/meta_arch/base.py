@@ -204,6 +204,12 @@ class PretrainMetaArch(nn.Module):
             self.update_target(tau)
             put_scalars(ema_tau=tau)
 
+    def health_assignments(self) -> Dict[str, Tuple[torch.Tensor, int]]:
+        """{name: (labels, K)}: the current cluster or group assignments of a clustering
+        method's state (labels: integers in [0, K), negative = unassigned), which the health
+        monitor (``soco.engine.health``) checks for collapse. Default: none."""
+        return {}
+
     # ----------------------------------------------------------------------------- classmethods
     @classmethod
     def zero_lr_iterations(cls, cfg: CfgNode, iters_per_epoch: int) -> int:

@@ -4,7 +4,6 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.modeling import META_ARCH_REGISTRY
 
-from ...solver.build import iterations_per_epoch
 from .base import PretrainMetaArch
 
 __all__ = ["pretrain_method_class", "build_pretrain_model"]
@@ -22,18 +21,19 @@ def pretrain_method_class(cfg: CfgNode) -> type:
     return cls
 
 
-def build_pretrain_model(cfg: CfgNode, num_images: int) -> PretrainMetaArch:
+def build_pretrain_model(cfg: CfgNode, num_images: int, iters_per_epoch: int = 0) -> PretrainMetaArch:
     """``cfg``'s method on ``MODEL.DEVICE``, as Detectron2's ``build_model`` builds it; methods
-    that keep per-image state (``needs_dataset_size``) also get ``num_images`` and the
-    iterations per epoch (``iterations_per_epoch(num_images, SOLVER.IMS_PER_BATCH)``).
+    that keep per-image state (``needs_dataset_size``) also get ``num_images`` and
+    ``iters_per_epoch`` (optimiser steps per pass over the data).
 
-    The engine passes the size of the prepared dataset; a model rebuilt from a saved run passes
-    the size its resolved config records (``PRETRAIN.NUM_IMAGES``)."""
+    Both come from the engine, which knows the data and the schedule
+    (``soco.engine.build_training_model``). A model rebuilt from a saved run to export or
+    evaluate it passes the size its resolved config records (``PRETRAIN.NUM_IMAGES``), which
+    sizes its buffers, and no iteration count: it does not train."""
     cls = pretrain_method_class(cfg)
     data = {}
     if cls.needs_dataset_size:
-        data = {"num_images": int(num_images),
-                "iters_per_epoch": iterations_per_epoch(int(num_images), cfg.SOLVER.IMS_PER_BATCH)}
+        data = {"num_images": int(num_images), "iters_per_epoch": int(iters_per_epoch)}
     model = cls(cfg, **data)
     model.to(torch.device(cfg.MODEL.DEVICE))
     return model

@@ -82,13 +82,17 @@ class CLSA(ImageLevelMetaArch):
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
-        """Write the all-gathered ``keys`` (N, D) at ``queue_ptr`` (wrapping around)."""
+        """Write the all-gathered ``keys`` (N, D) at ``queue_ptr`` (wrapping around), exactly as
+        writing them one by one would: with N > QUEUE_SIZE only the last QUEUE_SIZE keys stay, at
+        the rows they would have reached, and the pointer moves by N (any N, any queue size)."""
         keys = concat_all_gather(keys)
-        size = self.queue.shape[0]
-        rows = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % size
+        size, total = self.queue.shape[0], keys.shape[0]
+        kept = keys[-size:]
+        start = self.queue_ptr + (total - kept.shape[0])
+        rows = (start + torch.arange(kept.shape[0], device=keys.device)) % size
         # Under AMP the keys are float16 / bfloat16; the queue stays float32.
-        self.queue[rows] = (keys[-size:] if keys.shape[0] > size else keys).to(self.queue.dtype)
-        self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
+        self.queue[rows] = kept.to(self.queue.dtype)
+        self.queue_ptr.copy_((self.queue_ptr + total) % size)
 
     def forward(self, batched_inputs: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
         weak = self.preprocess_images(batched_inputs, "views")

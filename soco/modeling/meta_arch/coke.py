@@ -21,7 +21,7 @@ Per-instance buffers are sized from the dataset (``num_images``, passed by the e
 ``iters_per_epoch``), unlike the official code's hard-coded ImageNet size.
 """
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +62,8 @@ class CoKe(ImageLevelMetaArch):
                  lower_bound_ratio: float = 0.4, init_epochs: int = 1, second_stage_epoch: int = -1,
                  second_stage_labels: int = 5, second_stage_temperature: float = 0.5, **kwargs):
         """``num_images``: training instances (one label each); ``iters_per_epoch``: optimiser
-        steps per epoch (the engine's ``iterations_per_epoch``); the rest as ``MODEL.COKE``.
+        steps per epoch, from the engine (``soco.engine.build_training_model``; 0 for a model
+        rebuilt to export or evaluate, which cannot train); the rest as ``MODEL.COKE``.
         Other arguments go to :class:`ImageLevelMetaArch` (no target network)."""
         super().__init__(with_target=False, **kwargs)
         if num_images <= 0:
@@ -79,7 +80,7 @@ class CoKe(ImageLevelMetaArch):
         self.num_views = int(num_views)
         self.temperature, self.alpha, self.beta = float(temperature), float(alpha), float(beta)
         self.dual_lr, self.ratio, self.init_epochs = float(dual_lr), float(lower_bound_ratio), int(init_epochs)
-        self.iters_per_epoch = max(1, int(iters_per_epoch))
+        self.iters_per_epoch = int(iters_per_epoch)  # 0: rebuilt to export or evaluate, not to train
         self.second_stage = int(second_stage_epoch)
         self.label_temperature = float(second_stage_temperature)
         if self.second_stage >= 0 and (self.num_views != 1 or self.second_stage <= self.init_epochs):
@@ -136,6 +137,10 @@ class CoKe(ImageLevelMetaArch):
 
     def in_second_stage(self) -> bool:
         return 0 <= self.second_stage <= int(self.epoch)
+
+    def health_assignments(self) -> Dict[str, Tuple[torch.Tensor, int]]:
+        """Every head's last label of each instance (-1: not seen yet)."""
+        return {f"coke_head{h}": (self.labels[h], k) for h, k in enumerate(self.num_clusters)}
 
     # ----------------------------------------------------------------------------- clustering
     @torch.no_grad()
@@ -242,6 +247,11 @@ class CoKe(ImageLevelMetaArch):
         """At each epoch end: the running centres become the loss's centres (second stage: the
         loss's centres move to their average over the second-stage epochs, and the running
         centres restart from it, official ``update_center``); counts restart."""
+        if self.iters_per_epoch <= 0:
+            raise RuntimeError(
+                "CoKe was built without its iterations per epoch (iters_per_epoch=0), so it cannot tell "
+                "where an epoch ends; build it to train with soco.engine.build_training_model"
+            )
         if (iteration + 1) % self.iters_per_epoch == 0:
             second = self.in_second_stage()
             factor = 1.0 / (int(self.epoch) - self.second_stage + 1) if second else 1.0

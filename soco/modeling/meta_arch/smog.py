@@ -34,7 +34,7 @@ re-groups exactly as an uninterrupted one; the re-grouping k-means works in chun
 MODEL.SMOG.KMEANS_CHUNK_MB.
 """
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -92,8 +92,6 @@ class SMoG(ImageLevelMetaArch):
     def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
         """The Siamese momentum alpha is constant: MODEL.EMA.MOMENTUM (MOMENTUM_END unused)."""
         c = cfg.MODEL.SMOG
-        if c.PREDICTOR_BRANCH not in ("momentum", "online"):
-            raise ValueError(f"MODEL.SMOG.PREDICTOR_BRANCH must be 'momentum' or 'online', got {c.PREDICTOR_BRANCH!r}")
         online_predictor = c.PREDICTOR_BRANCH == "online"
         args = super().from_config(cfg, with_predictor=online_predictor, projector_output_bn=c.PROJECTOR_OUTPUT_BN)
         return {
@@ -144,6 +142,14 @@ class SMoG(ImageLevelMetaArch):
             spherical_kmeans(cached, self.num_groups, self.kmeans_iters, generator=gen, chunk_bytes=self.kmeans_chunk_bytes)
         )
         self.groups_ready.fill_(True)
+
+    @torch.no_grad()
+    def health_assignments(self) -> Dict[str, Tuple[torch.Tensor, int]]:
+        """The cached recent projections assigned to their closest group (none before the
+        groups exist)."""
+        if not bool(self.groups_ready) or int(self.cache_filled) == 0:
+            return {}
+        return {"smog_groups": (assign_to_groups(self.cache[: int(self.cache_filled)], self.groups), self.num_groups)}
 
     @torch.no_grad()
     def push_cache(self, feats: torch.Tensor) -> None:

@@ -26,7 +26,7 @@ from detectron2.modeling.roi_heads import Res5ROIHeads, build_box_head
 from detectron2.structures import Boxes
 from torch import nn
 
-from ...config.method_soco import SOCO_FPN_LEVELS, check_soco_config
+from ...config.method_soco import SOCO_FPN_LEVELS
 from ..fpn import build_resnet_lateral_size_fpn_backbone
 from ..heads import MLPHead, build_predictor, build_projector
 from ..level_assignment import scale_aware_roi_pool
@@ -92,7 +92,6 @@ class SoCo(PretrainMetaArch):
     @classmethod
     def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
         """Networks built in the order backbone, RoI head, projector, predictor."""
-        check_soco_config(cfg)
         c = cfg.MODEL.SOCO
         bcfg = _head_build_cfg(cfg)
         head_cfg = cfg.MODEL.ROI_BOX_HEAD

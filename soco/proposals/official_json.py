@@ -20,8 +20,8 @@ from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
 
-from ..image_folder import list_images
-from .file_format import save_proposals
+from ..data.image_folder import list_images
+from ..data.proposals.file_format import save_proposals
 
 __all__ = ["iter_official_entries", "official_stem", "import_official_proposals", "OfficialProposalImport"]
 

@@ -19,10 +19,10 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from ..image_folder import image_path, list_images
-from ..image_io import ImageReadError, decode_rgb
-from .chunks import (DamagedChunkError, check_manifest, chunk_path, manifest, output_paths, set_aside_damaged,
-                     write_chunk)
+from ..data.image_folder import image_path, list_images
+from ..data.image_io import ImageReadError, decode_rgb
+from .chunks import (DamagedChunkError, ShardError, check_manifest, chunk_path, manifest, output_paths,
+                     record_shard_count, set_aside_damaged, write_chunk)
 from .filtering import PAPER_MIN_SIDE, PAPER_SCALE_RANGE, soco_filter
 from .merging import merge
 from .methods import DEFAULT_MAX_SIZE, DEFAULT_METHOD, METHODS, resize_longer_side, scale_boxes
@@ -81,11 +81,11 @@ def _parse_shard(shard) -> tuple[int, int]:
         try:
             index, count = (int(x) for x in shard.split("/"))
         except ValueError:
-            raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {shard!r}") from None
+            raise ShardError(f"--shard must look like i/n (e.g. 0/4), got {shard!r}") from None
     else:
         index, count = shard
     if not (count >= 1 and 0 <= index < count):
-        raise ValueError(f"shard index must satisfy 0 <= i < n, got {index}/{count}")
+        raise ShardError(f"--shard {index}/{count}: the shard index must satisfy 0 <= i < n")
     return index, count
 
 
@@ -131,6 +131,7 @@ def generate(image_root, output, image_list=None, method=DEFAULT_METHOD, max_siz
         raise FileNotFoundError(f"no images found under {image_root}" + (f" from list {image_list}" if image_list else ""))
     shard_dir = output_paths(output)["shards"]
     os.makedirs(shard_dir, exist_ok=True)
+    record_shard_count(shard_dir, shard_index, shard_count)
     check_manifest(shard_dir, manifest(ids, method, max_size, chunk_size, box_filter))
 
     num_chunks = (len(ids) + chunk_size - 1) // chunk_size

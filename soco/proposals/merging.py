@@ -2,8 +2,8 @@
 
 A store output is written by ``write_store`` from the chunks themselves, one chunk mapped at a
 time per section: peak memory is one chunk plus the per-image summary arrays (counts, levels:
-9 bytes per image), independent of the number of images, and the bytes equal a one-shot write of
-the same content. A ``.pkl`` output (Detectron2's format) holds every box in memory, as pickling
+9 bytes per image; no box of another chunk), and the bytes equal a one-shot write of the same
+content. A ``.pkl`` output (Detectron2's format) holds every box in memory, as pickling
 needs.
 """
 from __future__ import annotations
@@ -13,11 +13,11 @@ import os
 
 import numpy as np
 
-from ...utils.files import atomic_write_bytes
-from .chunks import DamagedChunkError, chunk_path, output_paths, read_chunk, read_manifest
-from .file_format import is_pickle_path, save_proposals
+from ..data.proposals.file_format import is_pickle_path, save_proposals
+from ..data.proposals.store import write_store
+from ..utils.files import atomic_write_bytes
+from .chunks import DamagedChunkError, ShardError, chunk_path, output_paths, read_chunk, read_manifest, shards_to_rerun
 from .filtering import FALLBACK_LEVELS
-from .store import write_store
 
 __all__ = ["merge"]
 
@@ -26,17 +26,18 @@ def merge(output, run_stats: dict | None = None) -> dict:
     """Merge all chunks of ``output``'s work folder into ``output``; write summary and failures.
 
     Raises:
-        RuntimeError: naming the missing chunks if some shard has not finished.
+        ShardError: naming the missing chunks and the shards to (re)run if some have not finished.
     """
     paths = output_paths(output)
     shard_dir = paths["shards"]
     manifest = read_manifest(shard_dir)
     num_chunks = (manifest["num_images"] + manifest["chunk_size"] - 1) // manifest["chunk_size"]
     chunk_paths = [chunk_path(shard_dir, k) for k in range(num_chunks)]
-    missing = [path for path in chunk_paths if not os.path.exists(path)]
+    missing = [k for k, path in enumerate(chunk_paths) if not os.path.exists(path)]
     if missing:
-        raise RuntimeError(f"cannot merge {output}: {len(missing)} of {num_chunks} chunks missing "
-                           f"(first: {missing[0]}); finish every shard first")
+        raise ShardError(f"cannot merge {output}: {len(missing)} of {num_chunks} chunks missing (first: "
+                         f"{chunk_paths[missing[0]]}); rerun tools/gen_proposals.py with "
+                         f"{shards_to_rerun(shard_dir, missing)} (the same other arguments)")
 
     def open_chunk(path: str):
         try:
@@ -44,8 +45,8 @@ def merge(output, run_stats: dict | None = None) -> dict:
         except DamagedChunkError as exc:
             k = chunk_paths.index(path)
             raise DamagedChunkError(
-                f"cannot merge {output}: {exc}. Rerun tools/gen_proposals.py with the arguments of the "
-                f"shard that owns chunk {k} (shard {k} mod n of --shard i/n); it recomputes the chunk") from exc
+                f"cannot merge {output}: {exc}. Rerun tools/gen_proposals.py with {shards_to_rerun(shard_dir, [k])} "
+                "(the same other arguments); it recomputes the chunk") from exc
 
     # Per-image summary arrays and failures: from each chunk's header, offsets and levels.
     counts, levels, failures, seconds = [], [], [], 0.0

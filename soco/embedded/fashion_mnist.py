@@ -15,11 +15,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ...utils.files import atomic_write
+from ..utils.files import atomic_write
 
 __all__ = [
     "CLASS_NAMES", "DEBIAN_DIR", "FashionMNISTNotFoundError", "class_folder_name",
-    "find_fashion_mnist_files", "unpack_raw", "load_split", "build_fashion_mnist_folder",
+    "find_fashion_mnist_files", "unpack_raw", "load_split", "fashion_mnist_subset", "build_fashion_mnist_folder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -133,6 +133,19 @@ def load_split(root: Path, split: str) -> Tuple[np.ndarray, np.ndarray]:
 
     ds = FashionMNIST(str(unpack_raw(root)), train=split == "train", download=False)
     return ds.data.numpy(), ds.targets.numpy().astype(np.int64)
+
+
+def fashion_mnist_subset(split: str, limit: int, root: Optional[Path] = None) -> Tuple["torch.Tensor", "torch.Tensor"]:
+    """``limit`` evenly spaced images of a split as uint8 (N, 3, 28, 28) RGB and labels (N,)
+    (``root``: the datasets folder, default ``dataset_root()``)."""
+    import torch
+
+    from .cache import dataset_root
+
+    images, labels = load_split(dataset_root(root), split)
+    idx = np.linspace(0, len(images) - 1, limit).round().astype(int)
+    x = torch.from_numpy(images[idx]).unsqueeze(1).repeat(1, 3, 1, 1)
+    return x, torch.from_numpy(labels[idx])
 
 
 def build_fashion_mnist_folder(out_dir: Path, raw_root: Path, limit: Optional[int] = None) -> dict:

@@ -21,9 +21,10 @@ import os
 
 import numpy as np
 
-from ...utils.files import atomic_write_bytes
+from ..data.proposals.store import ProposalStore, StoreError, part_from_boxes, write_store
+from ..utils.errors import InputError
+from ..utils.files import atomic_write_bytes
 from .methods import method_settings
-from .store import ProposalStore, StoreError, part_from_boxes, write_store
 
 __all__ = ["MANIFEST_VERSION", "DamagedChunkError", "output_paths", "manifest", "check_manifest", "read_manifest",
            "chunk_path", "write_chunk", "read_chunk", "set_aside_damaged"]
@@ -42,6 +43,7 @@ def output_paths(output: str) -> dict[str, str]:
 
 
 def manifest(ids, method, max_size, chunk_size, box_filter) -> dict:
+    """The settings a work folder is bound to, with a hash of the sorted image ids."""
     digest = hashlib.sha1("\n".join(ids).encode("utf-8")).hexdigest()
     return {"version": MANIFEST_VERSION, "method": method, "settings": method_settings(method),
             "max_size": max_size, "filter": box_filter, "chunk_size": chunk_size, "num_images": len(ids),
@@ -49,6 +51,8 @@ def manifest(ids, method, max_size, chunk_size, box_filter) -> dict:
 
 
 def check_manifest(shard_dir: str, manifest: dict) -> None:
+    """Write ``manifest`` into a new work folder; RuntimeError naming the differences if the
+    folder holds work made with other settings or images."""
     path = os.path.join(shard_dir, "manifest.json")
     if os.path.exists(path):
         with open(path) as f:
@@ -62,6 +66,39 @@ def check_manifest(shard_dir: str, manifest: dict) -> None:
         atomic_write_bytes(path, json.dumps(manifest, indent=1, sort_keys=True).encode())
 
 
+class ShardError(InputError):
+    """``--shard`` arguments that do not fit the work folder; the message names both and the fix."""
+
+
+def record_shard_count(shard_dir: str, index: int, count: int) -> None:
+    """The work folder's shard count: written by the first run (``shards.json``); a later run with
+    another count is refused (its chunks k mod n would not match the others'), naming both."""
+    path = os.path.join(shard_dir, "shards.json")
+    if not os.path.exists(path):
+        atomic_write_bytes(path, json.dumps({"count": count}).encode())
+        return
+    stored = shard_count(shard_dir)
+    if stored != count:
+        raise ShardError(
+            f"--shard {index}/{count}: {shard_dir} was started with {stored} shards (--shard i/{stored}); "
+            f"run every shard with n = {stored}, or delete the folder to start over with {count}")
+
+
+def shard_count(shard_dir: str) -> int:
+    """The number of shards the work folder was started with (1 when none was recorded)."""
+    path = os.path.join(shard_dir, "shards.json")
+    if not os.path.exists(path):
+        return 1
+    with open(path) as f:
+        return int(json.load(f)["count"])
+
+
+def shards_to_rerun(shard_dir: str, chunks) -> str:
+    """``--shard i/n`` of every shard owning one of ``chunks`` (chunk k belongs to shard k mod n)."""
+    count = shard_count(shard_dir)
+    return " and ".join(f"--shard {i}/{count}" for i in sorted({k % count for k in chunks}))
+
+
 def read_manifest(shard_dir: str) -> dict:
     """The manifest of a work folder (FileNotFoundError naming it if there is none)."""
     path = os.path.join(shard_dir, "manifest.json")
@@ -72,6 +109,7 @@ def read_manifest(shard_dir: str) -> dict:
 
 
 def chunk_path(shard_dir: str, index: int) -> str:
+    """The file of chunk ``index`` (images [index * C, (index + 1) * C) of the sorted list)."""
     return os.path.join(shard_dir, f"chunk_{index:06d}.store")
 
 

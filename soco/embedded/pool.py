@@ -13,7 +13,7 @@ so a larger count keeps the smaller set's images.
 from pathlib import Path
 from typing import List
 
-from ...utils.files import atomic_write_json
+from ..utils.files import atomic_write_json
 from .detection import PasteParams, build_coco_split
 from .fashion_mnist import load_split
 from .photos import load_source_photos

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Tuple
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
-from ...utils.files import atomic_write_json
+from ..utils.files import atomic_write_json
 from .cache import cached_build, dataset_root, options_folder
 from .detection import PasteParams, build_coco_split
 from .fashion_mnist import CLASS_NAMES, build_fashion_mnist_folder, class_folder_name, load_split, unpack_raw

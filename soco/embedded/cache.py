@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from ...utils.files import atomic_write_json
+from ..utils.files import atomic_write_json
 
 __all__ = ["MANIFEST_NAME", "dataset_root", "options_folder", "cached_build", "read_manifest"]
 
@@ -35,7 +35,7 @@ def dataset_root(root: Optional[str] = None) -> Path:
     ``root`` if given, else env ``SOCO_DATASETS``, else ``<repository>/datasets``.
     """
     if root is None:
-        root = os.environ.get("SOCO_DATASETS") or Path(__file__).resolve().parents[3] / "datasets"
+        root = os.environ.get("SOCO_DATASETS") or Path(__file__).resolve().parents[2] / "datasets"
     return Path(root).expanduser().resolve()
 
 

@@ -1,0 +1,83 @@
+"""The project's own errors (bad config, bad file, bad weights) and the tools' one-line report.
+
+Every error a user can fix by changing an input derives from :class:`InputError` (a
+``ValueError``, so callers that catch ``ValueError`` keep working); its message names the key or
+file and the fix. The tools run their ``main`` through :func:`run_tool`: such an error prints
+one line ``error: ...`` and exits with :data:`EXIT_INPUT_ERROR`; the traceback is shown only with
+``--debug`` or the environment variable ``SOCO_DEBUG=1``. Any other exception is a bug and keeps
+its traceback.
+"""
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any, Callable
+
+__all__ = [
+    "DEBUG_ENV",
+    "EXIT_INPUT_ERROR",
+    "InputError",
+    "ConfigError",
+    "ConfigKeyError",
+    "add_debug_argument",
+    "run_tool",
+    "keep_config_dump_off_console",
+]
+
+DEBUG_ENV = "SOCO_DEBUG"
+EXIT_INPUT_ERROR = 2
+
+
+class InputError(ValueError):
+    """Bad input the user can fix; the message names the key or file and the remedy."""
+
+
+class ConfigError(InputError):
+    """A config value that is out of its choices, or contradicts another key or the data."""
+
+
+class ConfigKeyError(ConfigError, KeyError):
+    """A config key that does not exist (also a ``KeyError``, as Detectron2 raises it)."""
+
+    __str__ = BaseException.__str__  # KeyError would quote the message
+
+
+def add_debug_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``--debug`` (tracebacks for input errors too) to a tool's parser and return it."""
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the full traceback of input errors (also: {DEBUG_ENV}=1)")
+    return parser
+
+
+def run_tool(main: Callable[..., Any], *args: Any, debug: bool = False) -> int:
+    """``main(*args)`` (its return value, 0 for None); an :class:`InputError` prints one line on
+    stderr and returns :data:`EXIT_INPUT_ERROR`, unless ``debug`` or ``SOCO_DEBUG`` is set."""
+    try:
+        result = main(*args)
+    except InputError as exc:
+        if debug or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr, flush=True)
+        return EXIT_INPUT_ERROR
+    return int(result or 0)
+
+
+# Records of Detectron2's default_setup that are a page each: the config file, the merged config,
+# the environment table.
+_DUMP_PREFIXES = ("Running with full config:", "Contents of args.config_file=", "Environment info:")
+
+
+class _NoConfigDump(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_DUMP_PREFIXES)
+
+
+def keep_config_dump_off_console(logger_name: str = "detectron2") -> None:
+    """Drop the config dump of Detectron2's ``default_setup`` from the console handlers of
+    ``logger_name`` (those writing to stdout / stderr; the log file's handler keeps it). Call
+    after ``setup_logger`` created them."""
+    for handler in logging.getLogger(logger_name).handlers:
+        if getattr(handler, "stream", None) in (sys.stdout, sys.stderr):
+            if not any(isinstance(f, _NoConfigDump) for f in handler.filters):
+                handler.addFilter(_NoConfigDump())
