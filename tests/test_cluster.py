@@ -50,6 +50,10 @@ def test_torchrun_variables_are_read():
            "MASTER_ADDR": "n0", "MASTER_PORT": "29400", "SLURM_PROCID": "0"}
     assert cluster_process(env) == ClusterProcess("torchrun", 5, 1, 8, 4, "n0", 29400)
     assert cluster_process(env).machine_rank == 1
+    # torchrun's agent hosts the store for every restart attempt: each attempt gets its own keys
+    elastic = dict(env, TORCHELASTIC_USE_AGENT_STORE="True", TORCHELASTIC_RESTART_COUNT="2")
+    assert cluster_process(elastic).store_prefix == "soco/attempt_2"
+    assert cluster_process(dict(elastic, TORCHELASTIC_USE_AGENT_STORE="False")).store_prefix == ""
 
 
 def test_slurm_step_variables_are_read_and_the_batch_shell_is_not_a_rank():
@@ -195,6 +199,28 @@ def test_counts_under_torchrun_are_refused_and_under_srun_spawn_as_told(monkeypa
     monkeypatch.setattr(launch_module, "_spawn", lambda *a: spawned.append(a))
     launch_module.launch(print, 8, num_machines=2, machine_rank=1, dist_url="tcp://n1:29500", device="cpu")
     assert [(a[3], a[4], a[5], a[6]) for a in spawned] == [("tcp://n1:29500", 8, 1, 16)]
+
+
+@pytest.mark.slow
+def test_torchrun_restart_resumes_from_the_last_checkpoint(images, uninterrupted, tmp_path):
+    """torchrun --max-restarts 1 with --resume: rank 0 killed after iteration 6 -> the restarted
+    workers join a fresh process group (not the dead attempt's addresses in the agent's store),
+    continue from model_0000004.pth and end bit-identical to the uninterrupted run."""
+    out = str(tmp_path / "run")
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    command = [torchrun, "--standalone", "--nproc_per_node", "2", "--max-restarts", "1",
+               *h.tool_command(images, out, "--resume")[1:]]
+    job = h.start(command, str(tmp_path / "job.log"), _no_cluster_env())
+    try:
+        h.wait_for_iteration(out, STOP_AT, job)
+        rank0 = int(open(os.path.join(out, "run.lock")).read().split('"pid": ')[1].split(",")[0])
+        os.kill(rank0, signal.SIGKILL)
+        assert job.wait(timeout=300) == 0, open(tmp_path / "job.log").read()[-3000:]
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert f"Resuming from {os.path.join(out, 'model_0000004.pth')} at iteration 5" in open(tmp_path / "job.log").read()
+    assert h.final_weights_equal(out, uninterrupted)
 
 
 def test_signal_during_set_up_stops_after_the_first_iteration_with_a_checkpoint(images, tmp_path, monkeypatch):

@@ -9,6 +9,13 @@ as ``node[03-04,07]``); the batch shell of an ``sbatch`` job sets no ``SLURM_STE
 so a tool started there without ``srun`` is not mistaken for one rank of many. Slurm gives no
 rendezvous address: the first node of the step hosts it, on ``MASTER_PORT`` when set, else on
 a port derived from the job id (the same in every task, different for jobs that share a node).
+
+torchrun's elastic restart (``--max-restarts``) starts new workers against the same store, which
+its agent hosts for the whole job (``TORCHELASTIC_USE_AGENT_STORE=True``) and never clears: the
+keys of the killed attempt (gloo's addresses of the old workers, among others) are still there,
+and the new workers would read them and connect to processes that are gone. Each attempt
+therefore keeps its keys under its own prefix (``ClusterProcess.store_prefix``, from
+``TORCHELASTIC_RESTART_COUNT``).
 """
 
 import re
@@ -29,7 +36,9 @@ class ClusterProcess:
 
     ``launcher``: "torchrun" or "slurm"; ``rank`` in [0, world_size); ``local_rank`` in
     [0, local_world_size) on its machine; ``master_addr``
-    and ``master_port``: where rank 0 (torchrun: its agent) hosts the rendezvous."""
+    and ``master_port``: where rank 0 (torchrun: its agent) hosts the rendezvous;
+    ``store_prefix``: "" when this process may use the store as it is, else the prefix that keeps
+    this attempt's keys apart from those of an earlier one (torchrun's agent-hosted store)."""
 
     launcher: str
     rank: int
@@ -38,6 +47,7 @@ class ClusterProcess:
     local_world_size: int
     master_addr: str
     master_port: int
+    store_prefix: str = ""
 
     @property
     def machine_rank(self) -> int:
@@ -79,9 +89,11 @@ def cluster_process(env: Mapping[str, str]) -> Optional[ClusterProcess]:
     if all(k in env for k in _TORCHRUN_KEYS):
         world = _int(env, "WORLD_SIZE")
         local_world = _int(env, "LOCAL_WORLD_SIZE") if "LOCAL_WORLD_SIZE" in env else world
+        agent_store = env.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and "TORCHELASTIC_RESTART_COUNT" in env
+        prefix = f"soco/attempt_{_int(env, 'TORCHELASTIC_RESTART_COUNT')}" if agent_store else ""
         return ClusterProcess(
             "torchrun", _int(env, "RANK"), _int(env, "LOCAL_RANK"), world, local_world,
-            env["MASTER_ADDR"], _int(env, "MASTER_PORT"),
+            env["MASTER_ADDR"], _int(env, "MASTER_PORT"), prefix,
         )
     if all(k in env for k in _SLURM_KEYS):
         world = _int(env, "SLURM_STEP_NUM_TASKS")

@@ -39,7 +39,7 @@ DEFAULT_TIMEOUT = timedelta(minutes=10)
 FAILURE_GRACE_S = 5.0
 _STOP_CODES = {exit_code(s) for s in STOP_SIGNALS}
 
-_rendezvous: Optional[Tuple[str, int]] = None  # in a worker: (host, port) of the job's TCP store
+_rendezvous: Optional[Tuple[str, int, str]] = None  # in a worker: (host, port, key prefix) of the job's TCP store
 
 
 def free_local_url() -> str:
@@ -49,9 +49,10 @@ def free_local_url() -> str:
         return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
 
 
-def rendezvous_address() -> Optional[Tuple[str, int]]:
-    """(host, port) of the TCP store this process joined its job through; None for one process
-    or a file:// rendezvous."""
+def rendezvous_address() -> Optional[Tuple[str, int, str]]:
+    """(host, port, key prefix) of the TCP store this process joined its job through; None for
+    one process or a file:// rendezvous. The prefix ("" or "soco/attempt_N") keeps the keys of
+    a torchrun restart attempt apart from those of the attempts before it."""
     return _rendezvous
 
 
@@ -95,7 +96,7 @@ def launch(
         logger.info(f"{cluster.launcher}: rank {cluster.rank} of {cluster.world_size} "
                     f"(rendezvous {cluster.master_addr}:{cluster.master_port})")
         _run_rank(main_func, tuple(args), backend, "env://", cluster.rank, cluster.world_size,
-                  cluster.local_rank, cluster.local_world_size, timeout)
+                  cluster.local_rank, cluster.local_world_size, timeout, cluster.store_prefix)
         return
     world_size = num_processes_per_machine * num_machines
     if world_size == 1:
@@ -152,8 +153,11 @@ def _spawned_worker(local_rank, main_func, args, backend, dist_url, machine_rank
         raise SystemExit(exit_code(request.value or signal.SIGINT)) from None
 
 
-def _run_rank(main_func, args, backend, init_method, rank, world_size, local_rank, local_world_size, timeout):
-    """Join the job as ``rank`` and run ``main_func(*args)``; what every path shares."""
+def _run_rank(main_func, args, backend, init_method, rank, world_size, local_rank, local_world_size, timeout,
+              store_prefix=""):
+    """Join the job as ``rank`` and run ``main_func(*args)``; what every path shares.
+    ``store_prefix``: with env://, a client of the store at MASTER_ADDR:MASTER_PORT (hosted by
+    torchrun's agent) whose keys all carry this prefix ("" -> PyTorch's own env:// set-up)."""
     global _rendezvous
     previous_handlers = record_early_signals()
     if backend == "nccl":
@@ -161,15 +165,20 @@ def _run_rank(main_func, args, backend, init_method, rank, world_size, local_ran
             raise RuntimeError(f"local rank {local_rank} needs GPU {local_rank}, but {torch.cuda.device_count()} are visible")
         torch.cuda.set_device(local_rank)
     try:
-        dist.init_process_group(backend, init_method=init_method, world_size=world_size, rank=rank, timeout=timeout)
+        if store_prefix:
+            store = dist.PrefixStore(store_prefix, dist.TCPStore(
+                os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=False, timeout=timeout))
+            dist.init_process_group(backend, store=store, world_size=world_size, rank=rank, timeout=timeout)
+        else:
+            dist.init_process_group(backend, init_method=init_method, world_size=world_size, rank=rank, timeout=timeout)
     except Exception:
         logger.error(f"could not join the process group at {init_method} as rank {rank} of {world_size}")
         raise
     if init_method == "env://":
-        _rendezvous = (os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
+        _rendezvous = (os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), store_prefix)
     elif init_method.startswith("tcp://"):
         url = urlparse(init_method)
-        _rendezvous = (url.hostname, url.port)
+        _rendezvous = (url.hostname, url.port, "")
     _set_local_process_group(local_world_size, rank // local_world_size)
     if backend == "gloo" and "OMP_NUM_THREADS" not in os.environ:  # share the cores, do not oversubscribe
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world_size))

@@ -36,7 +36,7 @@ class StalledRankError(RuntimeError):
 class StepWatchdogHook(HookBase):
     """Heartbeats of every rank and a report on the late ones (see the module docstring).
 
-    ``address``: (host, port) of the job's TCP store (``soco.engine.launch.rendezvous_address``);
+    ``address``: (host, port, key prefix) of the job's TCP store (``soco.engine.launch.rendezvous_address``);
     None or one process disables the hook. ``timeout_s``: the collectives' timeout. A step is
     slow once it has taken longer than ``factor`` times the median of the last 20 steps and
     ``min_slow_s`` seconds, or half the timeout, whichever comes first; a rank is frozen when
@@ -61,9 +61,9 @@ class StepWatchdogHook(HookBase):
     def before_train(self):
         if self.address is None:
             return
-        host, port = self.address
-        self._store = dist.TCPStore(host, port, is_master=False, timeout=timedelta(seconds=self.frozen_s),
-                                    wait_for_workers=False)
+        host, port, prefix = self.address
+        self._store = dist.PrefixStore(prefix, dist.TCPStore(
+            host, port, is_master=False, timeout=timedelta(seconds=self.frozen_s), wait_for_workers=False))
         self._thread = threading.Thread(target=self._run, name="soco-step-watchdog", daemon=True)
         self._thread.start()
 
