@@ -201,6 +201,37 @@ def test_counts_under_torchrun_are_refused_and_under_srun_spawn_as_told(monkeypa
     assert [(a[3], a[4], a[5], a[6]) for a in spawned] == [("tcp://n1:29500", 8, 1, 16)]
 
 
+_RESTART_PROBE = """
+import os, signal, time
+import torch, torch.distributed as dist
+from soco.engine.launch import launch
+
+def main():
+    total = torch.ones(1)
+    dist.all_reduce(total)
+    print(f"attempt {os.environ['TORCHELASTIC_RESTART_COUNT']} rank {dist.get_rank()} sum {total.item():g}", flush=True)
+    if os.environ["TORCHELASTIC_RESTART_COUNT"] == "0" and dist.get_rank() == 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+    dist.barrier()
+
+if os.environ["TORCHELASTIC_RESTART_COUNT"] == "1" and os.environ["RANK"] == "1":
+    time.sleep(3)  # rank 0 reaches the store first: it must not find the dead attempt's addresses
+launch(main, 1, device="cpu")
+"""
+
+
+def test_torchrun_restarted_workers_join_a_fresh_process_group(tmp_path):
+    """Rank 0 killed in attempt 0; torchrun --max-restarts 1 restarts both workers against the
+    same agent-hosted store, and their process group connects (not to the dead attempt's ports)."""
+    script = tmp_path / "probe.py"
+    script.write_text(_RESTART_PROBE)
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "--max-restarts", "1", str(script)],
+                            capture_output=True, text=True, env=_no_cluster_env(), timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "attempt 1 rank 0 sum 2" in result.stdout and "attempt 1 rank 1 sum 2" in result.stdout
+
+
 @pytest.mark.slow
 def test_torchrun_restart_resumes_from_the_last_checkpoint(images, uninterrupted, tmp_path):
     """torchrun --max-restarts 1 with --resume: rank 0 killed after iteration 6 -> the restarted
