@@ -176,6 +176,27 @@ def test_pretrain_net_bad_config_is_one_line_exit_2(tmp_path):
     assert "Traceback" in subprocess.run(cmd[:2] + ["--debug"] + cmd[2:], capture_output=True, text=True, env=env).stderr
 
 
+def test_an_input_error_inside_two_processes_is_one_line_exit_2(tmp_path):
+    """Found by the workers (CoKe's clusters against the images they list), not at load: rank 0
+    prints one line, every worker exits 2, and so does the launcher; no traceback."""
+    from PIL import Image
+
+    for i in range(4):
+        Image.new("RGB", (16, 16), (i * 40, 0, 0)).save(tmp_path / f"{i}.png")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    env.pop("SOCO_DEBUG", None)
+    cmd = [sys.executable, os.path.join(REPO, "tools", "pretrain_net.py"), "--num-gpus", "2", "--config-file",
+           os.path.join(REPO, "configs", "CoKe", "coke_R18_cpu_demo.yaml"), "DATASETS.TRAIN", "()",
+           "PRETRAIN.IMAGE_ROOT", str(tmp_path), "PRETRAIN.IMAGE_LIST", "", "MODEL.COKE.NUM_CLUSTERS", "[2, 5]",
+           "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0",
+           "OUTPUT_DIR", str(tmp_path / "out")]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 2, out.stderr[-3000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "than the 4 training images" in errors[0], out.stderr[-3000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+
+
 def test_a_pixel_bomb_in_training_is_skipped_with_its_reason_and_never_read_again(tmp_path, caplog):
     """A 30000 x 30000 JPEG among the training images: refused from its header with both sizes
     in the log, remembered, so later epochs do not open it again."""

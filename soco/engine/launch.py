@@ -26,6 +26,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.utils import comm
 
+from ..utils.errors import EXIT_INPUT_ERROR, InputError, debugging, print_input_error
 from .cluster import cluster_process
 from .signals import STOP_SIGNALS, LauncherSignals, exit_code, record_early_signals, set_launcher_flag
 
@@ -134,6 +135,8 @@ def _spawn(main_func, args, backend, dist_url, num_per_machine, machine_rank, wo
         except mp.ProcessExitedException as exc:
             if signals.received and exc.exit_code in _STOP_CODES:  # stopped at once by a second signal
                 raise SystemExit(exit_code(signals.received)) from None
+            if exc.exit_code == EXIT_INPUT_ERROR:  # a worker reported an input error on one line
+                raise SystemExit(EXIT_INPUT_ERROR) from None
             raise
     if stopped.value:
         raise SystemExit(stopped.value)
@@ -151,6 +154,14 @@ def _spawned_worker(local_rank, main_func, args, backend, dist_url, machine_rank
         stopped.value = exc.code  # a graceful stop: the launcher exits with this code once all are done
     except KeyboardInterrupt:  # a second signal; PyTorch's wrapper would swallow it and exit 0
         raise SystemExit(exit_code(request.value or signal.SIGINT)) from None
+    except InputError as exc:
+        # Every rank meets the same bad input (e.g. more clusters than images): rank 0 says it
+        # on one line, as a tool run in one process does, and every worker exits 2.
+        if debugging():
+            raise
+        if machine_rank == 0 and local_rank == 0:
+            print_input_error(exc)
+        raise SystemExit(EXIT_INPUT_ERROR) from None
 
 
 def _run_rank(main_func, args, backend, init_method, rank, world_size, local_rank, local_world_size, timeout,

@@ -22,6 +22,8 @@ __all__ = [
     "ConfigKeyError",
     "add_debug_argument",
     "run_tool",
+    "debugging",
+    "print_input_error",
     "keep_config_dump_off_console",
 ]
 
@@ -53,14 +55,32 @@ def add_debug_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 def run_tool(main: Callable[..., Any], *args: Any, debug: bool = False) -> int:
     """``main(*args)`` (its return value, 0 for None); an :class:`InputError` prints one line on
     stderr and returns :data:`EXIT_INPUT_ERROR`, unless ``debug`` or ``SOCO_DEBUG`` is set."""
+    previous = os.environ.get(DEBUG_ENV)
+    if debug:
+        os.environ[DEBUG_ENV] = "1"  # processes the tool starts (e.g. the launcher's workers) inherit it
     try:
         result = main(*args)
     except InputError as exc:
-        if debug or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+        if debugging():
             raise
-        print("error: " + " ".join(str(exc).split()), file=sys.stderr, flush=True)
+        print_input_error(exc)
         return EXIT_INPUT_ERROR
+    finally:
+        if previous is None:
+            os.environ.pop(DEBUG_ENV, None)
+        else:
+            os.environ[DEBUG_ENV] = previous
     return int(result or 0)
+
+
+def debugging() -> bool:
+    """Whether input errors keep their traceback (``--debug`` or ``SOCO_DEBUG``)."""
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def print_input_error(exc: InputError) -> None:
+    """The one-line report of an input error on stderr."""
+    print("error: " + " ".join(str(exc).split()), file=sys.stderr, flush=True)
 
 
 # Records of Detectron2's default_setup that are a page each: the config file, the merged config,
