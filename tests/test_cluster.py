@@ -13,7 +13,7 @@ import time
 import pytest
 
 import cluster_helpers as h
-from soco.engine.cluster import ClusterProcess, cluster_process, first_host, slurm_port
+from soco.engine.cluster import ClusterProcess, cluster_process, first_host, restart_warning, slurm_port
 from soco.engine.signals import exit_code
 
 STOP_AT = 6  # the signal is sent once metrics.json shows this iteration (checkpoints at 4, 9, ...)
@@ -54,6 +54,16 @@ def test_torchrun_variables_are_read():
     elastic = dict(env, TORCHELASTIC_USE_AGENT_STORE="True", TORCHELASTIC_RESTART_COUNT="2")
     assert cluster_process(elastic).store_prefix == "soco/attempt_2"
     assert cluster_process(dict(elastic, TORCHELASTIC_USE_AGENT_STORE="False")).store_prefix == ""
+
+
+def test_restarts_on_several_machines_with_the_shared_store_are_warned_about():
+    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "8", "MASTER_ADDR": "n0",
+           "MASTER_PORT": "29400", "TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RESTART_COUNT": "0",
+           "TORCHELASTIC_MAX_RESTARTS": "2"}
+    assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" in restart_warning(cluster_process(env), env)
+    for quiet in (dict(env, TORCHELASTIC_MAX_RESTARTS="0"), dict(env, LOCAL_WORLD_SIZE="16"),
+                  dict(env, TORCHELASTIC_USE_AGENT_STORE="False")):
+        assert restart_warning(cluster_process(quiet), quiet) is None
 
 
 def test_slurm_step_variables_are_read_and_the_batch_shell_is_not_a_rank():

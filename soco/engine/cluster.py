@@ -15,14 +15,19 @@ its agent hosts for the whole job (``TORCHELASTIC_USE_AGENT_STORE=True``) and ne
 keys of the killed attempt (gloo's addresses of the old workers, among others) are still there,
 and the new workers would read them and connect to processes that are gone. Each attempt
 therefore keeps its keys under its own prefix (``ClusterProcess.store_prefix``, from
-``TORCHELASTIC_RESTART_COUNT``).
+``TORCHELASTIC_RESTART_COUNT``). That count is kept by each machine's agent and grows only when
+its own workers fail; an agent that restarts its workers for a machine joining (a replacement
+node, or workers still waiting in a collective when the new round begins) does not count it,
+so on several machines the prefixes can differ and the restarted workers do not find each other
+(an error or a wait until the timeout). There ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` (set for torchrun) makes rank 0 host a
+fresh store on a fresh port in every round instead: :func:`restart_warning` says so.
 """
 
 import re
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-__all__ = ["ClusterProcess", "cluster_process", "first_host", "slurm_port"]
+__all__ = ["ClusterProcess", "cluster_process", "first_host", "restart_warning", "slurm_port"]
 
 _TORCHRUN_KEYS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 _SLURM_KEYS = ("SLURM_PROCID", "SLURM_LOCALID", "SLURM_STEP_NUM_TASKS", "SLURM_STEP_NODELIST")
@@ -109,3 +114,14 @@ def cluster_process(env: Mapping[str, str]) -> Optional[ClusterProcess]:
             env.get("MASTER_ADDR") or first_host(env["SLURM_STEP_NODELIST"]), port,
         )
     return None
+
+
+def restart_warning(process: ClusterProcess, env: Mapping[str, str]) -> Optional[str]:
+    """A warning when torchrun may restart the workers of several machines against its agent's
+    shared store (see the module docstring), else None."""
+    restarts = int(env.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0)
+    if not process.store_prefix or restarts == 0 or process.local_world_size == process.world_size:
+        return None
+    return ("torchrun --max-restarts on several machines with the agent's shared store: the machines' restart "
+            "counts can differ after a restart and the new workers then do not find each other; export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 before torchrun (rank 0 then hosts a new store "
+            "in every round)")

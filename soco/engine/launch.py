@@ -27,7 +27,7 @@ import torch.multiprocessing as mp
 from detectron2.utils import comm
 
 from ..utils.errors import EXIT_INPUT_ERROR, InputError, debugging, print_input_error
-from .cluster import cluster_process
+from .cluster import cluster_process, restart_warning
 from .signals import STOP_SIGNALS, LauncherSignals, exit_code, record_early_signals, set_launcher_flag
 
 __all__ = ["free_local_url", "launch", "rendezvous_address"]
@@ -96,6 +96,9 @@ def launch(
                           RANK=str(cluster.rank), WORLD_SIZE=str(cluster.world_size))
         logger.info(f"{cluster.launcher}: rank {cluster.rank} of {cluster.world_size} "
                     f"(rendezvous {cluster.master_addr}:{cluster.master_port})")
+        warning = restart_warning(cluster, os.environ)
+        if warning and cluster.rank == 0:
+            logger.warning(warning)
         _run_rank(main_func, tuple(args), backend, "env://", cluster.rank, cluster.world_size,
                   cluster.local_rank, cluster.local_world_size, timeout, cluster.store_prefix)
         return
