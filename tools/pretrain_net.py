@@ -18,8 +18,9 @@ MASTER_PORT or a port derived from the job id) and spawns nothing; leave --num-g
     torchrun --nproc_per_node 8 --nnodes 2 --rdzv-backend c10d --rdzv-endpoint HOST0:29500 \\
         tools/pretrain_net.py --config-file CFG --resume
     srun --ntasks-per-node 8 --gres gpu:8 python tools/pretrain_net.py --config-file CFG --resume
-  (tools/slurm/ holds sbatch files to copy. With --resume, a requeued or resubmitted job
-  continues from the last checkpoint by itself.)
+  (tools/slurm/ holds sbatch files to copy. With --resume, torchrun's --max-restarts and a
+  requeued or resubmitted job continue from the last checkpoint by themselves; on several
+  machines export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for --max-restarts, see docs/CLUSTERS.md.)
 Signals: SIGINT, SIGTERM or SIGUSR1 (Slurm's pre-emption notice), sent to the launcher, to every
 process or to one rank, make every process save one checkpoint at the same iteration; the job
 exits 130 / 143 / 138. PRETRAIN.DIST_TIMEOUT_MINUTES bounds how long the others wait for a
