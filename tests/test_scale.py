@@ -199,5 +199,6 @@ def test_zip_source_equals_the_extracted_folder(tmp_path):
     assert (read_image_chw(item["file_name"]) == read_image_chw(os.path.join(root, item["image_id"]))).all()
     from soco.data.image_io import ImageReadError
 
+    assert os.path.isfile(archive + ".index")  # the member index lives next to its archive
     with pytest.raises(ImageReadError, match=r"train.zip@/class1/img004.jpg.*damaged zip member"):
         read_image_chw(f"{archive}@/class1/img004.jpg")

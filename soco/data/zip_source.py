@@ -85,7 +85,7 @@ def zip_index(archive: str):
 
     if not os.path.isfile(archive):
         raise FileNotFoundError(f"zip archive not found: {archive}")
-    path = derived_file(archive, ".index", lambda target: _build_index(archive, target, IMAGE_EXTENSIONS))
+    path = derived_file(archive, archive + ".index", lambda target: _build_index(archive, target, IMAGE_EXTENSIONS))
     index = ProposalStore(path)
     if not all(index.has_section(s) for s in _INDEX_SECTIONS):
         raise ValueError(f"{path}: not a zip member index; delete it so that it is rebuilt")
