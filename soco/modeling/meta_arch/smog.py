@@ -45,7 +45,13 @@ from torch import nn
 from ..distributed import all_gather_with_grad, concat_all_gather
 from ..ema import MomentumSchedule
 from ..heads import build_predictor
-from ..losses.smog import assign_to_groups, group_contrastive_loss, momentum_group_update, spherical_kmeans
+from ..losses.smog import (
+    assign_to_groups,
+    group_contrastive_loss,
+    momentum_group_update,
+    nearest_centre,
+    spherical_kmeans,
+)
 from .base import ImageLevelMetaArch, put_scalars
 
 __all__ = ["SMoG"]
@@ -149,7 +155,10 @@ class SMoG(ImageLevelMetaArch):
         groups exist)."""
         if not bool(self.groups_ready) or int(self.cache_filled) == 0:
             return {}
-        return {"smog_groups": (assign_to_groups(self.cache[: int(self.cache_filled)], self.groups), self.num_groups)}
+        # Chunked as the re-grouping is: the whole cache x groups similarity can be gigabytes.
+        cached = F.normalize(self.cache[: int(self.cache_filled)], dim=1)
+        labels = nearest_centre(cached, F.normalize(self.groups, dim=1), self.kmeans_chunk_bytes)
+        return {"smog_groups": (labels, self.num_groups)}
 
     @torch.no_grad()
     def push_cache(self, feats: torch.Tensor) -> None:
