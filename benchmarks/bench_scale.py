@@ -41,6 +41,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from soco.proposals.chunks import check_manifest, manifest, write_chunk  # noqa: E402
+from soco.utils.files import atomic_write_json  # noqa: E402
 
 CLASSES = 1000
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -275,9 +276,8 @@ def main(argv=None) -> int:
         if f"{key}_today" in rows:
             print(line(label, key, unit))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"images": n, "boxes": args.boxes, "processes": args.processes, "workers": args.workers, **rows},
-                      f, indent=1)
+        atomic_write_json(args.json, {"images": n, "boxes": args.boxes, "processes": args.processes,
+                                      "workers": args.workers, **rows})
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0
