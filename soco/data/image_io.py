@@ -94,14 +94,17 @@ def decode_rgb(path, max_size: int | None = None, max_pixels: int | None = MAX_I
         ImageReadError: missing, truncated, corrupt or non-image file, an empty image, or one
             above ``max_pixels``.
     """
-    if max_pixels:
-        check_pixels(path, max_pixels)
     try:
+        source = _source(path)  # a zip member is read (and CRC-checked) once for header and pixels
+        if max_pixels:
+            check_pixels(path, max_pixels, source)
+            if isinstance(source, io.BytesIO):
+                source.seek(0)
         with warnings.catch_warnings():
             # Large photos (e.g. 10000x8000) trigger Pillow's decompression-bomb *warning*; the
             # hard limit (an error) still applies.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(_source(path)) as image:
+            with Image.open(source) as image:
                 width, height = image.size
                 try:
                     orientation = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
