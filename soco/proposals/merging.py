@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from ..data.proposals.file_format import is_pickle_path, save_proposals
-from ..data.proposals.store import write_store
+from ..data.proposals.store import ProposalStore, write_store
 from ..utils.files import atomic_write_bytes
 from .chunks import DamagedChunkError, ShardError, chunk_path, output_paths, read_chunk, read_manifest, shards_to_rerun
 from .filtering import FALLBACK_LEVELS
@@ -63,7 +63,8 @@ def merge(output, run_stats: dict | None = None) -> dict:
                        np.concatenate([np.asarray(c.sizes) for c in parts]), failures)
         del parts
     else:
-        write_store(output, chunk_paths, open_part=lambda path: open_chunk(path).part())
+        # Every chunk was checked above; write_store reopens each once per section, unchecked.
+        write_store(output, chunk_paths, open_part=lambda path: ProposalStore(path, check_ids=False).part())
     failures = sorted(failures)
     counts = np.concatenate(counts) if counts else np.zeros(0, np.int64)
     levels = np.concatenate(levels) if levels else np.zeros(0, np.int8)
