@@ -121,6 +121,8 @@ def generate(image_root, output, image_list=None, method=DEFAULT_METHOD, max_siz
         max_size = DEFAULT_MAX_SIZE[method]
     if not (0.0 <= scale_range[0] < scale_range[1] and min_side >= 0):
         raise ValueError(f"need 0 <= scale_range[0] < scale_range[1] and min_side >= 0, got {scale_range}, {min_side}")
+    if image_timeout is not None and image_timeout < 0:
+        raise ValueError(f"image_timeout must be >= 0 seconds (0: no limit), got {image_timeout}")
     box_filter = {"scale_range": [float(x) for x in scale_range], "min_side": float(min_side)}
     shard_index, shard_count = _parse_shard(shard)
     num_workers = default_num_workers() if num_workers is None else num_workers
@@ -153,19 +155,23 @@ def generate(image_root, output, image_list=None, method=DEFAULT_METHOD, max_siz
     bar = tqdm(total=total, initial=total - todo, unit="img", disable=not progress, smoothing=0.05,
                desc=f"proposals {method} shard {shard_index}/{shard_count}")
     processed = 0
-    if image_timeout is not None and image_timeout < 0:
-        raise ValueError(f"image_timeout must be >= 0 seconds (0: no limit), got {image_timeout}")
     workers = Workers(_process, num_workers, image_timeout, START_METHOD) if num_workers > 0 else None
     results = workers.run(tasks()) if workers else ((key, _process(task)) for key, task in tasks())
     collected = {}  # chunk index -> results by position; written (and dropped) once complete
+    remaining = {}  # chunk index -> results still to come
     try:
         for (k, position), result in results:
-            size = len(ids[k * chunk_size:(k + 1) * chunk_size])
-            collected.setdefault(k, [None] * size)[position] = result
+            if k not in collected:
+                remaining[k] = min(chunk_size, len(ids) - k * chunk_size)
+                collected[k] = [None] * remaining[k]
+            collected[k][position] = result
+            remaining[k] -= 1
             bar.update(1)
-            if all(r is not None for r in collected[k]):
-                write_chunk(shard_dir, k, collected.pop(k))
-                processed += size
+            if remaining[k] == 0:
+                chunk = collected.pop(k)
+                del remaining[k]
+                write_chunk(shard_dir, k, chunk)
+                processed += len(chunk)
     finally:
         if workers is not None:
             workers.close()
