@@ -15,7 +15,6 @@ of them alike. Reports, per method:
     python benchmarks/bench_proposals.py --num-images 16
 """
 import argparse
-import json
 import multiprocessing
 import os
 import time
@@ -26,6 +25,7 @@ import numpy as np
 
 from soco.proposals import METHODS, soco_filter
 from soco.proposals.methods import DEFAULT_MAX_SIZE, resize_longer_side, scale_boxes
+from soco.utils.files import atomic_write_json
 
 BASELINE = "selectivesearch"
 IMAGENET_IMAGES = 1_281_167
@@ -160,8 +160,7 @@ def main():
     for row in rows:
         print("| " + " | ".join(str(row[k]) for k in keys) + " |")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"source": source, "cores": os.cpu_count(), "rows": rows}, f, indent=1)
+        atomic_write_json(args.json, {"source": source, "cores": os.cpu_count(), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -23,8 +23,7 @@ import argparse
 import logging
 import sys
 
-from soco.checkpoint import ConversionError
-from soco.utils.errors import EXIT_INPUT_ERROR
+from soco.utils.errors import EXIT_INPUT_ERROR, print_input_error
 from soco.checkpoint.official import import_official
 from soco.proposals.official_json import import_official_proposals
 
@@ -53,8 +52,8 @@ def main(argv=None) -> int:
             result = import_official(args.input, args.output, verify=not args.no_verify)
         else:
             result = import_official_proposals(args.input, args.image_root, args.output, args.image_list)
-    except (ConversionError, ValueError, FileNotFoundError) as exc:
-        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+    except (ValueError, FileNotFoundError) as exc:  # ConversionError is a ValueError
+        print_input_error(exc)
         return EXIT_INPUT_ERROR
     print(result.summary())
     print(f"wrote {args.output}")

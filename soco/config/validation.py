@@ -14,7 +14,7 @@ from detectron2.config import CfgNode
 from ..utils.errors import ConfigError
 from .method_soco import check_soco_config
 
-__all__ = ["CHOICES", "check_choices", "check_config", "check_dataset_size"]
+__all__ = ["CHOICES", "check_choices", "check_config", "check_dataset_size", "config_value"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,8 @@ CHOICES = {
 }
 
 
-def _get(cfg: CfgNode, key: str):
+def config_value(cfg: CfgNode, key: str):
+    """The value of a dotted key, e.g. ``config_value(cfg, "MODEL.SOCO.VIEWS")``."""
     for part in key.split("."):
         cfg = cfg[part]
     return cfg
@@ -39,7 +40,7 @@ def _get(cfg: CfgNode, key: str):
 def check_choices(cfg: CfgNode) -> None:
     """Raise ConfigError for the first key of :data:`CHOICES` whose value is not a choice."""
     for key, choices in CHOICES.items():
-        value = _get(cfg, key)
+        value = config_value(cfg, key)
         if value not in choices:
             raise ConfigError(f"{key} is {value!r}; choose one of {', '.join(repr(c) for c in choices)}")
     device = cfg.MODEL.DEVICE

@@ -11,7 +11,7 @@ from detectron2.engine import hooks
 from detectron2.engine.defaults import default_writers
 from detectron2.utils import comm
 
-from ..config.validation import check_dataset_size
+from ..config.validation import check_dataset_size, config_value
 from ..utils.errors import ConfigError
 from ..data.build import build_pretrain_loader, get_pretrain_dataset_dicts
 from ..data.method_data import build_mapper, prepare_dataset_dicts
@@ -75,15 +75,10 @@ def check_resumed_config(saved: Optional[CfgNode], cfg: CfgNode) -> None:
         logger.warning("the checkpoint has no 'cfg' entry; cannot check it matches this run")
         return
 
-    def get(c, key):
-        for part in key.split("."):
-            c = c[part]
-        return c
-
     diffs = [
-        f"{k}: checkpoint {get(saved, k)!r} vs now {get(cfg, k)!r}"
+        f"{k}: checkpoint {config_value(saved, k)!r} vs now {config_value(cfg, k)!r}"
         for k in _RESUME_INVARIANT_KEYS
-        if get(saved, k) != get(cfg, k)
+        if config_value(saved, k) != config_value(cfg, k)
     ]
     if diffs:
         raise ConfigError("--resume with a different config than the checkpoint's: " + "; ".join(diffs))

@@ -43,7 +43,7 @@ class StepWatchdogHook(HookBase):
     its heartbeat is older than ``frozen_s`` seconds.
     """
 
-    def __init__(self, address: Optional[Tuple[str, int]], rank: int, world_size: int, timeout_s: float,
+    def __init__(self, address: Optional[Tuple[str, int, str]], rank: int, world_size: int, timeout_s: float,
                  factor: float = 10.0, min_slow_s: float = 60.0, beat_s: float = 1.0, frozen_s: float = 5.0):
         self.address = address if world_size > 1 else None
         self.rank, self.world_size = rank, world_size

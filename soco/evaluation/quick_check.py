@@ -5,8 +5,6 @@ slow tests and the benchmark; real runs use ``tools/pretrain_net.py`` and
 ``tools/eval_representation.py``.
 """
 
-from typing import Tuple
-
 import torch
 from fvcore.nn.precise_bn import update_bn_stats
 from torchvision.transforms import v2

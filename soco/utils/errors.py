@@ -78,8 +78,8 @@ def debugging() -> bool:
     return os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
-def print_input_error(exc: InputError) -> None:
-    """The one-line report of an input error on stderr."""
+def print_input_error(exc: Exception) -> None:
+    """The one-line report of an input error (or any error a tool reports as one) on stderr."""
     print("error: " + " ".join(str(exc).split()), file=sys.stderr, flush=True)
 
 

@@ -21,9 +21,7 @@ from .photometric import FLIP, PhotometricSpec, sample_photometric_params
 from .photometric_cpu import apply_photometric_chw
 from .photometric_reference import build_reference_transform
 
-__all__ = ["AUGMENT_IMPLS", "ViewAugmentation", "iter_view_augmentations", "set_augment_impl"]
-
-AUGMENT_IMPLS = ("fast", "reference")
+__all__ = ["ViewAugmentation", "iter_view_augmentations", "set_augment_impl"]
 
 
 class ViewAugmentation:
@@ -33,11 +31,10 @@ class ViewAugmentation:
     def __init__(self, spec: PhotometricSpec, impl: str = "fast", defer: bool = False):
         self.spec = spec
         self.reference = build_reference_transform(spec)
-        self.impl, self.defer = "fast", False
         self.configure(impl, defer)
 
     def configure(self, impl: str, defer: bool) -> None:
-        """``impl`` one of :data:`AUGMENT_IMPLS`; ``defer`` only with "fast" (the config's
+        """``impl`` "fast" or "reference"; ``defer`` only with "fast" (the config's
         PRETRAIN.AUGMENT_IMPL / AUGMENT_ON pair is checked at load, ``soco.config.validation``)."""
         self.impl, self.defer = impl, defer
 
