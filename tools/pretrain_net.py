@@ -54,39 +54,14 @@ threshold, a one-line summary at the end and OUTPUT_DIR/health.json (docs/TRANSF
 import sys
 from datetime import timedelta
 
-from detectron2.engine import default_argument_parser, default_setup
-from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
+from detectron2.engine import default_argument_parser
 
 import soco.modeling.meta_arch  # noqa: F401  (registers the methods in META_ARCH_REGISTRY)
 from soco.config.defaults import load_pretrain_config
-from soco.engine import run_pretraining
 from soco.engine.launch import launch
-from soco.engine.run_guard import add_overwrite_argument, claim_output_dir_on_all_ranks
-from soco.utils.errors import add_debug_argument, keep_config_dump_off_console, run_tool
-
-
-def setup(args):
-    """Config from the file and KEY VALUE overrides (unknown keys name themselves), then
-    Detectron2's default set-up: output folder, logging, config.yaml, seed."""
-    cfg = load_pretrain_config(args.config_file, args.opts)
-    if not cfg.OUTPUT_DIR:
-        raise ValueError("OUTPUT_DIR is empty; set it in the config or on the command line")
-    cfg.freeze()
-    # Before default_setup writes config.yaml into the folder.
-    claim_output_dir_on_all_ranks(cfg.OUTPUT_DIR, args.resume, getattr(args, "overwrite", False))
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank())  # default_setup's own (cached) call
-    keep_config_dump_off_console()
-    default_setup(cfg, args)
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="soco")
-    return cfg
-
-
-def main(args):
-    cfg = setup(args)
-    if args.eval_only:
-        raise ValueError("--eval-only does not apply to pretraining; use tools/eval_representation.py")
-    run_pretraining(cfg, resume=args.resume)
+from soco.engine.pretrain import pretrain_main
+from soco.engine.run_guard import add_overwrite_argument
+from soco.utils.errors import add_debug_argument, run_tool
 
 
 def argument_parser():
@@ -105,7 +80,7 @@ def argument_parser():
 def launch_main(args):
     launch_cfg = load_pretrain_config(args.config_file, args.opts)
     launch(
-        main,
+        pretrain_main,
         args.num_gpus,
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,

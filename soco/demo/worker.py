@@ -23,22 +23,14 @@ def proposals(image_root: str, output: str, image_list: str = None, scale_range=
 
 def pretrain(config_file: str, opts: Sequence[str]) -> int:
     """One process of pretraining from ``config_file`` and ``KEY VALUE`` overrides, resuming from
-    ``OUTPUT_DIR``'s last checkpoint if there is one (``soco.engine.run_pretraining``)."""
-    from detectron2.engine import default_argument_parser, default_setup
-    from detectron2.utils.logger import setup_logger
+    ``OUTPUT_DIR``'s last checkpoint if there is one (``soco.engine.pretrain.pretrain_main``, what
+    every process of tools/pretrain_net.py runs)."""
+    from detectron2.engine import default_argument_parser
 
     import soco.modeling.meta_arch  # noqa: F401  (registers the methods)
-    from soco.config import load_pretrain_config
-    from soco.engine import run_pretraining
-    from soco.engine.run_guard import claim_output_dir_on_all_ranks
+    from soco.engine.pretrain import pretrain_main
 
-    args = default_argument_parser().parse_args(["--config-file", config_file, "--resume", *opts])
-    cfg = load_pretrain_config(config_file, opts)
-    cfg.freeze()
-    claim_output_dir_on_all_ranks(cfg.OUTPUT_DIR, resume=True, overwrite=False)
-    default_setup(cfg, args)
-    setup_logger(cfg.OUTPUT_DIR, name="soco")
-    run_pretraining(cfg, resume=True)
+    pretrain_main(default_argument_parser().parse_args(["--config-file", config_file, "--resume", *opts]))
     return 0
 
 

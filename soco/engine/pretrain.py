@@ -7,12 +7,14 @@ from typing import Optional, Tuple
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.engine import hooks
+from detectron2.engine import default_setup, hooks
 from detectron2.engine.defaults import default_writers
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
+from ..config.defaults import load_pretrain_config
 from ..config.validation import check_dataset_size, config_value
-from ..utils.errors import ConfigError
+from ..utils.errors import ConfigError, keep_config_dump_off_console
 from ..data.build import build_pretrain_loader, get_pretrain_dataset_dicts
 from ..data.method_data import build_mapper, prepare_dataset_dicts
 from ..modeling.distributed import broadcast_module_state
@@ -22,7 +24,7 @@ from .checkpoint import PretrainCheckpointer
 from .health import HealthMonitorHook, HealthThresholds, KNNMonitor
 from .hooks import GlobalStateCheckHook, RNGStateHook
 from .launch import rendezvous_address
-from .run_guard import MetricsHistoryHook, StopOnSignalHook, truncate_metrics
+from .run_guard import MetricsHistoryHook, StopOnSignalHook, claim_output_dir_on_all_ranks, truncate_metrics
 from .trainer import PretrainTrainer
 from .watchdog import StepWatchdogHook
 
@@ -35,6 +37,8 @@ __all__ = [
     "build_training_model",
     "build_pretrain_trainer",
     "run_pretraining",
+    "setup_pretraining",
+    "pretrain_main",
 ]
 
 logger = logging.getLogger(__name__)
@@ -234,3 +238,29 @@ def run_pretraining(cfg: CfgNode, resume: bool = False) -> PretrainTrainer:
             raise
         raise stalled from exc
     return trainer
+
+
+def setup_pretraining(args) -> CfgNode:
+    """One process's config and set-up from a Detectron2 argument namespace (``config_file``,
+    ``opts``, ``resume``, optional ``overwrite``): the config (unknown keys name themselves,
+    checked at load), the claimed output folder, logging with the config dump kept off the
+    console, Detectron2's ``default_setup`` (config.yaml, seed)."""
+    cfg = load_pretrain_config(args.config_file, args.opts)
+    if not cfg.OUTPUT_DIR:
+        raise ValueError("OUTPUT_DIR is empty; set it in the config or on the command line")
+    cfg.freeze()
+    # Before default_setup writes config.yaml into the folder.
+    claim_output_dir_on_all_ranks(cfg.OUTPUT_DIR, args.resume, getattr(args, "overwrite", False))
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank())  # default_setup's own (cached) call
+    keep_config_dump_off_console()
+    default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="soco")
+    return cfg
+
+
+def pretrain_main(args) -> None:
+    """What every process of ``tools/pretrain_net.py`` (and the demo's pretraining step) runs."""
+    cfg = setup_pretraining(args)
+    if args.eval_only:
+        raise ValueError("--eval-only does not apply to pretraining; use tools/eval_representation.py")
+    run_pretraining(cfg, resume=args.resume)
