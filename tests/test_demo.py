@@ -150,6 +150,15 @@ def test_table_runs_and_plot(tmp_path):
     assert lines[2].startswith("SoCo") and "11.00 ± 0.37" in lines[2] and "41.00 ± 1.00" in lines[2]
     assert "+2.33 [+0.90, +3.77] *" in lines[2] and "+10.00 [" in lines[2]
     assert "8.67 ± 0.33" in lines[1]
+    assert "health" not in table  # no start has a pretraining health yet
+    # With one: a last column, under its header, blank for random init.
+    health = [{"start": "SoCo", "pretrain_seed": 0, "norm_ratio_stem": 1.0, "norm_ratio_max": 1.5, "stem_rank": 50.0,
+               "embed_std_frac": 0.25}]
+    lines = report.format_table(results.summarise(RUNS, PROBES, health),
+                                results.differences(RUNS, PROBES, "random init")).splitlines()
+    assert lines[0].endswith("health: stem norm x / any stage x / stem rank; embedding std / ideal; clusters occupied")
+    assert lines[2].endswith("   1.00 / 1.50 / 50.0; emb 0.25") and not lines[1].endswith("emb 0.25")
+    assert lines[2].index("1.00 / 1.50") == lines[0].index("health:")
     runs = report.format_runs(rows)
     assert "random init: f1 8.00 f2 9.00 f3 9.00" in runs and "SoCo: p0/f1 10.00" in runs
     # One run per start: no standard error, no interval.
@@ -168,7 +177,7 @@ def test_markdown_table_over_settings():
     lines = table.splitlines()
     assert lines[0].startswith("| setting | start | seeds (pretrain x fine-tune) | probe kNN %")
     assert lines[0].endswith("| AP - random init [95% CI] | linear - random init [95% CI] "
-                             "| health: stem norm x / any stage x / stem rank |")
+                             "| health: stem norm x / any stage x / stem rank; embedding std / ideal; clusters occupied |")
     assert lines[2] == "| few-label | random init | 3 | 31.00 ± 0.58 | 30.00 ± 0.58 | 8.67 ± 0.33 | 17.33 ± 0.67 |  |  |  |"
     assert lines[3].startswith("| few-label | SoCo | 2 x 3 | 41.00 ± 1.00 | 42.00 ± 1.00 | 11.00 ± 0.37 | 22.00 ± 0.73 "
                                "| **+2.33 [+0.90, +3.77]** | **+12.00 [")
@@ -178,6 +187,12 @@ def test_markdown_table_over_settings():
               for p in (0, 1)]
     summary["results"] = results.summarise(RUNS, PROBES, health)
     assert report.format_markdown({"few-label": summary}).splitlines()[3].endswith("| 1.50 / 2.00 / 50.5 |")
+    # Embedding std and occupancy where every pretraining seed measured them (the smallest head's).
+    for h, frac in zip(health, (0.2, 0.4)):
+        h.update(embed_std_frac=frac, occupied_min_frac=frac + 0.1)
+    summary["results"] = results.summarise(RUNS, PROBES, health)
+    assert report.format_markdown({"few-label": summary}).splitlines()[3].endswith(
+        "| 1.50 / 2.00 / 50.5; emb 0.30; 40 % occupied |")
 
 
 def test_soco_against_the_image_level_starts():
@@ -330,10 +345,12 @@ def test_collect_finished_reads_the_steps_done_so_far(tmp_path):
         _finished_probe(tmp_path, name, seed, knn)
     (tmp_path / "pretrain_coke_seed0").mkdir()  # its health, as soco.engine.health writes it
     (tmp_path / "pretrain_coke_seed0" / "health.json").write_text(json.dumps(
-        {"metrics": {"norm_ratio_stem": 11.0, "norm_ratio_res2": 12.5, "stem_rank": 3.5}}))
+        {"metrics": {"norm_ratio_stem": 11.0, "norm_ratio_res2": 12.5, "stem_rank": 3.5, "embed_std": 0.05,
+                     "embed_std_ideal": 0.125, "coke_head0_occupied_frac": 0.5, "coke_head1_occupied_frac": 0.25}}))
     (tmp_path / "pretrain_smog_seed0").mkdir()  # still running: no health.json
     found = collect_finished(str(tmp_path), settings.BUDGETS["quick"])
-    assert found["results"]["CoKe"]["health"] == {"norm_ratio_stem": 11.0, "stem_rank": 3.5, "norm_ratio_max": 12.5}
+    assert found["results"]["CoKe"]["health"] == {"norm_ratio_stem": 11.0, "stem_rank": 3.5, "norm_ratio_max": 12.5,
+                                                  "embed_std_frac": 0.4, "occupied_min_frac": 0.25}
     assert "health" not in found["results"]["SMoG"]
     assert [(r["start"], r["pretrain_seed"], r["seed"], r["AP"], r["AP75"]) for r in found["runs"]] == [
         ("random init", None, 1, 8.0, 0.0), ("random init", None, 2, 9.0, 0.0), ("SoCo", 1, 2, 11.0, 0.0),

@@ -5,7 +5,7 @@ from typing import Dict, List, Tuple
 
 from ..utils.files import atomic_write
 
-from .results import HEALTH_METRICS, METRICS, PROBE_METRICS, differences
+from .results import METRICS, PROBE_METRICS, differences
 
 __all__ = ["format_value", "format_table", "format_markdown", "format_versus", "format_runs", "plot"]
 
@@ -35,21 +35,29 @@ def _markdown_difference(d: Dict, missing: str) -> str:
 def format_table(rows: Dict[str, Dict], diffs: Dict[str, Dict] = None, baseline: str = "random init") -> str:
     """start x (probe kNN, probe linear, AP, AP50, AP75: mean ± standard error; runs: fine-tunes
     averaged) and, with ``diffs``, each start's AP, kNN and linear-probe difference from
-    ``baseline`` with its 95 % interval, ``*`` where the interval excludes 0."""
+    ``baseline`` with its 95 % interval, ``*`` where the interval excludes 0; where a start has
+    one, its pretraining's health last (as :func:`_health_cell`)."""
     keys = [k for k in (*PROBE_METRICS, *METRICS) if any(k in r for r in rows.values())]
     cells = {name: [format_value(r[k], r["se"][k]) if k in r else "-" for k in keys] for name, r in rows.items()}
     width = max([15, *(len(c) + 2 for row in cells.values() for c in row)])  # lists: nothing finished yet works
     name_width = max([16, *(len(n) + 2 for n in rows)])
     header = f"{'start':<{name_width}}" + "".join(f"{_HEADERS[k]:>{width}}" for k in keys) + f"{'runs':>6}"
     if diffs:
-        header += "".join(f"   {k + ' - ' + baseline + ' [95% CI]':<32}" for k in ("AP", "kNN", "linear")).rstrip()
-    lines = [header]
+        header += "".join(f"   {k + ' - ' + baseline + ' [95% CI]':<32}" for k in ("AP", "kNN", "linear"))
+    with_health = any(_health_cell(r.get("health", {})) for r in rows.values())
+    if with_health:
+        header += "   health: stem norm x / any stage x / stem rank; embedding std / ideal; clusters occupied"
+    lines = [header.rstrip()]
     for name, r in rows.items():
         line = f"{name:<{name_width}}" + "".join(f"{c:>{width}}" for c in cells[name]) + f"{r['runs']:>6}"
         if diffs and name in diffs:
             d = diffs[name]
-            line += "".join(f"   {_signed(d[k]) if k in d else '-':<32}" for k in ("AP", "knn_top1", "linear_top1")).rstrip()
-        lines.append(line)
+            line += "".join(f"   {_signed(d[k]) if k in d else '-':<32}" for k in ("AP", "knn_top1", "linear_top1"))
+        elif diffs and with_health:
+            line += " " * (3 * 35)
+        if with_health:
+            line += f"   {_health_cell(r.get('health', {}))}"
+        lines.append(line.rstrip())
     return "\n".join(lines)
 
 
@@ -61,9 +69,10 @@ def format_markdown(summaries: Dict[str, Dict], baseline: str = "random init") -
     standard error), the AP and linear-probe differences from ``baseline`` with their 95 %
     intervals (bold where the interval excludes 0), and the start's health at the end of its
     pretraining (``soco.engine.health``): the stem's weight norm against its start, the largest
-    such ratio of any stage, the stem's effective rank (random filters: about 51)."""
+    such ratio of any stage, the stem's effective rank (random filters: about 51), and where
+    measured the embeddings' std against the ideal 1/sqrt(D) and the occupied clusters."""
     lines = ["| setting | start | seeds (pretrain x fine-tune) | probe kNN % | probe linear % | AP | AP50 "
-             f"| AP - {baseline} [95% CI] | linear - {baseline} [95% CI] | health: stem norm x / any stage x / stem rank |",
+             f"| AP - {baseline} [95% CI] | linear - {baseline} [95% CI] | health: stem norm x / any stage x / stem rank; embedding std / ideal; clusters occupied |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for setting, summary in summaries.items():
         for name, r in summary["results"].items():
@@ -79,10 +88,17 @@ def format_markdown(summaries: Dict[str, Dict], baseline: str = "random init") -
 
 
 def _health_cell(health: Dict[str, float]) -> str:
-    """``"1.01 / 1.24 / 51.5"`` (stem norm ratio / largest stage ratio / stem rank); "" unknown."""
-    if not all(k in health for k in HEALTH_METRICS):
+    """``"1.01 / 1.24 / 51.5; emb 0.30; 38 % occupied"`` (stem norm ratio / largest stage ratio /
+    stem rank; embedding std as a fraction of the ideal; smallest occupied fraction of clusters),
+    the last two only where measured; "" without the first three."""
+    if not all(k in health for k in ("norm_ratio_stem", "norm_ratio_max", "stem_rank")):
         return ""
-    return f"{health['norm_ratio_stem']:.2f} / {health['norm_ratio_max']:.2f} / {health['stem_rank']:.1f}"
+    parts = [f"{health['norm_ratio_stem']:.2f} / {health['norm_ratio_max']:.2f} / {health['stem_rank']:.1f}"]
+    if "embed_std_frac" in health:
+        parts.append(f"emb {health['embed_std_frac']:.2f}")
+    if "occupied_min_frac" in health:
+        parts.append(f"{100 * health['occupied_min_frac']:.0f} % occupied")
+    return "; ".join(parts)
 
 
 def format_versus(summaries: Dict[str, Dict], start: str = "SoCo", baseline: str = "random init") -> str:

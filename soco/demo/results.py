@@ -25,9 +25,11 @@ __all__ = ["read_metrics", "read_health", "nan_to_zero", "METRICS", "PROBE_METRI
 
 METRICS = ("AP", "AP50", "AP75")
 PROBE_METRICS = ("knn_top1", "linear_top1")
-# What the table shows of a start's health: its stem's weight-norm ratio against the start and
-# effective rank, and the largest ratio of any stage (means over its pretraining seeds).
-HEALTH_METRICS = ("norm_ratio_stem", "stem_rank", "norm_ratio_max")
+# What the table shows of a start's health (means over its pretraining seeds): its stem's
+# weight-norm ratio against the start and effective rank, and the largest ratio of any stage;
+# where the method has them, its embeddings' per-dimension std as a fraction of the ideal
+# 1/sqrt(D), and the smallest occupied fraction of its clusters or groups over its heads.
+HEALTH_METRICS = ("norm_ratio_stem", "stem_rank", "norm_ratio_max", "embed_std_frac", "occupied_min_frac")
 
 
 def read_metrics(path: str, key: str = "total_loss") -> Tuple[List[int], List[float]]:
@@ -46,7 +48,9 @@ def read_metrics(path: str, key: str = "total_loss") -> Tuple[List[int], List[fl
 
 def read_health(out: str) -> List[Dict]:
     """The health entries of the pretraining runs under ``out`` that have written one; each
-    with ``norm_ratio_max``, the largest ``norm_ratio_<stage>``."""
+    with ``norm_ratio_max``, the largest ``norm_ratio_<stage>``, and where the run measured them
+    ``embed_std_frac`` (``embed_std`` / ``embed_std_ideal``) and ``occupied_min_frac`` (the
+    smallest ``*_occupied_frac``)."""
     names = {m.lower(): m for m in METHODS}
     entries = []
     for entry in sorted(os.listdir(out)):
@@ -56,10 +60,23 @@ def read_health(out: str) -> List[Dict]:
             continue
         with open(path) as f:
             metrics = json.load(f)["metrics"]
-        ratios = [v for k, v in metrics.items() if k.startswith("norm_ratio_")]
         entries.append({"start": names[match.group(1)], "pretrain_seed": int(match.group(2)), **metrics,
-                        **({"norm_ratio_max": max(ratios)} if ratios else {})})
+                         **_derived_health(metrics)})
     return entries
+
+
+def _derived_health(metrics: Dict[str, float]) -> Dict[str, float]:
+    """The table's summaries of one run's health metrics (those it can derive)."""
+    derived = {}
+    ratios = [v for k, v in metrics.items() if k.startswith("norm_ratio_")]
+    if ratios:
+        derived["norm_ratio_max"] = max(ratios)
+    if "embed_std" in metrics and metrics.get("embed_std_ideal"):
+        derived["embed_std_frac"] = metrics["embed_std"] / metrics["embed_std_ideal"]
+    occupied = [v for k, v in metrics.items() if k.endswith("_occupied_frac")]
+    if occupied:
+        derived["occupied_min_frac"] = min(occupied)
+    return derived
 
 
 def nan_to_zero(ap: float) -> float:
