@@ -171,6 +171,26 @@ def test_second_run_in_a_locked_folder_is_refused(tmp_path):
     claim_output_dir(out, False, False)  # the holder died: its lock is stale and taken over
 
 
+
+def _tool(args, tmp_path):
+    """(return code, stderr lines without warnings) of ``python tools/ARGS[0] ARGS[1:]``."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    env.pop("SOCO_DEBUG", None)
+    out = subprocess.run([sys.executable, os.path.join(REPO, "tools", args[0]), *args[1:]], capture_output=True,
+                         text=True, env=env, timeout=300, cwd=str(tmp_path))
+    return out.returncode, [l for l in out.stderr.splitlines() if "Warning" not in l and "warnings.warn" not in l]
+
+
+def test_a_folder_with_an_earlier_runs_checkpoints_is_one_line_exit_2(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last_checkpoint").write_text("model_0000009.pth")
+    code, lines = _tool(["pretrain_net.py", "--config-file", os.path.join(REPO, "configs", "BYOL", "byol_R18_cpu_demo.yaml"),
+                         "OUTPUT_DIR", str(out)], tmp_path)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: OUTPUT_DIR {out} holds checkpoints of an earlier run (last_checkpoint)"), lines
+    assert (out / "last_checkpoint").read_text() == "model_0000009.pth"  # nothing touched
+
 CLAIM_ON_TWO_MACHINES_SCRIPT = """
 import sys
 from detectron2.utils import comm
@@ -393,6 +413,8 @@ def test_truncated_chunk_is_recomputed_and_named_at_merge(tmp_path):
     open(chunk, "wb").write(data[: len(data) // 2])
     with pytest.raises(runner.DamagedChunkError, match=r"chunk_000001.store: cannot be read.*with --shard 0/1 "):
         merge(output)
+    code, lines = _tool(["gen_proposals.py", "--output", output, "--merge"], tmp_path)  # the tool: one line, exit 2
+    assert code == 2 and len(lines) == 1 and "chunk_000001.store: cannot be read" in lines[0], lines
     summary = generate(root, output, num_workers=0, chunk_size=2, progress=False)
     assert summary["images_this_run"] == 2 and open(output, "rb").read() == reference
     assert os.path.exists(chunk + ".damaged")

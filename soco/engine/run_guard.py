@@ -32,6 +32,7 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 from detectron2.utils.events import HistoryBuffer
 
+from ..utils.errors import InputError
 from .signals import STOP_SIGNALS, early_signal, exit_code, launcher_request
 
 __all__ = [
@@ -51,8 +52,10 @@ LOCK_NAME = "run.lock"
 _held_locks = {}  # output dir -> open lock file, kept open (locked) for the life of the process
 
 
-class OutputDirInUseError(RuntimeError):
-    """Another live run holds the output folder, or it holds checkpoints of an earlier run."""
+class OutputDirInUseError(InputError, RuntimeError):
+    """Another live run holds the output folder, or it holds checkpoints of an earlier run. An
+    input error (the tools print its one line and exit 2): the user picks another folder,
+    ``--resume`` or ``--overwrite``, or stops the other run."""
 
 
 def checkpoint_files(output_dir: str) -> list:

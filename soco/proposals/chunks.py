@@ -122,8 +122,9 @@ def write_chunk(shard_dir, index, results) -> None:
     write_store(chunk_path(shard_dir, index), [part], meta={"seconds": float(sum(r[5] for r in results))})
 
 
-class DamagedChunkError(RuntimeError):
-    """A chunk file that cannot be read back; the message names it."""
+class DamagedChunkError(InputError, RuntimeError):
+    """A chunk file that cannot be read back; the message names it and the shard to rerun (an
+    input error: the tools print its one line and exit 2)."""
 
 
 def read_chunk(path: str) -> ProposalStore:
