@@ -283,8 +283,15 @@ def test_cli_prints_what_it_wrote(built, capsys):
     assert "fashion_mnist_test: 40 PNGs" in out
 
 
-def test_the_default_root_is_the_checkouts_datasets_folder(monkeypatch, tmp_path):
+def test_the_default_root_is_the_checkouts_or_the_working_folders_datasets_folder(monkeypatch, tmp_path):
     monkeypatch.delenv("SOCO_DATASETS", raising=False)
     assert cache.dataset_root() == Path(__file__).resolve().parents[1] / "datasets"
     monkeypatch.setenv("SOCO_DATASETS", str(tmp_path))
     assert cache.dataset_root() == tmp_path.resolve()
+    # An installed wheel (no setup.py beside the package): the working folder's datasets/.
+    site = tmp_path / "site-packages"
+    (site / "soco").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert cache.dataset_root(str(cache.default_dataset_root(site))) == tmp_path.resolve() / "datasets"
+    (site / "setup.py").write_text("")
+    assert cache.default_dataset_root(site) == site / "datasets"

@@ -10,7 +10,7 @@ and ``MetadataCatalog``:
 - ``fashion_mnist_train`` / ``fashion_mnist_test``: Fashion-MNIST as an ImageFolder of PNGs.
 
 Each is built on first use, deterministically from a seed, under env ``SOCO_DATASETS``
-or ``<repository>/datasets``; :func:`build_all` (and ``tools/build_embedded_data.py``)
+or ``<checkout>/datasets`` (``./datasets`` for an installed wheel); :func:`build_all` (and ``tools/build_embedded_data.py``)
 builds everything at once. :func:`register_all` re-registers them for other parameters.
 """
 from .cache import dataset_root

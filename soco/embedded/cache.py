@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 from ..utils.files import atomic_write_json
 
-__all__ = ["MANIFEST_NAME", "dataset_root", "options_folder", "cached_build", "read_manifest"]
+__all__ = ["MANIFEST_NAME", "dataset_root", "default_dataset_root", "options_folder", "cached_build", "read_manifest"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +32,21 @@ FORMAT_VERSION = 1
 def dataset_root(root: Optional[str] = None) -> Path:
     """The folder generated datasets live in.
 
-    ``root`` if given, else env ``SOCO_DATASETS``, else ``<repository>/datasets``.
+    ``root`` if given, else env ``SOCO_DATASETS``, else :func:`default_dataset_root`.
     """
     if root is None:
-        root = os.environ.get("SOCO_DATASETS") or Path(__file__).resolve().parents[2] / "datasets"
+        root = os.environ.get("SOCO_DATASETS") or default_dataset_root(Path(__file__).resolve().parents[2])
     return Path(root).expanduser().resolve()
+
+
+def default_dataset_root(package_parent: Path) -> Path:
+    """``<checkout>/datasets`` when the package runs from a source checkout (``package_parent``,
+    the folder holding ``soco/``, has ``setup.py``), else ``./datasets`` in the working folder
+    (an installed wheel: never inside site-packages), where the configs' relative
+    ``datasets/...`` paths point as well."""
+    if (package_parent / "setup.py").is_file():
+        return package_parent / "datasets"
+    return Path("datasets")
 
 
 def options_folder(parent: Path, name: str, params: dict, default_params: dict) -> Path:

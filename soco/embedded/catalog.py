@@ -48,7 +48,7 @@ DATASET_NAMES = (PHOTOS, DET_TRAIN, DET_VAL, FMNIST_TRAIN, FMNIST_TEST, POOL, DE
 class EmbeddedDataConfig:
     """Where the embedded datasets live and how they are generated.
 
-    ``root`` None means env ``SOCO_DATASETS`` or ``<repository>/datasets`` (resolved
+    ``root`` None means env ``SOCO_DATASETS`` or :func:`.cache.default_dataset_root` (resolved
     when the config is registered). ``fashion_limit`` keeps the first N items of each
     Fashion-MNIST split (None: all 60000 / 10000). ``pool_images``: size of the unlabelled
     pool; ``few_label_images``: how many of the detection set's training images the few-label
