@@ -10,8 +10,8 @@ and ``MetadataCatalog``:
 - ``fashion_mnist_train`` / ``fashion_mnist_test``: Fashion-MNIST as an ImageFolder of PNGs.
 
 Each is built on first use, deterministically from a seed, under env ``SOCO_DATASETS``
-or ``<checkout>/datasets`` (``./datasets`` for an installed wheel); :func:`build_all` (and ``tools/build_embedded_data.py``)
-builds everything at once. :func:`register_all` re-registers them for other parameters.
+or ``<checkout>/datasets`` (``./datasets`` for an installed wheel); :func:`build_all` (and
+``tools/build_embedded_data.py``) builds everything at once. :func:`register_all` re-registers them for other parameters.
 """
 from .cache import dataset_root
 from .catalog import (DATASET_NAMES, EmbeddedDataConfig, build_all, current_config, dataset_folder, image_root,
