@@ -12,7 +12,8 @@ import torch
 from image_level_helpers import tiny_cfg
 from soco.config import load_pretrain_config
 from soco.config.validation import CHOICES, check_dataset_size
-from soco.utils.errors import ConfigError, ConfigKeyError, InputError, keep_config_dump_off_console, run_tool
+from soco.engine.setup import keep_config_dump_off_console
+from soco.utils.errors import ConfigError, ConfigKeyError, InputError, run_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "configs", "BYOL", "byol_R18_cpu_demo.yaml")

@@ -32,18 +32,18 @@ import weakref
 
 import torch
 from detectron2.data import MetadataCatalog
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.engine import DefaultTrainer, default_argument_parser, launch
 from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
 from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
 
 from .. import d2_plugin  # noqa: F401  (soco's demo datasets and ROI heads, as for stock train_net.py)
 from ..checkpoint import ConversionError, check_resnet_fits, read_detector_weights
 from ..config.finetune import build_finetune_config
-from ..utils.errors import add_debug_argument, keep_config_dump_off_console, run_tool
+from ..utils.errors import add_debug_argument, run_tool
 from ..utils.files import atomic_write_json
 from .checkpoint import AtomicCheckpointer
 from .run_guard import add_overwrite_argument, claim_output_dir_on_all_ranks, truncate_metrics
+from .setup import setup_run
 
 logger = logging.getLogger("soco.finetune")
 
@@ -124,9 +124,7 @@ def main(args):
     check_weights_file(cfg, args.resume)
     if not args.eval_only:  # before default_setup writes config.yaml
         claim_output_dir_on_all_ranks(cfg.OUTPUT_DIR, args.resume, getattr(args, "overwrite", False))
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank())  # default_setup's own (cached) call
-    keep_config_dump_off_console()
-    default_setup(cfg, args)
+    setup_run(cfg, args)
     if cfg.MODEL.DEVICE == "cpu":
         torch.set_flush_denormal(True)  # denormals make CPU convolutions very slow
     if args.eval_only:

@@ -7,14 +7,13 @@ from typing import Optional, Tuple
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.engine import default_setup, hooks
+from detectron2.engine import hooks
 from detectron2.engine.defaults import default_writers
 from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
 
 from ..config.defaults import load_pretrain_config
 from ..config.validation import check_dataset_size, config_value
-from ..utils.errors import ConfigError, keep_config_dump_off_console
+from ..utils.errors import ConfigError
 from ..data.build import build_pretrain_loader, get_pretrain_dataset_dicts
 from ..data.method_data import build_mapper, prepare_dataset_dicts
 from ..modeling.distributed import broadcast_module_state
@@ -25,6 +24,7 @@ from .health import HealthMonitorHook, HealthThresholds, KNNMonitor
 from .hooks import GlobalStateCheckHook, RNGStateHook
 from .launch import rendezvous_address
 from .run_guard import MetricsHistoryHook, StopOnSignalHook, claim_output_dir_on_all_ranks, truncate_metrics
+from .setup import setup_run
 from .trainer import PretrainTrainer
 from .watchdog import StepWatchdogHook
 
@@ -251,10 +251,7 @@ def setup_pretraining(args) -> CfgNode:
     cfg.freeze()
     # Before default_setup writes config.yaml into the folder.
     claim_output_dir_on_all_ranks(cfg.OUTPUT_DIR, args.resume, getattr(args, "overwrite", False))
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank())  # default_setup's own (cached) call
-    keep_config_dump_off_console()
-    default_setup(cfg, args)
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="soco")
+    setup_run(cfg, args)
     return cfg
 
 

@@ -9,7 +9,6 @@ its traceback.
 """
 
 import argparse
-import logging
 import os
 import sys
 from typing import Any, Callable
@@ -24,7 +23,6 @@ __all__ = [
     "run_tool",
     "debugging",
     "print_input_error",
-    "keep_config_dump_off_console",
 ]
 
 DEBUG_ENV = "SOCO_DEBUG"
@@ -81,23 +79,3 @@ def debugging() -> bool:
 def print_input_error(exc: Exception) -> None:
     """The one-line report of an input error (or any error a tool reports as one) on stderr."""
     print("error: " + " ".join(str(exc).split()), file=sys.stderr, flush=True)
-
-
-# Records of Detectron2's default_setup that are a page each: the config file, the merged config,
-# the environment table.
-_DUMP_PREFIXES = ("Running with full config:", "Contents of args.config_file=", "Environment info:")
-
-
-class _NoConfigDump(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(_DUMP_PREFIXES)
-
-
-def keep_config_dump_off_console(logger_name: str = "detectron2") -> None:
-    """Drop the config dump of Detectron2's ``default_setup`` from the console handlers of
-    ``logger_name`` (those writing to stdout / stderr; the log file's handler keeps it). Call
-    after ``setup_logger`` created them."""
-    for handler in logging.getLogger(logger_name).handlers:
-        if getattr(handler, "stream", None) in (sys.stdout, sys.stderr):
-            if not any(isinstance(f, _NoConfigDump) for f in handler.filters):
-                handler.addFilter(_NoConfigDump())
