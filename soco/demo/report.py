@@ -10,6 +10,8 @@ from .results import METRICS, PROBE_METRICS, differences
 __all__ = ["format_value", "format_table", "format_markdown", "format_versus", "format_runs", "plot"]
 
 _HEADERS = {"knn_top1": "probe kNN %", "linear_top1": "probe lin. %", "AP": "AP", "AP50": "AP50", "AP75": "AP75"}
+_HEALTH_HEADER = "health: stem norm x / any stage x / stem rank; embedding std / ideal; clusters occupied"
+_DIFFERENCE_WIDTH = 32  # one difference column of the text table, after 3 spaces
 
 
 def format_value(mean: float, se: float) -> str:
@@ -43,18 +45,19 @@ def format_table(rows: Dict[str, Dict], diffs: Dict[str, Dict] = None, baseline:
     name_width = max([16, *(len(n) + 2 for n in rows)])
     header = f"{'start':<{name_width}}" + "".join(f"{_HEADERS[k]:>{width}}" for k in keys) + f"{'runs':>6}"
     if diffs:
-        header += "".join(f"   {k + ' - ' + baseline + ' [95% CI]':<32}" for k in ("AP", "kNN", "linear"))
+        header += "".join(f"   {k + ' - ' + baseline + ' [95% CI]':<{_DIFFERENCE_WIDTH}}" for k in ("AP", "kNN", "linear"))
     with_health = any(_health_cell(r.get("health", {})) for r in rows.values())
     if with_health:
-        header += "   health: stem norm x / any stage x / stem rank; embedding std / ideal; clusters occupied"
+        header += f"   {_HEALTH_HEADER}"
     lines = [header.rstrip()]
     for name, r in rows.items():
         line = f"{name:<{name_width}}" + "".join(f"{c:>{width}}" for c in cells[name]) + f"{r['runs']:>6}"
         if diffs and name in diffs:
             d = diffs[name]
-            line += "".join(f"   {_signed(d[k]) if k in d else '-':<32}" for k in ("AP", "knn_top1", "linear_top1"))
+            line += "".join(f"   {_signed(d[k]) if k in d else '-':<{_DIFFERENCE_WIDTH}}"
+                            for k in ("AP", "knn_top1", "linear_top1"))
         elif diffs and with_health:
-            line += " " * (3 * 35)
+            line += " " * (3 * (3 + _DIFFERENCE_WIDTH))
         if with_health:
             line += f"   {_health_cell(r.get('health', {}))}"
         lines.append(line.rstrip())
@@ -72,7 +75,7 @@ def format_markdown(summaries: Dict[str, Dict], baseline: str = "random init") -
     such ratio of any stage, the stem's effective rank (random filters: about 51), and where
     measured the embeddings' std against the ideal 1/sqrt(D) and the occupied clusters."""
     lines = ["| setting | start | seeds (pretrain x fine-tune) | probe kNN % | probe linear % | AP | AP50 "
-             f"| AP - {baseline} [95% CI] | linear - {baseline} [95% CI] | health: stem norm x / any stage x / stem rank; embedding std / ideal; clusters occupied |",
+             f"| AP - {baseline} [95% CI] | linear - {baseline} [95% CI] | {_HEALTH_HEADER} |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for setting, summary in summaries.items():
         for name, r in summary["results"].items():
