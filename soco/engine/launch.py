@@ -158,11 +158,12 @@ def _spawned_worker(local_rank, main_func, args, backend, dist_url, machine_rank
     except KeyboardInterrupt:  # a second signal; PyTorch's wrapper would swallow it and exit 0
         raise SystemExit(exit_code(request.value or signal.SIGINT)) from None
     except InputError as exc:
-        # Every rank meets the same bad input (e.g. more clusters than images): rank 0 says it
-        # on one line, as a tool run in one process does, and every worker exits 2.
+        # Every rank meets the same bad input (e.g. more clusters than images): the first
+        # process of each machine says it on one line, as a tool run in one process does (so
+        # every machine's log has the reason), and every worker exits 2.
         if debugging():
             raise
-        if machine_rank == 0 and local_rank == 0:
+        if local_rank == 0:
             print_input_error(exc)
         raise SystemExit(EXIT_INPUT_ERROR) from None
 
