@@ -11,6 +11,7 @@ from typing import Dict, List, Optional
 
 from ..model_zoo import get_config_file
 from ..utils.files import atomic_write_bytes
+from ..utils.paths import PACKAGE_PARENT
 from .results import METRICS, nan_to_zero, read_metrics
 from .settings import CONVERT_INCLUDE, FINETUNE_CONFIG, PRETRAIN_CONFIGS, PROPOSAL_FILTER, Budget
 from .worker import STEPS
@@ -18,8 +19,6 @@ from .worker import STEPS
 __all__ = ["StepFailed", "Runner", "image_subset", "proposals", "pretrain", "finetune", "read_finetune", "probe",
            "pretrain_dirs"]
 
-# The folder holding this soco package: the steps' processes import the same one.
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class StepFailed(RuntimeError):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..utils.files import atomic_write_json
+from ..utils.paths import PACKAGE_PARENT
 
 __all__ = ["MANIFEST_NAME", "dataset_root", "default_dataset_root", "options_folder", "cached_build", "read_manifest"]
 
@@ -35,7 +36,7 @@ def dataset_root(root: Optional[str] = None) -> Path:
     ``root`` if given, else env ``SOCO_DATASETS``, else :func:`default_dataset_root`.
     """
     if root is None:
-        root = os.environ.get("SOCO_DATASETS") or default_dataset_root(Path(__file__).resolve().parents[2])
+        root = os.environ.get("SOCO_DATASETS") or default_dataset_root(Path(PACKAGE_PARENT).resolve())
     return Path(root).expanduser().resolve()
 
 

@@ -15,10 +15,12 @@ the root's ``configs/`` is used.
 import os
 from typing import List
 
+from ..utils.paths import PACKAGE_PARENT
+
 __all__ = ["config_root", "get_config_file", "list_configs"]
 
 _PACKAGED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
-_CHECKOUT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
+_CHECKOUT = os.path.join(PACKAGE_PARENT, "configs")
 
 
 def config_root() -> str:
